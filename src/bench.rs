@@ -1,0 +1,312 @@
+//! `jobtrack bench`: a load generator against a running server, over real gRPC connections.
+//!
+//! It opens `--connections` HTTP/2 connections, runs `--concurrency` callers spread over them for
+//! `--duration` seconds (after a warm-up), and prints calls/s, latency percentiles, errors, and the
+//! CPU it used itself (and the server's, given `--server-pid`), so a figure can be read against
+//! what the load generator cost on the same machine.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb;
+use crate::pb::job_service_client::JobServiceClient;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    /// GetJob of random jobs from the pool.
+    Get,
+    /// UpdateJob (durable) of random RUNNING jobs from the pool.
+    Update,
+    /// ReportPvcProgress (durable) for random PVCs of random jobs from the pool.
+    Report,
+    /// CreateJob (durable).
+    Create,
+    /// ListJobs with --where and --sort (first page).
+    List,
+    /// Create --count jobs with a realistic mix of states, types and clusters, then stop.
+    Seed,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Server URL.
+    #[arg(long, env = "JOBTRACK_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// What to call.
+    #[arg(long, value_enum, default_value_t = BenchOp::Get)]
+    pub op: BenchOp,
+    /// HTTP/2 connections to spread the callers over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Jobs created first for get/update/report to work on.
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    /// Jobs to create with --op seed.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: usize,
+    /// `where` for --op list.
+    #[arg(long, default_value = r#"{"state":"RUNNING"}"#)]
+    pub r#where: String,
+    /// `sort` for --op list.
+    #[arg(long, default_value = "-_created")]
+    pub sort: String,
+    /// PID of the server, to report the CPU it used during the measurement.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// A small xorshift generator: the load needs variety, not cryptography.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TYPES: [pb::JobType; 4] = [pb::JobType::K8sSnap, pb::JobType::K8sCopy, pb::JobType::Restore, pb::JobType::DeleteBackup];
+const STATES: [pb::JobState; 5] =
+    [pb::JobState::Running, pb::JobState::Completed, pb::JobState::Failed, pb::JobState::Pending, pb::JobState::Partial];
+
+fn sample_job(rng: &mut Rng, i: usize, state: Option<pb::JobState>) -> pb::Job {
+    let cluster = format!("5f77218d44b03575ec17{:04x}", rng.below(50));
+    pb::Job {
+        name: Some(format!("kubecluster-{i}")),
+        r#type: TYPES[rng.below(TYPES.len())] as i32,
+        state: state.unwrap_or(STATES[rng.below(STATES.len())]) as i32,
+        cluster: Some(cluster),
+        cluster_name: Some("bench".into()),
+        backupdef: Some(format!("5f7721cb44b03575ec17{:04x}", rng.below(200))),
+        backupdef_name: Some("nightly".into()),
+        num_total_resources: Some(377),
+        num_backup_resources: Some(0),
+        activity: vec!["Initiating backup process".into()],
+        ..Default::default()
+    }
+}
+
+async fn connect(server: &str, n: usize) -> Result<Vec<JobServiceClient<Channel>>, String> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        // Each Endpoint::connect opens its own TCP connection.
+        let channel = Endpoint::from_shared(server.to_string())
+            .map_err(|e| format!("bad --server {server:?}: {e}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+        clients.push(JobServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024));
+    }
+    Ok(clients)
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let clients = connect(&args.server, args.connections).await?;
+    if args.op == BenchOp::Seed {
+        return seed(&args, &clients).await;
+    }
+
+    // The pool of jobs to work on: RUNNING, so that updates and reports are legal.
+    let mut pool = Vec::new();
+    if matches!(args.op, BenchOp::Get | BenchOp::Update | BenchOp::Report) {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut client = clients[0].clone();
+        for i in 0..args.jobs.max(1) {
+            let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
+            let created = client
+                .create_job(pb::CreateJobRequest { job: Some(job) })
+                .await
+                .map_err(|e| format!("creating the job pool failed: {e}"))?;
+            pool.push(created.into_inner().id);
+        }
+    }
+    let pool = std::sync::Arc::new(pool);
+
+    let warmup = Duration::from_secs(args.warmup);
+    let measure = Duration::from_secs(args.duration.max(1));
+    let start = Instant::now() + warmup;
+    let end = start + measure;
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency.max(1) {
+        let mut client = clients[worker % clients.len()].clone();
+        let pool = pool.clone();
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut first_error = None;
+            let mut n = 0u64;
+            loop {
+                let begun = Instant::now();
+                if begun >= end {
+                    break;
+                }
+                n += 1;
+                let result = match args.op {
+                    BenchOp::Get => {
+                        let id = pool[rng.below(pool.len())].clone();
+                        client.get_job(pb::GetJobRequest { id }).await.map(drop)
+                    }
+                    BenchOp::Update => {
+                        let id = pool[rng.below(pool.len())].clone();
+                        let job = pb::Job { id, num_backup_resources: Some((n % 377) as i64), ..Default::default() };
+                        client
+                            .update_job(pb::UpdateJobRequest {
+                                job: Some(job),
+                                update_mask: Some(prost_types::FieldMask { paths: vec!["num_backup_resources".into()] }),
+                                ..Default::default()
+                            })
+                            .await
+                            .map(drop)
+                    }
+                    BenchOp::Report => {
+                        let job_id = pool[rng.below(pool.len())].clone();
+                        let pvc = pb::PvcProgress {
+                            job_id,
+                            namespace: "default".into(),
+                            name: format!("data-{}", rng.below(8)),
+                            state: pb::PvcState::Active as i32,
+                            op_type: pb::OpType::K8sCopy as i32,
+                            stats: Some(pb::TransferStats {
+                                estimated_size: Some(10 << 30),
+                                transferred_size: Some((n as i64) << 20),
+                                transferred_number_of_files: Some(n as i64),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        };
+                        client.report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) }).await.map(drop)
+                    }
+                    BenchOp::Create => {
+                        let job = sample_job(&mut rng, n as usize, None);
+                        client.create_job(pb::CreateJobRequest { job: Some(job) }).await.map(drop)
+                    }
+                    BenchOp::List => client
+                        .list_jobs(pb::ListJobsRequest {
+                            r#where: args.r#where.clone(),
+                            sort: args.sort.clone(),
+                            page_size: 25,
+                            page_token: String::new(),
+                        })
+                        .await
+                        .map(drop),
+                    BenchOp::Seed => Ok(()),
+                };
+                let done = Instant::now();
+                if begun >= start && done <= end {
+                    match result {
+                        Ok(()) => latencies.push((done - begun).as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+
+    tokio::time::sleep_until((start).into()).await;
+    let cpu_self = cpu_seconds(None);
+    let cpu_server = cpu_seconds(args.server_pid);
+    let wall = Instant::now();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for task in tasks {
+        let (l, e, f) = task.await.map_err(|e| format!("a bench task failed: {e}"))?;
+        latencies.extend(l);
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = wall.elapsed().as_secs_f64().min(measure.as_secs_f64()).max(0.001);
+    let cpu_self = cpu_seconds(None).zip(cpu_self).map(|(b, a)| (b - a) / elapsed);
+    let cpu_server = cpu_seconds(args.server_pid).zip(cpu_server).map(|(b, a)| (b - a) / elapsed);
+    latencies.sort_unstable();
+    let ok = latencies.len();
+    println!(
+        "op={:?} connections={} concurrency={} duration={}s calls={} errors={} rate={:.0}/s p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms bench_cpu={} server_cpu={}",
+        args.op,
+        args.connections,
+        args.concurrency,
+        args.duration,
+        ok,
+        errors,
+        ok as f64 / measure.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        cpu_self.map_or("n/a".to_string(), |c| format!("{c:.2}cores")),
+        cpu_server.map_or("n/a".to_string(), |c| format!("{c:.2}cores")),
+    );
+    if let Some(e) = first_error {
+        println!("first error: {e}");
+    }
+    Ok(())
+}
+
+async fn seed(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result<(), String> {
+    let started = Instant::now();
+    let workers = args.concurrency.max(1);
+    let mut tasks = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let mut client = clients[worker % clients.len()].clone();
+        let count = args.count / workers + usize::from(worker < args.count % workers);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0xDEAD_BEEF ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for i in 0..count {
+                let job = sample_job(&mut rng, i, None);
+                client.create_job(pb::CreateJobRequest { job: Some(job) }).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("seeded {} jobs in {secs:.1}s ({:.0}/s)", args.count, args.count as f64 / secs);
+    Ok(())
+}

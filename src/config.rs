@@ -1,0 +1,76 @@
+//! The command line: `jobtrack serve` and `jobtrack bench`, each flag with a `JOBTRACK_*`
+//! environment fallback (shown by `--help`).
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "jobtrack", version, about = "Job tracking for Kubernetes backups: gRPC, live watch streams, SQLite or Postgres.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve gRPC (JobService, health, reflection) and /metrics on one port.
+    Serve(ServeArgs),
+    /// Load-test a running server and print throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "JOBTRACK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// Database: a SQLite file path, `sqlite:PATH`, or `sqlite::memory:`. Falls back to
+    /// DATABASE_URL, then to the file `jobtrack.db` in the working directory.
+    #[arg(long, env = "JOBTRACK_DATABASE")]
+    pub database: Option<String>,
+
+    /// Largest page a list returns; larger page sizes are clamped to it.
+    #[arg(long, env = "JOBTRACK_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: usize,
+
+    /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing connections.
+    #[arg(long, env = "JOBTRACK_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+/// What the server needs to start; tests build it directly.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: String,
+    pub database: String,
+    pub max_page_size: usize,
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Config {
+        let database = self
+            .database
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "jobtrack.db".to_string());
+        Config {
+            listen: self.listen.clone(),
+            database,
+            max_page_size: self.max_page_size.max(1),
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+}
+
+impl Config {
+    /// A config for tests and tools: the given database, a free loopback port.
+    pub fn for_database(database: &str) -> Config {
+        Config {
+            listen: "127.0.0.1:0".to_string(),
+            database: database.to_string(),
+            max_page_size: 1000,
+            shutdown_grace: std::time::Duration::from_secs(5),
+        }
+    }
+}

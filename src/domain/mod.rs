@@ -1,0 +1,34 @@
+//! The domain: jobs, PVC progress records, the job life cycle, the derived progress aggregates
+//! and the where/sort query language. It knows nothing of tonic, axum or sqlx.
+
+pub mod id;
+pub mod job;
+pub mod pvc;
+pub mod query;
+
+pub use id::ObjectId;
+pub use job::{Job, JobChange, JobFields, JobState, JobType, JobUpdate, NewJob};
+pub use pvc::{CopyProgress, OpType, PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats};
+
+/// Longest text accepted in any string field or activity line, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Most activity lines one job may hold.
+pub const MAX_ACTIVITY_LINES: usize = 10_000;
+
+/// Microseconds since the unix epoch: the resolution of `created` and `updated`.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// The etag of a record at one revision: 40 lowercase hex characters (a SHA-1, as python-eve
+/// uses). It covers the id, the revision and the update time, so it changes on every change.
+pub fn etag(id: &ObjectId, revision: u64, updated_micros: i64) -> String {
+    let mut hasher = sha1_smol::Sha1::new();
+    hasher.update(id.as_str().as_bytes());
+    hasher.update(&revision.to_be_bytes());
+    hasher.update(&updated_micros.to_be_bytes());
+    hasher.digest().to_string()
+}

@@ -1,0 +1,67 @@
+//! The one error type of the service. Each transport maps it once: `grpc::status` to a
+//! `tonic::Status`, and (later) the REST gateway to its JSON envelope, both through [`ErrorKind`].
+
+/// What went wrong, in the words a client can act on.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed input: bad id, where, sort, page token, negative number, unknown field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A create with an id that is already in use.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A change the job life cycle does not allow; names the current and the attempted state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A non-empty etag that no longer matches (optimistic concurrency).
+    #[error("{0}")]
+    Aborted(String),
+    /// The store cannot be reached right now; the call may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the server. The cause is logged, never shown to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The class of an [`Error`], which each transport turns into its own status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Aborted,
+    Unavailable,
+    Internal,
+}
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::Aborted(_) => ErrorKind::Aborted,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The message a client may see: internals are replaced by a generic text.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error; the cause is in the server log".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,166 @@
+//! The gRPC transport: `jobtrack.v1.JobService` over the application layer. Each call is
+//! converted, run, mapped to a status once ([`status`]), logged in one line and counted.
+
+pub mod convert;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+
+use crate::app::{App, Caller};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::{METHODS, Metrics};
+use crate::pb;
+use crate::pb::job_service_server::JobService;
+use convert::{job_to_pb, new_job_from_pb, pvc_to_pb, report_from_pb, update_from_pb};
+
+/// The one mapping from [`Error`] to a gRPC status. Internal causes are logged, not returned.
+pub fn status(error: Error) -> Status {
+    let code = match error.kind() {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => {
+            tracing::error!(error = %error, "internal error");
+            Code::Internal
+        }
+    };
+    Status::new(code, error.public_message())
+}
+
+pub struct GrpcJobService {
+    app: App,
+    metrics: Arc<Metrics>,
+}
+
+impl GrpcJobService {
+    pub fn new(app: App, metrics: Arc<Metrics>) -> Self {
+        GrpcJobService { app, metrics }
+    }
+
+    /// Runs one call: times it, logs one line with method, code and duration, counts it.
+    async fn call<T>(&self, method: usize, work: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await.map_err(status);
+        let elapsed = started.elapsed();
+        let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+        self.metrics.record(method, code as i32, elapsed);
+        let name = METHODS[method];
+        let micros = elapsed.as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, "call"),
+            Err(s) => tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, error = s.message(), "call"),
+        }
+        result.map(Response::new)
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Caller {
+    let description = match request.remote_addr() {
+        Some(addr) => format!("an anonymous client at {addr}"),
+        None => "an anonymous client".to_string(),
+    };
+    Caller { description }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for GrpcJobService {
+    async fn create_job(&self, request: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let job = request.into_inner().job;
+        self.call(0, async { Ok(job_to_pb(&self.app.create_job(new_job_from_pb(job)?).await?)) }).await
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = request.into_inner();
+        self.call(1, async { Ok(job_to_pb(&self.app.get_job(&r.id).await?)) }).await
+    }
+
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let r = request.into_inner();
+        self.call(2, async {
+            let page = self.app.list_jobs(&r.r#where, &r.sort, r.page_size, &r.page_token).await?;
+            Ok(pb::ListJobsResponse {
+                jobs: page.items.iter().map(job_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                total: page.total,
+            })
+        })
+        .await
+    }
+
+    async fn update_job(&self, request: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let r = request.into_inner();
+        self.call(3, async {
+            let (id, update) = update_from_pb(r.job, r.update_mask, r.append_activity)?;
+            Ok(job_to_pb(&self.app.update_job(&id, update, &r.etag).await?))
+        })
+        .await
+    }
+
+    async fn delete_job(&self, request: Request<pb::DeleteJobRequest>) -> Result<Response<()>, Status> {
+        let r = request.into_inner();
+        self.call(4, async {
+            self.app.delete_job(&r.id, &r.etag).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&request);
+        let r = request.into_inner();
+        self.call(5, async { Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller).await?)) }).await
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, _request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.metrics.record(6, Code::Unimplemented as i32, std::time::Duration::ZERO);
+        Err(Status::unimplemented("WatchJob arrives with the live-updates release"))
+    }
+
+    type WatchJobsStream = EventStream;
+
+    async fn watch_jobs(&self, _request: Request<pb::WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
+        self.metrics.record(7, Code::Unimplemented as i32, std::time::Duration::ZERO);
+        Err(Status::unimplemented("WatchJobs arrives with the live-updates release"))
+    }
+
+    async fn report_pvc_progress(
+        &self,
+        request: Request<pb::ReportPvcProgressRequest>,
+    ) -> Result<Response<pb::PvcProgress>, Status> {
+        let r = request.into_inner();
+        self.call(8, async { Ok(pvc_to_pb(&self.app.report_pvc_progress(report_from_pb(r.pvc)?).await?)) }).await
+    }
+
+    async fn get_pvc_progress(&self, request: Request<pb::GetPvcProgressRequest>) -> Result<Response<pb::PvcProgress>, Status> {
+        let r = request.into_inner();
+        self.call(9, async { Ok(pvc_to_pb(&self.app.get_pvc_progress(&r.id).await?)) }).await
+    }
+
+    async fn list_pvc_progress(
+        &self,
+        request: Request<pb::ListPvcProgressRequest>,
+    ) -> Result<Response<pb::ListPvcProgressResponse>, Status> {
+        let r = request.into_inner();
+        self.call(10, async {
+            let page = self.app.list_pvc_progress(&r.job_id, &r.r#where, &r.sort, r.page_size, &r.page_token).await?;
+            Ok(pb::ListPvcProgressResponse {
+                pvcs: page.items.iter().map(pvc_to_pb).collect(),
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                total: page.total,
+            })
+        })
+        .await
+    }
+}

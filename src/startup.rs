@@ -1,0 +1,197 @@
+//! Builds the server and runs it until a shutdown signal: gRPC (JobService, grpc.health.v1,
+//! reflection v1 and v1alpha) and `/metrics` on one port, HTTP/1.1 and HTTP/2 (h2c) alike.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpConnectInfo;
+use tonic_health::ServingStatus;
+use tower::ServiceExt;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::grpc::GrpcJobService;
+use crate::metrics::Metrics;
+use crate::pb::job_service_server::JobServiceServer;
+use crate::store::Store;
+
+/// How often the health service re-checks the database.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Opens the store (running migrations), builds every service and binds the port.
+    pub async fn build(config: Config) -> Result<Application> {
+        let store = Store::open(&config.database).await?;
+        let metrics = Arc::new(Metrics::default());
+        let app = App::new(store.clone(), config.max_page_size);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<JobServiceServer<GrpcJobService>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
+
+        let job_service = JobServiceServer::new(GrpcJobService::new(app, metrics.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let grpc = tonic::service::Routes::new(job_service)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .into_axum_router();
+
+        let metrics_store = store.clone();
+        let router = grpc.route(
+            "/metrics",
+            get(move || {
+                let (metrics, store) = (metrics.clone(), metrics_store.clone());
+                async move {
+                    let states = store.count_jobs_by_state().await.unwrap_or_default();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(&states),
+                    )
+                }
+            }),
+        );
+
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("local address: {e}")))?;
+        Ok(Application { listener, local_addr, router, store, health, shutdown_grace: config.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish (up to the grace
+    /// period), closes the connections and the database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let Application { listener, local_addr, router, store, health, shutdown_grace } = self;
+        tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, /metrics)");
+
+        let monitor = tokio::spawn(monitor_health(store.clone(), health));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            // Many watch streams share one connection (a CLI, a dashboard, a proxy).
+            .max_concurrent_streams(10_000)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let info = TcpConnectInfo { local_addr: Some(local_addr), remote_addr: Some(peer) };
+                    let service = router.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(info.clone());
+                        request
+                    });
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+
+        tracing::info!("shutting down: no new connections; finishing calls in flight");
+        drop(listener);
+        monitor.abort();
+        if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?shutdown_grace, "calls still running after the grace period; closing anyway");
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer, SERVING once it does again.
+async fn monitor_health(store: Store, health: tonic_health::server::HealthReporter) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+        let ok = store.ping().await.is_ok();
+        if ok != serving {
+            serving = ok;
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            tracing::warn!(?status, "database health changed");
+            health.set_service_status("", status).await;
+            health.set_service_status("jobtrack.v1.JobService", status).await;
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

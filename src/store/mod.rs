@@ -1,0 +1,138 @@
+//! The only place with SQL. [`Store`] is the one interface the application uses; SQLite (embedded,
+//! the default) sits behind it today, and Postgres joins as another variant.
+//!
+//! Every write goes through a `Store` method that reads the current record, lets the domain
+//! decide ([`JobChange::apply`], [`PvcReport::apply`]) and writes the result in one transaction,
+//! acknowledged only after the commit is on stable storage.
+
+mod row;
+pub mod sql;
+mod sqlite;
+
+use crate::domain::query::ListQuery;
+use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
+use crate::error::{Error, Result};
+
+pub use sqlite::SqliteStore;
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Token of the next page; `None` on the last page.
+    pub next_page_token: Option<String>,
+    /// Number of all matches.
+    pub total: i64,
+}
+
+/// A PVC record after a report, with its job (whose aggregates the report changed).
+#[derive(Clone, Debug)]
+pub struct PvcWritten {
+    pub pvc: PvcProgress,
+    pub job: Job,
+}
+
+/// The storage of jobs and PVC records.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the store named by `url` and runs its migrations: `sqlite::memory:`, `sqlite:PATH`,
+    /// `sqlite://PATH` or a plain file path.
+    pub async fn open(url: &str) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(Error::Unavailable(
+                "Postgres storage is not built yet (planned); use a SQLite file for now".into(),
+            ));
+        }
+        Ok(Store::Sqlite(SqliteStore::open(url).await?))
+    }
+
+    pub async fn create_job(&self, job: NewJob) -> Result<Job> {
+        match self {
+            Store::Sqlite(s) => s.create_job(job).await,
+        }
+    }
+
+    pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        match self {
+            Store::Sqlite(s) => s.get_job(id).await,
+        }
+    }
+
+    pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
+        match self {
+            Store::Sqlite(s) => s.list_jobs(query).await,
+        }
+    }
+
+    /// Applies `change` to the job if its etag still equals `etag` (when given).
+    pub async fn change_job(&self, id: ObjectId, etag: Option<String>, change: JobChange) -> Result<Job> {
+        match self {
+            Store::Sqlite(s) => s.change_job(id, etag, change).await,
+        }
+    }
+
+    /// Deletes the job and its PVC records; returns the job as it was last.
+    pub async fn delete_job(&self, id: ObjectId, etag: Option<String>) -> Result<Job> {
+        match self {
+            Store::Sqlite(s) => s.delete_job(id, etag).await,
+        }
+    }
+
+    pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
+        match self {
+            Store::Sqlite(s) => s.report_pvc(report).await,
+        }
+    }
+
+    pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {
+        match self {
+            Store::Sqlite(s) => s.get_pvc(id).await,
+        }
+    }
+
+    pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
+        match self {
+            Store::Sqlite(s) => s.list_pvcs(query).await,
+        }
+    }
+
+    /// Number of jobs in each state, for the metrics page.
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
+        match self {
+            Store::Sqlite(s) => s.count_jobs_by_state().await,
+        }
+    }
+
+    /// Whether the store answers a trivial query (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Finishes pending writes and closes the database.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                Error::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            e => {
+                tracing::error!(error = %e, "store failure");
+                Error::Internal(e.to_string())
+            }
+        }
+    }
+}

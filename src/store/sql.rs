@@ -1,0 +1,208 @@
+//! Turns a parsed [`Filter`] and order into parameterised SQL. Column names come only from the
+//! query language's allow-list; every value is bound as a parameter.
+
+use crate::domain::query::{CmpOp, Filter, SortKey, Value};
+
+/// The SQL dialect: placeholders, regex operator and NULL ordering differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+}
+
+/// A bound parameter, typed so that NULLs carry their column's type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<&Value> for Param {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => Param::Text(None),
+            Value::Int(i) => Param::Int(Some(*i)),
+            Value::Text(s) => Param::Text(Some(s.clone())),
+        }
+    }
+}
+
+/// SQL text with its parameters, built front to back.
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<Param>,
+    dialect: Dialect,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect, text: &str) -> Self {
+        Sql { text: text.to_string(), params: Vec::new(), dialect }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, param: Param) -> &mut Self {
+        self.params.push(param);
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+        }
+        self
+    }
+
+    fn bind_value(&mut self, value: &Value) -> &mut Self {
+        self.bind(Param::from(value))
+    }
+
+    /// Appends the filter as a boolean expression. An expression may yield NULL for a missing
+    /// field, which WHERE treats as false; negations make it two-valued first.
+    pub fn filter(&mut self, filter: &Filter) -> &mut Self {
+        match filter {
+            Filter::And(parts) => self.join(parts, " AND ", "1=1"),
+            Filter::Or(parts) => self.join(parts, " OR ", "1=0"),
+            Filter::Not(inner) => {
+                self.push("NOT COALESCE((");
+                self.filter(inner);
+                self.push("), FALSE)")
+            }
+            Filter::Compare { column, op, value } => {
+                match (op, value) {
+                    (CmpOp::Eq, Value::Null) => return self.push(column).push(" IS NULL"),
+                    (CmpOp::Ne, Value::Null) => return self.push(column).push(" IS NOT NULL"),
+                    (CmpOp::Ne, v) => {
+                        return self
+                            .push("(")
+                            .push(column)
+                            .push(" IS NULL OR ")
+                            .push(column)
+                            .push(" <> ")
+                            .bind_value(v)
+                            .push(")");
+                    }
+                    _ => {}
+                }
+                let symbol = match op {
+                    CmpOp::Eq => " = ",
+                    CmpOp::Ne => " <> ",
+                    CmpOp::Gt => " > ",
+                    CmpOp::Gte => " >= ",
+                    CmpOp::Lt => " < ",
+                    CmpOp::Lte => " <= ",
+                };
+                self.push(column).push(symbol).bind_value(value)
+            }
+            Filter::In { column, values, negated } => {
+                let has_null = values.contains(&Value::Null);
+                let present: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
+                // A missing field matches `$in [null]` and every `$nin` without null.
+                let (null_test, glue, list_op) = match (*negated, has_null) {
+                    (false, false) => (None, "", " IN ("),
+                    (false, true) => (Some(" IS NULL"), " OR ", " IN ("),
+                    (true, false) => (Some(" IS NULL"), " OR ", " NOT IN ("),
+                    (true, true) => (Some(" IS NOT NULL"), " AND ", " NOT IN ("),
+                };
+                if present.is_empty() {
+                    return match null_test {
+                        None => self.push("1=0"),
+                        Some(_) if *negated && !has_null => self.push("1=1"),
+                        Some(test) => self.push(column).push(test),
+                    };
+                }
+                self.push("(");
+                if let Some(test) = null_test {
+                    self.push(column).push(test).push(glue);
+                }
+                self.push(column).push(list_op);
+                for (i, v) in present.iter().enumerate() {
+                    if i > 0 {
+                        self.push(", ");
+                    }
+                    self.bind_value(v);
+                }
+                self.push("))")
+            }
+            Filter::Exists { column, exists } => {
+                self.push(column).push(if *exists { " IS NOT NULL" } else { " IS NULL" })
+            }
+            Filter::Regex { column, pattern } => match self.dialect {
+                Dialect::Sqlite => self.push(column).push(" REGEXP ").bind(Param::Text(Some(pattern.clone()))),
+            },
+        }
+    }
+
+    fn join(&mut self, parts: &[Filter], glue: &str, empty: &str) -> &mut Self {
+        if parts.is_empty() {
+            return self.push(empty);
+        }
+        self.push("(");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                self.push(glue);
+            }
+            self.filter(part);
+        }
+        self.push(")")
+    }
+
+    /// Appends "the row comes after `after` in `order`", NULL sorting before any value.
+    pub fn after<T>(&mut self, order: &[SortKey<T>], after: &[Value]) -> &mut Self {
+        let uniform = order.iter().all(|k| k.descending == order[0].descending);
+        let no_nulls = after.iter().all(|v| *v != Value::Null);
+        let nulls_cannot_follow = !order[0].descending || order.iter().all(|k| !k.field.nullable);
+        if uniform && no_nulls && nulls_cannot_follow {
+            // One row-value comparison: an index range scan.
+            self.push("(");
+            for (i, key) in order.iter().enumerate() {
+                self.push(if i > 0 { ", " } else { "" }).push(key.field.column);
+            }
+            self.push(if order[0].descending { ") < (" } else { ") > (" });
+            for (i, value) in after.iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                self.bind_value(value);
+            }
+            return self.push(")");
+        }
+        // The general lexicographic form: k1 after v1, or k1 = v1 and k2 after v2, ...
+        self.push("(");
+        for i in 0..order.len() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("(");
+            for (key, value) in order[..i].iter().zip(after) {
+                let column = key.field.column;
+                match value {
+                    Value::Null => self.push(column).push(" IS NULL AND "),
+                    v => self.push(column).push(" = ").bind_value(v).push(" AND "),
+                };
+            }
+            let (key, value) = (&order[i], &after[i]);
+            let column = key.field.column;
+            match (key.descending, value) {
+                (false, Value::Null) => self.push(column).push(" IS NOT NULL"),
+                (false, v) => self.push(column).push(" > ").bind_value(v),
+                (true, Value::Null) => self.push("1=0"),
+                (true, v) => {
+                    self.push("(").push(column).push(" < ").bind_value(v).push(" OR ").push(column).push(" IS NULL)")
+                }
+            };
+            self.push(")");
+        }
+        self.push(")")
+    }
+
+    /// Appends ORDER BY for `order`: NULL first ascending, last descending.
+    pub fn order_by<T>(&mut self, order: &[SortKey<T>]) -> &mut Self {
+        self.push(" ORDER BY ");
+        for (i, key) in order.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push(key.field.column).push(if key.descending { " DESC" } else { " ASC" });
+        }
+        self
+    }
+}
