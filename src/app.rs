@@ -21,7 +21,10 @@ pub struct App {
 
 impl App {
     pub fn new(store: Store, max_page_size: usize) -> Self {
-        App { store, max_page_size }
+        App {
+            store,
+            max_page_size,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -36,19 +39,37 @@ impl App {
     #[tracing::instrument(skip(self))]
     pub async fn get_job(&self, id: &str) -> Result<Job> {
         let id = ObjectId::parse("job id", id)?;
-        self.store.get_job(&id).await?.ok_or_else(|| job_not_found(&id))
+        self.store
+            .get_job(&id)
+            .await?
+            .ok_or_else(|| job_not_found(&id))
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn list_jobs(&self, where_: &str, sort: &str, page_size: i32, page_token: &str) -> Result<Page<Job>> {
-        let query = ListQuery::<Job>::parse(where_, sort, page_size, page_token, self.max_page_size, None)?;
+    pub async fn list_jobs(
+        &self,
+        where_: &str,
+        sort: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Job>> {
+        let query = ListQuery::<Job>::parse(
+            where_,
+            sort,
+            page_size,
+            page_token,
+            self.max_page_size,
+            None,
+        )?;
         self.store.list_jobs(&query).await
     }
 
     #[tracing::instrument(skip(self, update))]
     pub async fn update_job(&self, id: &str, update: JobUpdate, etag: &str) -> Result<Job> {
         let id = ObjectId::parse("job.id", id)?;
-        self.store.change_job(id, non_empty(etag), JobChange::Update(update)).await
+        self.store
+            .change_job(id, non_empty(etag), JobChange::Update(update))
+            .await
     }
 
     #[tracing::instrument(skip(self))]
@@ -60,7 +81,9 @@ impl App {
     #[tracing::instrument(skip(self))]
     pub async fn cancel_job(&self, id: &str, caller: &Caller) -> Result<Job> {
         let id = ObjectId::parse("job id", id)?;
-        let change = JobChange::Cancel { by: caller.description.clone() };
+        let change = JobChange::Cancel {
+            by: caller.description.clone(),
+        };
         self.store.change_job(id, None, change).await
     }
 
@@ -93,9 +116,20 @@ impl App {
             None
         } else {
             let job_id = ObjectId::parse("job_id", job_id)?;
-            Some(Filter::Compare { column: "job_id", op: CmpOp::Eq, value: Value::Text(job_id.to_string()) })
+            Some(Filter::Compare {
+                column: "job_id",
+                op: CmpOp::Eq,
+                value: Value::Text(job_id.to_string()),
+            })
         };
-        let query = ListQuery::<PvcProgress>::parse(where_, sort, page_size, page_token, self.max_page_size, scope)?;
+        let query = ListQuery::<PvcProgress>::parse(
+            where_,
+            sort,
+            page_size,
+            page_token,
+            self.max_page_size,
+            scope,
+        )?;
         self.store.list_pvcs(&query).await
     }
 }

@@ -82,9 +82,19 @@ impl Rng {
     }
 }
 
-const TYPES: [pb::JobType; 4] = [pb::JobType::K8sSnap, pb::JobType::K8sCopy, pb::JobType::Restore, pb::JobType::DeleteBackup];
-const STATES: [pb::JobState; 5] =
-    [pb::JobState::Running, pb::JobState::Completed, pb::JobState::Failed, pb::JobState::Pending, pb::JobState::Partial];
+const TYPES: [pb::JobType; 4] = [
+    pb::JobType::K8sSnap,
+    pb::JobType::K8sCopy,
+    pb::JobType::Restore,
+    pb::JobType::DeleteBackup,
+];
+const STATES: [pb::JobState; 5] = [
+    pb::JobState::Running,
+    pb::JobState::Completed,
+    pb::JobState::Failed,
+    pb::JobState::Pending,
+    pb::JobState::Partial,
+];
 
 fn sample_job(rng: &mut Rng, i: usize, state: Option<pb::JobState>) -> pb::Job {
     let cluster = format!("5f77218d44b03575ec17{:04x}", rng.below(50));
@@ -120,7 +130,10 @@ async fn connect(server: &str, n: usize) -> Result<Vec<JobServiceClient<Channel>
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
 fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')')?.1;
@@ -169,7 +182,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         let pool = pool.clone();
         let args = args.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9));
+            let mut rng =
+                Rng(0x2545_F491_4F6C_DD1D ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9));
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut first_error = None;
@@ -187,11 +201,17 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                     }
                     BenchOp::Update => {
                         let id = pool[rng.below(pool.len())].clone();
-                        let job = pb::Job { id, num_backup_resources: Some((n % 377) as i64), ..Default::default() };
+                        let job = pb::Job {
+                            id,
+                            num_backup_resources: Some((n % 377) as i64),
+                            ..Default::default()
+                        };
                         client
                             .update_job(pb::UpdateJobRequest {
                                 job: Some(job),
-                                update_mask: Some(prost_types::FieldMask { paths: vec!["num_backup_resources".into()] }),
+                                update_mask: Some(prost_types::FieldMask {
+                                    paths: vec!["num_backup_resources".into()],
+                                }),
                                 ..Default::default()
                             })
                             .await
@@ -213,11 +233,17 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                             }),
                             ..Default::default()
                         };
-                        client.report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) }).await.map(drop)
+                        client
+                            .report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) })
+                            .await
+                            .map(drop)
                     }
                     BenchOp::Create => {
                         let job = sample_job(&mut rng, n as usize, None);
-                        client.create_job(pb::CreateJobRequest { job: Some(job) }).await.map(drop)
+                        client
+                            .create_job(pb::CreateJobRequest { job: Some(job) })
+                            .await
+                            .map(drop)
                     }
                     BenchOp::List => client
                         .list_jobs(pb::ListJobsRequest {
@@ -233,7 +259,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 let done = Instant::now();
                 if begun >= start && done <= end {
                     match result {
-                        Ok(()) => latencies.push((done - begun).as_micros().min(u32::MAX as u128) as u32),
+                        Ok(()) => {
+                            latencies.push((done - begun).as_micros().min(u32::MAX as u128) as u32)
+                        }
                         Err(e) => {
                             errors += 1;
                             first_error.get_or_insert(e.to_string());
@@ -253,16 +281,26 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let mut errors = 0;
     let mut first_error = None;
     for task in tasks {
-        let (l, e, f) = task.await.map_err(|e| format!("a bench task failed: {e}"))?;
+        let (l, e, f) = task
+            .await
+            .map_err(|e| format!("a bench task failed: {e}"))?;
         latencies.extend(l);
         errors += e;
         if first_error.is_none() {
             first_error = f;
         }
     }
-    let elapsed = wall.elapsed().as_secs_f64().min(measure.as_secs_f64()).max(0.001);
-    let cpu_self = cpu_seconds(None).zip(cpu_self).map(|(b, a)| (b - a) / elapsed);
-    let cpu_server = cpu_seconds(args.server_pid).zip(cpu_server).map(|(b, a)| (b - a) / elapsed);
+    let elapsed = wall
+        .elapsed()
+        .as_secs_f64()
+        .min(measure.as_secs_f64())
+        .max(0.001);
+    let cpu_self = cpu_seconds(None)
+        .zip(cpu_self)
+        .map(|(b, a)| (b - a) / elapsed);
+    let cpu_server = cpu_seconds(args.server_pid)
+        .zip(cpu_server)
+        .map(|(b, a)| (b - a) / elapsed);
     latencies.sort_unstable();
     let ok = latencies.len();
     println!(
@@ -295,10 +333,14 @@ async fn seed(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result
         let mut client = clients[worker % clients.len()].clone();
         let count = args.count / workers + usize::from(worker < args.count % workers);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0xDEAD_BEEF ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                Rng(0xDEAD_BEEF ^ (worker as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             for i in 0..count {
                 let job = sample_job(&mut rng, i, None);
-                client.create_job(pb::CreateJobRequest { job: Some(job) }).await.map_err(|e| e.to_string())?;
+                client
+                    .create_job(pb::CreateJobRequest { job: Some(job) })
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         }));
@@ -307,6 +349,10 @@ async fn seed(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result
         task.await.map_err(|e| e.to_string())??;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("seeded {} jobs in {secs:.1}s ({:.0}/s)", args.count, args.count as f64 / secs);
+    println!(
+        "seeded {} jobs in {secs:.1}s ({:.0}/s)",
+        args.count,
+        args.count as f64 / secs
+    );
     Ok(())
 }

@@ -4,7 +4,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "jobtrack", version, about = "Job tracking for Kubernetes backups: gRPC, live watch streams, SQLite or Postgres.")]
+#[command(
+    name = "jobtrack",
+    version,
+    about = "Job tracking for Kubernetes backups: gRPC, live watch streams, SQLite or Postgres."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

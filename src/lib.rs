@@ -31,5 +31,6 @@ pub mod pb {
     tonic::include_proto!("jobtrack.v1");
 
     /// The encoded descriptors of our protos, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/jobtrack_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/jobtrack_descriptor.bin"));
 }

@@ -26,6 +26,10 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: jobtrack::config::ServeArgs) -> Result<(), String> {
     let config = args.config();
     tracing::info!(database = %config.database, "opening the store");
-    let app = Application::build(config).await.map_err(|e| e.to_string())?;
-    app.run_until_stopped(shutdown_signal()).await.map_err(|e| e.to_string())
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -65,7 +65,9 @@ pub struct Metrics {
 impl Metrics {
     /// Records one finished call of `METHODS[method]` with gRPC status `code`.
     pub fn record(&self, method: usize, code: i32, elapsed: Duration) {
-        let Some(m) = self.methods.get(method) else { return };
+        let Some(m) = self.methods.get(method) else {
+            return;
+        };
         if let Some(c) = m.calls.get(code as usize) {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -73,7 +75,8 @@ impl Metrics {
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             m.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        m.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        m.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         m.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -86,11 +89,16 @@ impl Metrics {
             for (code, count) in CODES.iter().zip(&m.calls) {
                 let n = count.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "jobtrack_grpc_calls_total{{method=\"{name}\",code=\"{code}\"}} {n}");
+                    let _ = writeln!(
+                        out,
+                        "jobtrack_grpc_calls_total{{method=\"{name}\",code=\"{code}\"}} {n}"
+                    );
                 }
             }
         }
-        out.push_str("# HELP jobtrack_grpc_call_duration_seconds Time to answer a JobService call.\n");
+        out.push_str(
+            "# HELP jobtrack_grpc_call_duration_seconds Time to answer a JobService call.\n",
+        );
         out.push_str("# TYPE jobtrack_grpc_call_duration_seconds histogram\n");
         for (name, m) in METHODS.iter().zip(&self.methods) {
             let count = m.count.load(Ordering::Relaxed);
@@ -105,15 +113,27 @@ impl Metrics {
                     "jobtrack_grpc_call_duration_seconds_bucket{{method=\"{name}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
-            let _ = writeln!(out, "jobtrack_grpc_call_duration_seconds_bucket{{method=\"{name}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "jobtrack_grpc_call_duration_seconds_bucket{{method=\"{name}\",le=\"+Inf\"}} {count}"
+            );
             let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "jobtrack_grpc_call_duration_seconds_sum{{method=\"{name}\"}} {sum}");
-            let _ = writeln!(out, "jobtrack_grpc_call_duration_seconds_count{{method=\"{name}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "jobtrack_grpc_call_duration_seconds_sum{{method=\"{name}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "jobtrack_grpc_call_duration_seconds_count{{method=\"{name}\"}} {count}"
+            );
         }
         out.push_str("# HELP jobtrack_jobs Jobs in the store by state.\n");
         out.push_str("# TYPE jobtrack_jobs gauge\n");
         for &state in JobState::ALL {
-            let n = jobs_by_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
+            let n = jobs_by_state
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
             let _ = writeln!(out, "jobtrack_jobs{{state=\"{}\"}} {n}", state.as_str());
         }
         out

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -46,7 +46,9 @@ impl Application {
         let app = App::new(store.clone(), config.max_page_size);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<JobServiceServer<GrpcJobService>>().await;
+        health
+            .set_serving::<JobServiceServer<GrpcJobService>>()
+            .await;
         health.set_service_status("", ServingStatus::Serving).await;
 
         let reflection = || {
@@ -77,7 +79,10 @@ impl Application {
                 async move {
                     let states = store.count_jobs_by_state().await.unwrap_or_default();
                     (
-                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
                         metrics.render(&states),
                     )
                 }
@@ -90,7 +95,14 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Internal(format!("local address: {e}")))?;
-        Ok(Application { listener, local_addr, router, store, health, shutdown_grace: config.shutdown_grace })
+        Ok(Application {
+            listener,
+            local_addr,
+            router,
+            store,
+            health,
+            shutdown_grace: config.shutdown_grace,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -99,14 +111,26 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish (up to the grace
     /// period), closes the connections and the database.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
-        let Application { listener, local_addr, router, store, health, shutdown_grace } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            local_addr,
+            router,
+            store,
+            health,
+            shutdown_grace,
+        } = self;
         tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, /metrics)");
 
         let monitor = tokio::spawn(monitor_health(store.clone(), health));
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new());
         builder
             .http2()
+            .timer(TokioTimer::new())
             // Many watch streams share one connection (a CLI, a dashboard, a proxy).
             .max_concurrent_streams(10_000)
             .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -149,7 +173,10 @@ impl Application {
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         drop(listener);
         monitor.abort();
-        if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?shutdown_grace, "calls still running after the grace period; closing anyway");
         }
         store.close().await;
@@ -166,10 +193,16 @@ async fn monitor_health(store: Store, health: tonic_health::server::HealthReport
         let ok = store.ping().await.is_ok();
         if ok != serving {
             serving = ok;
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             tracing::warn!(?status, "database health changed");
             health.set_service_status("", status).await;
-            health.set_service_status("jobtrack.v1.JobService", status).await;
+            health
+                .set_service_status("jobtrack.v1.JobService", status)
+                .await;
         }
     }
 }

@@ -17,7 +17,9 @@ impl ObjectId {
         if s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(ObjectId(s.to_ascii_lowercase()))
         } else if s.is_empty() {
-            Err(Error::invalid(format!("{what} is required (24 hex characters)")))
+            Err(Error::invalid(format!(
+                "{what} is required (24 hex characters)"
+            )))
         } else {
             Err(Error::invalid(format!(
                 "{what} {:?} is not an id: expected 24 hex characters",

@@ -244,7 +244,9 @@ pub struct JobUpdate {
 pub enum JobChange {
     Update(JobUpdate),
     /// Cancel by a user; `by` names who, for the activity line.
-    Cancel { by: String },
+    Cancel {
+        by: String,
+    },
 }
 
 /// Whether a change wrote anything.
@@ -331,7 +333,10 @@ impl JobUpdate {
 }
 
 fn cancel(job: &mut Job, by: &str, now: i64) -> Result<Applied> {
-    let cancellable_type = matches!(job.fields.job_type, Some(JobType::K8sSnap | JobType::K8sCopy));
+    let cancellable_type = matches!(
+        job.fields.job_type,
+        Some(JobType::K8sSnap | JobType::K8sCopy)
+    );
     if job.state == JobState::Cancelled {
         return Ok(Applied::Unchanged);
     }
@@ -400,7 +405,9 @@ pub(crate) fn validate_fields(f: &JobFields) -> Result<()> {
         if let Some(v) = value
             && v < 0
         {
-            return Err(Error::invalid(format!("{name} is {v}: it cannot be negative")));
+            return Err(Error::invalid(format!(
+                "{name} is {v}: it cannot be negative"
+            )));
         }
     }
     for (name, value) in [
@@ -451,7 +458,10 @@ mod tests {
     fn job(state: JobState, job_type: JobType) -> Job {
         NewJob {
             state: Some(state),
-            fields: JobFields { job_type: Some(job_type), ..Default::default() },
+            fields: JobFields {
+                job_type: Some(job_type),
+                ..Default::default()
+            },
             ..Default::default()
         }
         .into_job(1_600_000_000_000_000)
@@ -486,21 +496,36 @@ mod tests {
     fn running_stamps_start_time_and_terminal_stamps_end_time() {
         let mut j = job(JobState::Pending, JobType::K8sSnap);
         assert_eq!(j.fields.start_time, None);
-        set_state(JobState::Running).apply(&mut j, 1_700_000_000_000_000).expect("legal");
+        set_state(JobState::Running)
+            .apply(&mut j, 1_700_000_000_000_000)
+            .expect("legal");
         assert_eq!(j.fields.start_time, Some(1_700_000_000));
-        set_state(JobState::Completed).apply(&mut j, 1_700_000_100_000_000).expect("legal");
+        set_state(JobState::Completed)
+            .apply(&mut j, 1_700_000_100_000_000)
+            .expect("legal");
         assert_eq!(j.fields.end_time, Some(1_700_000_100));
         assert_eq!(j.revision, 3);
     }
 
     #[test]
     fn cancel_rules() {
-        let by = JobChange::Cancel { by: "tester".into() };
+        let by = JobChange::Cancel {
+            by: "tester".into(),
+        };
         let mut running = job(JobState::Running, JobType::K8sCopy);
         assert_eq!(by.apply(&mut running, 1).expect("cancel"), Applied::Changed);
         assert_eq!(running.state, JobState::Cancelled);
-        assert_eq!(by.apply(&mut running, 2).expect("again"), Applied::Unchanged);
-        assert!(by.apply(&mut job(JobState::Pending, JobType::K8sCopy), 1).is_err());
-        assert!(by.apply(&mut job(JobState::Running, JobType::Restore), 1).is_err());
+        assert_eq!(
+            by.apply(&mut running, 2).expect("again"),
+            Applied::Unchanged
+        );
+        assert!(
+            by.apply(&mut job(JobState::Pending, JobType::K8sCopy), 1)
+                .is_err()
+        );
+        assert!(
+            by.apply(&mut job(JobState::Running, JobType::Restore), 1)
+                .is_err()
+        );
     }
 }

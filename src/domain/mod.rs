@@ -8,7 +8,9 @@ pub mod query;
 
 pub use id::ObjectId;
 pub use job::{Job, JobChange, JobFields, JobState, JobType, JobUpdate, NewJob};
-pub use pvc::{CopyProgress, OpType, PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats};
+pub use pvc::{
+    CopyProgress, OpType, PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats,
+};
 
 /// Longest text accepted in any string field or activity line, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;

@@ -59,7 +59,10 @@ impl TransferStats {
             ("io_size", self.io_size),
             ("io_number_of_files", self.io_number_of_files),
             ("transferred_size", self.transferred_size),
-            ("transferred_number_of_files", self.transferred_number_of_files),
+            (
+                "transferred_number_of_files",
+                self.transferred_number_of_files,
+            ),
         ]
     }
 
@@ -95,7 +98,9 @@ impl TransferStats {
             if let Some(v) = value
                 && v < 0
             {
-                return Err(Error::invalid(format!("stats.{name} is {v}: it cannot be negative")));
+                return Err(Error::invalid(format!(
+                    "stats.{name} is {v}: it cannot be negative"
+                )));
             }
         }
         Ok(())
@@ -185,7 +190,9 @@ impl PvcReport {
             if let Some(v) = value
                 && v < 0
             {
-                return Err(Error::invalid(format!("pvc.{name} is {v}: it cannot be negative")));
+                return Err(Error::invalid(format!(
+                    "pvc.{name} is {v}: it cannot be negative"
+                )));
             }
         }
         if let Some(p) = self.snapshot_progress_percentage
@@ -250,7 +257,10 @@ impl PvcReport {
             record.snapshot_progress_percentage = self.snapshot_progress_percentage;
         }
         if let Some(stats) = &self.stats {
-            record.stats.get_or_insert_with(TransferStats::default).merge(stats);
+            record
+                .stats
+                .get_or_insert_with(TransferStats::default)
+                .merge(stats);
         }
         let secs = now / 1_000_000;
         if record.state == PvcState::Active && record.start_time.is_none() {

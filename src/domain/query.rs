@@ -122,7 +122,13 @@ pub trait Resource: Sized + 'static {
 
 macro_rules! field {
     ($name:literal, $column:literal, $kind:expr, $nullable:literal, $get:expr) => {
-        Field { name: $name, column: $column, kind: $kind, nullable: $nullable, get: $get }
+        Field {
+            name: $name,
+            column: $column,
+            kind: $kind,
+            nullable: $nullable,
+            get: $get,
+        }
     };
 }
 
@@ -147,103 +153,304 @@ fn pvc_stat(p: &PvcProgress, f: fn(&crate::domain::TransferStats) -> Option<i64>
 }
 
 static JOB_FIELDS: [Field<Job>; 36] = [
-    field!("_id", "id", Kind::Text, false, |j| Value::Text(j.id.to_string())),
+    field!("_id", "id", Kind::Text, false, |j| Value::Text(
+        j.id.to_string()
+    )),
     field!("name", "name", Kind::Text, true, |j| text(&j.fields.name)),
-    field!("message", "message", Kind::Text, true, |j| text(&j.fields.message)),
+    field!("message", "message", Kind::Text, true, |j| text(
+        &j.fields.message
+    )),
     field!("type", "type", Kind::Enum(EnumKind::JobType), true, |j| {
         Value::from(j.fields.job_type.map(JobType::as_str))
     }),
-    field!("state", "state", Kind::Enum(EnumKind::JobState), false, |j| {
-        Value::Text(j.state.as_str().to_string())
+    field!(
+        "state",
+        "state",
+        Kind::Enum(EnumKind::JobState),
+        false,
+        |j| { Value::Text(j.state.as_str().to_string()) }
+    ),
+    field!(
+        "start_time",
+        "start_time",
+        Kind::Int,
+        true,
+        |j| Value::from(j.fields.start_time)
+    ),
+    field!("end_time", "end_time", Kind::Int, true, |j| Value::from(
+        j.fields.end_time
+    )),
+    field!(
+        "num_total_resources",
+        "num_total_resources",
+        Kind::Int,
+        true,
+        |j| { Value::from(j.fields.num_total_resources) }
+    ),
+    field!(
+        "num_backup_resources",
+        "num_backup_resources",
+        Kind::Int,
+        true,
+        |j| { Value::from(j.fields.num_backup_resources) }
+    ),
+    field!("cluster", "cluster", Kind::Text, true, |j| text(
+        &j.fields.cluster
+    )),
+    field!("cluster_name", "cluster_name", Kind::Text, true, |j| text(
+        &j.fields.cluster_name
+    )),
+    field!("backupdef", "backupdef", Kind::Text, true, |j| text(
+        &j.fields.backupdef
+    )),
+    field!("backupdef_name", "backupdef_name", Kind::Text, true, |j| {
+        text(&j.fields.backupdef_name)
     }),
-    field!("start_time", "start_time", Kind::Int, true, |j| Value::from(j.fields.start_time)),
-    field!("end_time", "end_time", Kind::Int, true, |j| Value::from(j.fields.end_time)),
-    field!("num_total_resources", "num_total_resources", Kind::Int, true, |j| {
-        Value::from(j.fields.num_total_resources)
-    }),
-    field!("num_backup_resources", "num_backup_resources", Kind::Int, true, |j| {
-        Value::from(j.fields.num_backup_resources)
-    }),
-    field!("cluster", "cluster", Kind::Text, true, |j| text(&j.fields.cluster)),
-    field!("cluster_name", "cluster_name", Kind::Text, true, |j| text(&j.fields.cluster_name)),
-    field!("backupdef", "backupdef", Kind::Text, true, |j| text(&j.fields.backupdef)),
-    field!("backupdef_name", "backupdef_name", Kind::Text, true, |j| text(&j.fields.backupdef_name)),
-    field!("restoredef_name", "restoredef_name", Kind::Text, true, |j| {
-        text(&j.fields.restoredef_name)
-    }),
-    field!("securityscan_name", "securityscan_name", Kind::Text, true, |j| {
-        text(&j.fields.securityscan_name)
-    }),
-    field!("_created", "created", Kind::Time, false, |j| Value::Int(j.created)),
-    field!("_updated", "updated", Kind::Time, false, |j| Value::Int(j.updated)),
-    field!("_etag", "etag", Kind::Text, false, |j| Value::Text(j.etag.clone())),
-    field!("kube_copy_progress.total_pvs", "cp_total_pvs", Kind::Int, true, |j| copy(j, |c| c.total_pvs)),
-    field!("kube_copy_progress.pending_pvs", "cp_pending_pvs", Kind::Int, true, |j| copy(j, |c| c.pending_pvs)),
-    field!("kube_copy_progress.active_pvs", "cp_active_pvs", Kind::Int, true, |j| copy(j, |c| c.active_pvs)),
-    field!("kube_copy_progress.completed_pvs", "cp_completed_pvs", Kind::Int, true, |j| {
-        copy(j, |c| c.completed_pvs)
-    }),
-    field!("kube_copy_progress.failed_pvs", "cp_failed_pvs", Kind::Int, true, |j| copy(j, |c| c.failed_pvs)),
-    field!("kube_copy_progress.stats.estimated_size", "cp_estimated_size", Kind::Int, true, |j| {
-        copy_stat(j, |s| s.estimated_size)
-    }),
-    field!("kube_copy_progress.stats.estimated_number_of_files", "cp_estimated_number_of_files", Kind::Int, true, |j| {
-        copy_stat(j, |s| s.estimated_number_of_files)
-    }),
-    field!("kube_copy_progress.stats.io_size", "cp_io_size", Kind::Int, true, |j| copy_stat(j, |s| s.io_size)),
-    field!("kube_copy_progress.stats.io_number_of_files", "cp_io_number_of_files", Kind::Int, true, |j| {
-        copy_stat(j, |s| s.io_number_of_files)
-    }),
-    field!("kube_copy_progress.stats.transferred_size", "cp_transferred_size", Kind::Int, true, |j| {
-        copy_stat(j, |s| s.transferred_size)
-    }),
-    field!("kube_copy_progress.stats.transferred_number_of_files", "cp_transferred_number_of_files", Kind::Int, true, |j| {
-        copy_stat(j, |s| s.transferred_number_of_files)
-    }),
-    field!("kube_snapshot_progress.total_pvs", "sp_total_pvs", Kind::Int, true, |j| snap(j, |s| s.total_pvs)),
-    field!("kube_snapshot_progress.pending_pvs", "sp_pending_pvs", Kind::Int, true, |j| snap(j, |s| s.pending_pvs)),
-    field!("kube_snapshot_progress.active_pvs", "sp_active_pvs", Kind::Int, true, |j| snap(j, |s| s.active_pvs)),
-    field!("kube_snapshot_progress.completed_pvs", "sp_completed_pvs", Kind::Int, true, |j| {
-        snap(j, |s| s.completed_pvs)
-    }),
-    field!("kube_snapshot_progress.failed_pvs", "sp_failed_pvs", Kind::Int, true, |j| snap(j, |s| s.failed_pvs)),
-    field!("kube_snapshot_progress.skipped_pvs", "sp_skipped_pvs", Kind::Int, true, |j| snap(j, |s| s.skipped_pvs)),
+    field!(
+        "restoredef_name",
+        "restoredef_name",
+        Kind::Text,
+        true,
+        |j| { text(&j.fields.restoredef_name) }
+    ),
+    field!(
+        "securityscan_name",
+        "securityscan_name",
+        Kind::Text,
+        true,
+        |j| { text(&j.fields.securityscan_name) }
+    ),
+    field!("_created", "created", Kind::Time, false, |j| Value::Int(
+        j.created
+    )),
+    field!("_updated", "updated", Kind::Time, false, |j| Value::Int(
+        j.updated
+    )),
+    field!("_etag", "etag", Kind::Text, false, |j| Value::Text(
+        j.etag.clone()
+    )),
+    field!(
+        "kube_copy_progress.total_pvs",
+        "cp_total_pvs",
+        Kind::Int,
+        true,
+        |j| copy(j, |c| c.total_pvs)
+    ),
+    field!(
+        "kube_copy_progress.pending_pvs",
+        "cp_pending_pvs",
+        Kind::Int,
+        true,
+        |j| copy(j, |c| c.pending_pvs)
+    ),
+    field!(
+        "kube_copy_progress.active_pvs",
+        "cp_active_pvs",
+        Kind::Int,
+        true,
+        |j| copy(j, |c| c.active_pvs)
+    ),
+    field!(
+        "kube_copy_progress.completed_pvs",
+        "cp_completed_pvs",
+        Kind::Int,
+        true,
+        |j| { copy(j, |c| c.completed_pvs) }
+    ),
+    field!(
+        "kube_copy_progress.failed_pvs",
+        "cp_failed_pvs",
+        Kind::Int,
+        true,
+        |j| copy(j, |c| c.failed_pvs)
+    ),
+    field!(
+        "kube_copy_progress.stats.estimated_size",
+        "cp_estimated_size",
+        Kind::Int,
+        true,
+        |j| { copy_stat(j, |s| s.estimated_size) }
+    ),
+    field!(
+        "kube_copy_progress.stats.estimated_number_of_files",
+        "cp_estimated_number_of_files",
+        Kind::Int,
+        true,
+        |j| { copy_stat(j, |s| s.estimated_number_of_files) }
+    ),
+    field!(
+        "kube_copy_progress.stats.io_size",
+        "cp_io_size",
+        Kind::Int,
+        true,
+        |j| copy_stat(j, |s| s.io_size)
+    ),
+    field!(
+        "kube_copy_progress.stats.io_number_of_files",
+        "cp_io_number_of_files",
+        Kind::Int,
+        true,
+        |j| { copy_stat(j, |s| s.io_number_of_files) }
+    ),
+    field!(
+        "kube_copy_progress.stats.transferred_size",
+        "cp_transferred_size",
+        Kind::Int,
+        true,
+        |j| { copy_stat(j, |s| s.transferred_size) }
+    ),
+    field!(
+        "kube_copy_progress.stats.transferred_number_of_files",
+        "cp_transferred_number_of_files",
+        Kind::Int,
+        true,
+        |j| { copy_stat(j, |s| s.transferred_number_of_files) }
+    ),
+    field!(
+        "kube_snapshot_progress.total_pvs",
+        "sp_total_pvs",
+        Kind::Int,
+        true,
+        |j| snap(j, |s| s.total_pvs)
+    ),
+    field!(
+        "kube_snapshot_progress.pending_pvs",
+        "sp_pending_pvs",
+        Kind::Int,
+        true,
+        |j| snap(j, |s| s.pending_pvs)
+    ),
+    field!(
+        "kube_snapshot_progress.active_pvs",
+        "sp_active_pvs",
+        Kind::Int,
+        true,
+        |j| snap(j, |s| s.active_pvs)
+    ),
+    field!(
+        "kube_snapshot_progress.completed_pvs",
+        "sp_completed_pvs",
+        Kind::Int,
+        true,
+        |j| { snap(j, |s| s.completed_pvs) }
+    ),
+    field!(
+        "kube_snapshot_progress.failed_pvs",
+        "sp_failed_pvs",
+        Kind::Int,
+        true,
+        |j| snap(j, |s| s.failed_pvs)
+    ),
+    field!(
+        "kube_snapshot_progress.skipped_pvs",
+        "sp_skipped_pvs",
+        Kind::Int,
+        true,
+        |j| snap(j, |s| s.skipped_pvs)
+    ),
     // Not a REST field, but the revision is useful to gRPC clients (changes since N).
-    field!("revision", "revision", Kind::Int, false, |j| Value::Int(j.revision as i64)),
+    field!("revision", "revision", Kind::Int, false, |j| Value::Int(
+        j.revision as i64
+    )),
 ];
 
 static PVC_FIELDS: [Field<PvcProgress>; 19] = [
-    field!("_id", "id", Kind::Text, false, |p| Value::Text(p.id.to_string())),
-    field!("job_id", "job_id", Kind::Text, false, |p| Value::Text(p.job_id.to_string())),
-    field!("namespace", "namespace", Kind::Text, false, |p| Value::Text(p.namespace.clone())),
-    field!("name", "name", Kind::Text, false, |p| Value::Text(p.name.clone())),
-    field!("state", "state", Kind::Enum(EnumKind::PvcState), false, |p| {
-        Value::Text(p.state.as_str().to_string())
-    }),
-    field!("start_time", "start_time", Kind::Int, true, |p| Value::from(p.start_time)),
-    field!("end_time", "end_time", Kind::Int, true, |p| Value::from(p.end_time)),
+    field!("_id", "id", Kind::Text, false, |p| Value::Text(
+        p.id.to_string()
+    )),
+    field!("job_id", "job_id", Kind::Text, false, |p| Value::Text(
+        p.job_id.to_string()
+    )),
+    field!(
+        "namespace",
+        "namespace",
+        Kind::Text,
+        false,
+        |p| Value::Text(p.namespace.clone())
+    ),
+    field!("name", "name", Kind::Text, false, |p| Value::Text(
+        p.name.clone()
+    )),
+    field!(
+        "state",
+        "state",
+        Kind::Enum(EnumKind::PvcState),
+        false,
+        |p| { Value::Text(p.state.as_str().to_string()) }
+    ),
+    field!(
+        "start_time",
+        "start_time",
+        Kind::Int,
+        true,
+        |p| Value::from(p.start_time)
+    ),
+    field!("end_time", "end_time", Kind::Int, true, |p| Value::from(
+        p.end_time
+    )),
     field!("message", "message", Kind::Text, true, |p| text(&p.message)),
-    field!("op_type", "op_type", Kind::Enum(EnumKind::OpType), true, |p| {
-        Value::from(p.op_type.map(OpType::as_str))
-    }),
-    field!("snapshot_progress_percentage", "snapshot_progress_percentage", Kind::Int, true, |p| {
-        Value::from(p.snapshot_progress_percentage.map(i64::from))
-    }),
-    field!("stats.estimated_size", "estimated_size", Kind::Int, true, |p| pvc_stat(p, |s| s.estimated_size)),
-    field!("stats.estimated_number_of_files", "estimated_number_of_files", Kind::Int, true, |p| {
-        pvc_stat(p, |s| s.estimated_number_of_files)
-    }),
-    field!("stats.io_size", "io_size", Kind::Int, true, |p| pvc_stat(p, |s| s.io_size)),
-    field!("stats.io_number_of_files", "io_number_of_files", Kind::Int, true, |p| {
-        pvc_stat(p, |s| s.io_number_of_files)
-    }),
-    field!("stats.transferred_size", "transferred_size", Kind::Int, true, |p| pvc_stat(p, |s| s.transferred_size)),
-    field!("stats.transferred_number_of_files", "transferred_number_of_files", Kind::Int, true, |p| {
-        pvc_stat(p, |s| s.transferred_number_of_files)
-    }),
-    field!("_created", "created", Kind::Time, false, |p| Value::Int(p.created)),
-    field!("_updated", "updated", Kind::Time, false, |p| Value::Int(p.updated)),
-    field!("_etag", "etag", Kind::Text, false, |p| Value::Text(p.etag.clone())),
+    field!(
+        "op_type",
+        "op_type",
+        Kind::Enum(EnumKind::OpType),
+        true,
+        |p| { Value::from(p.op_type.map(OpType::as_str)) }
+    ),
+    field!(
+        "snapshot_progress_percentage",
+        "snapshot_progress_percentage",
+        Kind::Int,
+        true,
+        |p| { Value::from(p.snapshot_progress_percentage.map(i64::from)) }
+    ),
+    field!(
+        "stats.estimated_size",
+        "estimated_size",
+        Kind::Int,
+        true,
+        |p| pvc_stat(p, |s| s.estimated_size)
+    ),
+    field!(
+        "stats.estimated_number_of_files",
+        "estimated_number_of_files",
+        Kind::Int,
+        true,
+        |p| { pvc_stat(p, |s| s.estimated_number_of_files) }
+    ),
+    field!("stats.io_size", "io_size", Kind::Int, true, |p| pvc_stat(
+        p,
+        |s| s.io_size
+    )),
+    field!(
+        "stats.io_number_of_files",
+        "io_number_of_files",
+        Kind::Int,
+        true,
+        |p| { pvc_stat(p, |s| s.io_number_of_files) }
+    ),
+    field!(
+        "stats.transferred_size",
+        "transferred_size",
+        Kind::Int,
+        true,
+        |p| pvc_stat(p, |s| s.transferred_size)
+    ),
+    field!(
+        "stats.transferred_number_of_files",
+        "transferred_number_of_files",
+        Kind::Int,
+        true,
+        |p| { pvc_stat(p, |s| s.transferred_number_of_files) }
+    ),
+    field!("_created", "created", Kind::Time, false, |p| Value::Int(
+        p.created
+    )),
+    field!("_updated", "updated", Kind::Time, false, |p| Value::Int(
+        p.updated
+    )),
+    field!("_etag", "etag", Kind::Text, false, |p| Value::Text(
+        p.etag.clone()
+    )),
 ];
 
 impl Resource for Job {
@@ -281,19 +488,37 @@ pub enum Filter {
     /// Matches every record the inner filter does not match, including those missing the field.
     Not(Box<Filter>),
     /// `Null` only with `Eq` (missing) and `Ne` (present).
-    Compare { column: &'static str, op: CmpOp, value: Value },
+    Compare {
+        column: &'static str,
+        op: CmpOp,
+        value: Value,
+    },
     /// `$in` / `$nin`; a `Null` in `values` matches a missing field.
-    In { column: &'static str, values: Vec<Value>, negated: bool },
-    Exists { column: &'static str, exists: bool },
+    In {
+        column: &'static str,
+        values: Vec<Value>,
+        negated: bool,
+    },
+    Exists {
+        column: &'static str,
+        exists: bool,
+    },
     /// A pattern for the linear-time `regex` engine, already checked to compile.
-    Regex { column: &'static str, pattern: String },
+    Regex {
+        column: &'static str,
+        pattern: String,
+    },
 }
 
 impl Filter {
     pub const ALL: Filter = Filter::And(Vec::new());
 
     fn and(mut parts: Vec<Filter>) -> Filter {
-        if parts.len() == 1 { parts.remove(0) } else { Filter::And(parts) }
+        if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Filter::And(parts)
+        }
     }
 }
 
@@ -313,16 +538,26 @@ pub fn parse_where<T: Resource>(text: &str) -> Result<Filter> {
         .map_err(|e| Error::invalid(format!("where is not valid JSON: {e}")))?;
     match &json {
         Json::Object(doc) => parse_doc::<T>(doc, "", 1),
-        _ => Err(Error::invalid("where must be a JSON object, like {\"state\":\"RUNNING\"}")),
+        _ => Err(Error::invalid(
+            "where must be a JSON object, like {\"state\":\"RUNNING\"}",
+        )),
     }
 }
 
 fn at(path: &str) -> String {
-    if path.is_empty() { "where".to_string() } else { format!("where at {path}") }
+    if path.is_empty() {
+        "where".to_string()
+    } else {
+        format!("where at {path}")
+    }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn check_depth(path: &str, depth: usize) -> Result<()> {
@@ -335,7 +570,11 @@ fn check_depth(path: &str, depth: usize) -> Result<()> {
     Ok(())
 }
 
-fn parse_doc<T: Resource>(doc: &serde_json::Map<String, Json>, path: &str, depth: usize) -> Result<Filter> {
+fn parse_doc<T: Resource>(
+    doc: &serde_json::Map<String, Json>,
+    path: &str,
+    depth: usize,
+) -> Result<Filter> {
     check_depth(path, depth)?;
     let mut parts = Vec::with_capacity(doc.len());
     for (key, value) in doc {
@@ -343,7 +582,10 @@ fn parse_doc<T: Resource>(doc: &serde_json::Map<String, Json>, path: &str, depth
         match key.as_str() {
             "$and" | "$or" | "$nor" => {
                 let list = value.as_array().filter(|l| !l.is_empty()).ok_or_else(|| {
-                    Error::invalid(format!("{}: {key} takes a non-empty list of queries", at(&here)))
+                    Error::invalid(format!(
+                        "{}: {key} takes a non-empty list of queries",
+                        at(&here)
+                    ))
                 })?;
                 let mut subs = Vec::with_capacity(list.len());
                 for (i, item) in list.iter().enumerate() {
@@ -363,7 +605,11 @@ fn parse_doc<T: Resource>(doc: &serde_json::Map<String, Json>, path: &str, depth
                 let doc = value.as_object().ok_or_else(|| {
                     Error::invalid(format!("{}: $not takes a query object", at(&here)))
                 })?;
-                parts.push(Filter::Not(Box::new(parse_doc::<T>(doc, &here, depth + 1)?)));
+                parts.push(Filter::Not(Box::new(parse_doc::<T>(
+                    doc,
+                    &here,
+                    depth + 1,
+                )?)));
             }
             "$where" => {
                 return Err(Error::invalid(format!(
@@ -397,7 +643,12 @@ fn unknown_field<T: Resource>(name: &str, path: &str) -> Error {
     ))
 }
 
-fn parse_field<T>(field: &'static Field<T>, value: &Json, path: &str, depth: usize) -> Result<Filter> {
+fn parse_field<T>(
+    field: &'static Field<T>,
+    value: &Json,
+    path: &str,
+    depth: usize,
+) -> Result<Filter> {
     check_depth(path, depth)?;
     let Json::Object(ops) = value else {
         return compare(field, CmpOp::Eq, value, path);
@@ -429,13 +680,21 @@ fn parse_field<T>(field: &'static Field<T>, value: &Json, path: &str, depth: usi
                         ranges.push(compare(field, CmpOp::Eq, item, &here)?);
                     }
                     let any = Filter::Or(ranges);
-                    if negated { Filter::Not(Box::new(any)) } else { any }
+                    if negated {
+                        Filter::Not(Box::new(any))
+                    } else {
+                        any
+                    }
                 } else {
                     let mut values = Vec::with_capacity(list.len());
                     for item in list {
                         values.push(scalar(field, item, &here)?);
                     }
-                    Filter::In { column: field.column, values, negated }
+                    Filter::In {
+                        column: field.column,
+                        values,
+                        negated,
+                    }
                 }
             }
             "$exists" => {
@@ -450,7 +709,10 @@ fn parse_field<T>(field: &'static Field<T>, value: &Json, path: &str, depth: usi
                         )));
                     }
                 };
-                Filter::Exists { column: field.column, exists }
+                Filter::Exists {
+                    column: field.column,
+                    exists,
+                }
             }
             "$not" => {
                 let inner = match arg {
@@ -467,7 +729,10 @@ fn parse_field<T>(field: &'static Field<T>, value: &Json, path: &str, depth: usi
             "$regex" => regex(field, arg, ops.get("$options"), &here)?,
             "$options" if ops.contains_key("$regex") => continue,
             "$options" => {
-                return Err(Error::invalid(format!("{}: $options needs a $regex beside it", at(&here))));
+                return Err(Error::invalid(format!(
+                    "{}: $options needs a $regex beside it",
+                    at(&here)
+                )));
             }
             "$where" => {
                 return Err(Error::invalid(format!(
@@ -488,7 +753,12 @@ fn parse_field<T>(field: &'static Field<T>, value: &Json, path: &str, depth: usi
     Ok(Filter::and(parts))
 }
 
-fn regex<T>(field: &'static Field<T>, pattern: &Json, options: Option<&Json>, path: &str) -> Result<Filter> {
+fn regex<T>(
+    field: &'static Field<T>,
+    pattern: &Json,
+    options: Option<&Json>,
+    path: &str,
+) -> Result<Filter> {
     if !matches!(field.kind, Kind::Text | Kind::Enum(_)) {
         return Err(Error::invalid(format!(
             "{}: $regex works on text fields; {} is not one",
@@ -497,7 +767,10 @@ fn regex<T>(field: &'static Field<T>, pattern: &Json, options: Option<&Json>, pa
         )));
     }
     let Json::String(pattern) = pattern else {
-        return Err(Error::invalid(format!("{}: $regex takes a string", at(path))));
+        return Err(Error::invalid(format!(
+            "{}: $regex takes a string",
+            at(path)
+        )));
     };
     let flags = match options {
         None => String::new(),
@@ -509,22 +782,36 @@ fn regex<T>(field: &'static Field<T>, pattern: &Json, options: Option<&Json>, pa
             )));
         }
     };
-    let full = if flags.is_empty() { pattern.clone() } else { format!("(?{flags}){pattern}") };
+    let full = if flags.is_empty() {
+        pattern.clone()
+    } else {
+        format!("(?{flags}){pattern}")
+    };
     regex::RegexBuilder::new(&full)
         .size_limit(1 << 20)
         .build()
         .map_err(|e| Error::invalid(format!("{}: bad regular expression: {e}", at(path))))?;
-    Ok(Filter::Regex { column: field.column, pattern: full })
+    Ok(Filter::Regex {
+        column: field.column,
+        pattern: full,
+    })
 }
 
 /// One comparison. Dates compare at second resolution, as the REST JSON shows them.
 fn compare<T>(field: &'static Field<T>, op: CmpOp, arg: &Json, path: &str) -> Result<Filter> {
     let value = scalar(field, arg, path)?;
     if value == Value::Null && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-        return Err(Error::invalid(format!("{}: cannot order against null", at(path))));
+        return Err(Error::invalid(format!(
+            "{}: cannot order against null",
+            at(path)
+        )));
     }
     let column = field.column;
-    let cmp = |op, micros: i64| Filter::Compare { column, op, value: Value::Int(micros) };
+    let cmp = |op, micros: i64| Filter::Compare {
+        column,
+        op,
+        value: Value::Int(micros),
+    };
     Ok(match (field.kind, &value) {
         (Kind::Time, Value::Int(secs)) => {
             let start = secs.saturating_mul(1_000_000);
@@ -605,7 +892,9 @@ pub fn parse_sort<T: Resource>(text: &str) -> Result<Vec<SortKey<T>>> {
                 None => (item.strip_prefix('+').unwrap_or(item).trim(), false),
             };
             if name.is_empty() {
-                return Err(Error::invalid(format!("sort {text:?} has an empty field name")));
+                return Err(Error::invalid(format!(
+                    "sort {text:?} has an empty field name"
+                )));
             }
             pairs.push((name.to_string(), descending));
         }
@@ -645,10 +934,15 @@ fn parse_sort_literal(text: &str) -> Result<Vec<(String, bool)>> {
     let mut pairs = Vec::new();
     let mut rest = inner.trim();
     while !rest.is_empty() {
-        let open = rest.strip_prefix('(').or_else(|| rest.strip_prefix('[')).ok_or_else(|| bad("expected ("))?;
+        let open = rest
+            .strip_prefix('(')
+            .or_else(|| rest.strip_prefix('['))
+            .ok_or_else(|| bad("expected ("))?;
         let close = open.find([')', ']']).ok_or_else(|| bad("missing )"))?;
         let (tuple, after) = (&open[..close], &open[close + 1..]);
-        let (name, dir) = tuple.rsplit_once(',').ok_or_else(|| bad("expected (\"field\", direction)"))?;
+        let (name, dir) = tuple
+            .rsplit_once(',')
+            .ok_or_else(|| bad("expected (\"field\", direction)"))?;
         let name = name.trim();
         let unquoted = name
             .strip_prefix('"')
@@ -715,21 +1009,34 @@ impl<T: Resource> ListQuery<T> {
             // The tie-break follows the last key's direction, so that a one-direction order can
             // be read with one index range.
             let descending = order.last().is_some_and(|k| k.descending);
-            order.push(SortKey { field: id, descending });
+            order.push(SortKey {
+                field: id,
+                descending,
+            });
         }
         let page_size = match page_size {
             n if n < 0 => {
-                return Err(Error::invalid(format!("page_size is {n}: it cannot be negative")));
+                return Err(Error::invalid(format!(
+                    "page_size is {n}: it cannot be negative"
+                )));
             }
             0 => DEFAULT_PAGE_SIZE,
             n => (n as usize).min(max_page_size),
         };
         let mut hasher = sha1_smol::Sha1::new();
-        let keys: Vec<String> =
-            order.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.field.name)).collect();
+        let keys: Vec<String> = order
+            .iter()
+            .map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.field.name))
+            .collect();
         hasher.update(format!("{}|{:?}|{}", T::NAME, filter, keys.join(",")).as_bytes());
         let fingerprint = hasher.digest().to_string()[..16].to_string();
-        let mut query = ListQuery { filter, order, page_size, after: None, fingerprint };
+        let mut query = ListQuery {
+            filter,
+            order,
+            page_size,
+            after: None,
+            fingerprint,
+        };
         if !page_token.is_empty() {
             query.after = Some(query.decode_token(page_token)?);
         }
@@ -737,7 +1044,8 @@ impl<T: Resource> ListQuery<T> {
     }
 
     fn decode_token(&self, token: &str) -> Result<Vec<Value>> {
-        let malformed = || Error::invalid("page_token is malformed: pass next_page_token as it was returned");
+        let malformed =
+            || Error::invalid("page_token is malformed: pass next_page_token as it was returned");
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
         let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
         if token.q != self.fingerprint {
@@ -779,22 +1087,31 @@ mod tests {
 
     #[test]
     fn dates_compare_at_second_resolution() {
-        let f = parse_where::<Job>(r#"{"_created":{"$gt":"Mon, 24 Aug 2020 01:59:18 GMT"}}"#).expect("valid");
+        let f = parse_where::<Job>(r#"{"_created":{"$gt":"Mon, 24 Aug 2020 01:59:18 GMT"}}"#)
+            .expect("valid");
         assert_eq!(
             f,
-            Filter::Compare { column: "created", op: CmpOp::Gte, value: Value::Int(1_598_234_359_000_000) }
+            Filter::Compare {
+                column: "created",
+                op: CmpOp::Gte,
+                value: Value::Int(1_598_234_359_000_000)
+            }
         );
     }
 
     #[test]
     fn enum_strings_are_normalised_and_unknown_ones_kept() {
-        let f = parse_where::<PvcProgress>(r#"{"state":{"$in":["SKIPPED_MISSING_ACCOUNT","NOPE"]}}"#)
-            .expect("valid");
+        let f =
+            parse_where::<PvcProgress>(r#"{"state":{"$in":["SKIPPED_MISSING_ACCOUNT","NOPE"]}}"#)
+                .expect("valid");
         assert_eq!(
             f,
             Filter::In {
                 column: "state",
-                values: vec![Value::Text("SKIPPED-MISSING-ACCOUNT".into()), Value::Text("NOPE".into())],
+                values: vec![
+                    Value::Text("SKIPPED-MISSING-ACCOUNT".into()),
+                    Value::Text("NOPE".into())
+                ],
                 negated: false
             }
         );
@@ -807,7 +1124,10 @@ mod tests {
             (r#"{"nope":1}"#, "unknown field \"nope\""),
             (r#"{"name":{"$foo":1}}"#, "unknown operator $foo"),
             (r#"{"$where":"1"}"#, "$where"),
-            (r#"{"$or":[{"name":{"$regex":"("}}]}"#, "where at $or[0].name.$regex: bad regular expression"),
+            (
+                r#"{"$or":[{"name":{"$regex":"("}}]}"#,
+                "where at $or[0].name.$regex: bad regular expression",
+            ),
             ("{", "not valid JSON"),
             ("[]", "must be a JSON object"),
         ];
@@ -824,7 +1144,11 @@ mod tests {
     fn both_sort_forms_parse_alike() {
         let a = parse_sort::<Job>("-_created,name").expect("plain");
         let b = parse_sort::<Job>(r#"[("_created", -1), ('name', 1)]"#).expect("literal");
-        let show = |k: &[SortKey<Job>]| k.iter().map(|k| (k.field.name, k.descending)).collect::<Vec<_>>();
+        let show = |k: &[SortKey<Job>]| {
+            k.iter()
+                .map(|k| (k.field.name, k.descending))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(show(&a), show(&b));
         assert_eq!(show(&a), vec![("_created", true), ("name", false)]);
         assert!(parse_sort::<Job>("-bogus").is_err());

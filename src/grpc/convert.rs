@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::pb;
 
 fn timestamp(micros: i64) -> Timestamp {
-    Timestamp { seconds: micros.div_euclid(1_000_000), nanos: (micros.rem_euclid(1_000_000) * 1000) as i32 }
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
 }
 
 pub fn job_type_to_pb(t: Option<JobType>) -> i32 {
@@ -25,7 +28,8 @@ pub fn job_state_to_pb(s: JobState) -> i32 {
 }
 
 fn pvc_state_to_pb(s: PvcState) -> i32 {
-    pb::PvcState::from_str_name(&format!("PVC_STATE_{}", s.as_str().replace('-', "_"))).map_or(0, |s| s as i32)
+    pb::PvcState::from_str_name(&format!("PVC_STATE_{}", s.as_str().replace('-', "_")))
+        .map_or(0, |s| s as i32)
 }
 
 fn op_type_to_pb(t: Option<OpType>) -> i32 {
@@ -35,23 +39,35 @@ fn op_type_to_pb(t: Option<OpType>) -> i32 {
 
 /// `None` for the zero value; INVALID_ARGUMENT for a number the proto does not define.
 fn job_type_from_pb(v: i32) -> Result<Option<JobType>> {
-    let t = pb::JobType::try_from(v).map_err(|_| Error::invalid(format!("job.type {v} is not a JobType")))?;
-    Ok(t.as_str_name().strip_prefix("JOB_TYPE_").and_then(JobType::parse))
+    let t = pb::JobType::try_from(v)
+        .map_err(|_| Error::invalid(format!("job.type {v} is not a JobType")))?;
+    Ok(t.as_str_name()
+        .strip_prefix("JOB_TYPE_")
+        .and_then(JobType::parse))
 }
 
 fn job_state_from_pb(v: i32) -> Result<Option<JobState>> {
-    let s = pb::JobState::try_from(v).map_err(|_| Error::invalid(format!("job.state {v} is not a JobState")))?;
-    Ok(s.as_str_name().strip_prefix("JOB_STATE_").and_then(JobState::parse))
+    let s = pb::JobState::try_from(v)
+        .map_err(|_| Error::invalid(format!("job.state {v} is not a JobState")))?;
+    Ok(s.as_str_name()
+        .strip_prefix("JOB_STATE_")
+        .and_then(JobState::parse))
 }
 
 fn pvc_state_from_pb(v: i32) -> Result<Option<PvcState>> {
-    let s = pb::PvcState::try_from(v).map_err(|_| Error::invalid(format!("pvc.state {v} is not a PvcState")))?;
-    Ok(s.as_str_name().strip_prefix("PVC_STATE_").and_then(|n| PvcState::parse(&n.replace('_', "-"))))
+    let s = pb::PvcState::try_from(v)
+        .map_err(|_| Error::invalid(format!("pvc.state {v} is not a PvcState")))?;
+    Ok(s.as_str_name()
+        .strip_prefix("PVC_STATE_")
+        .and_then(|n| PvcState::parse(&n.replace('_', "-"))))
 }
 
 fn op_type_from_pb(v: i32) -> Result<Option<OpType>> {
-    let t = pb::OpType::try_from(v).map_err(|_| Error::invalid(format!("pvc.op_type {v} is not an OpType")))?;
-    Ok(t.as_str_name().strip_prefix("OP_TYPE_").and_then(OpType::parse))
+    let t = pb::OpType::try_from(v)
+        .map_err(|_| Error::invalid(format!("pvc.op_type {v} is not an OpType")))?;
+    Ok(t.as_str_name()
+        .strip_prefix("OP_TYPE_")
+        .and_then(OpType::parse))
 }
 
 fn stats_to_pb(s: &TransferStats) -> pb::TransferStats {
@@ -166,7 +182,10 @@ fn fields_from_pb(job: &pb::Job) -> Result<JobFields> {
 fn refuse_derived(job: &pb::Job) -> Result<()> {
     for (name, set) in [
         ("kube_copy_progress", job.kube_copy_progress.is_some()),
-        ("kube_snapshot_progress", job.kube_snapshot_progress.is_some()),
+        (
+            "kube_snapshot_progress",
+            job.kube_snapshot_progress.is_some(),
+        ),
     ] {
         if set {
             return Err(Error::invalid(format!(
@@ -181,7 +200,11 @@ fn refuse_derived(job: &pb::Job) -> Result<()> {
 pub fn new_job_from_pb(job: Option<pb::Job>) -> Result<NewJob> {
     let job = job.ok_or_else(|| Error::invalid("job is required"))?;
     refuse_derived(&job)?;
-    let id = if job.id.is_empty() { None } else { Some(ObjectId::parse("job.id", &job.id)?) };
+    let id = if job.id.is_empty() {
+        None
+    } else {
+        Some(ObjectId::parse("job.id", &job.id)?)
+    };
     Ok(NewJob {
         id,
         fields: fields_from_pb(&job)?,
@@ -197,13 +220,16 @@ pub fn update_from_pb(
     mask: Option<prost_types::FieldMask>,
     append_activity: Vec<String>,
 ) -> Result<(String, JobUpdate)> {
-    let job = job.ok_or_else(|| Error::invalid("job is required (job.id names the job to update)"))?;
+    let job =
+        job.ok_or_else(|| Error::invalid("job is required (job.id names the job to update)"))?;
     let values = fields_from_pb(&job)?;
     let state = job_state_from_pb(job.state)?;
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     let mask = if paths.is_empty() {
         if !job.activity.is_empty() {
-            return Err(Error::invalid("job.activity is append-only: send new lines in append_activity"));
+            return Err(Error::invalid(
+                "job.activity is append-only: send new lines in append_activity",
+            ));
         }
         refuse_derived(&job)?;
         let v = &values;
@@ -215,7 +241,10 @@ pub fn update_from_pb(
             (JobField::StartTime, v.start_time.is_some()),
             (JobField::EndTime, v.end_time.is_some()),
             (JobField::NumTotalResources, v.num_total_resources.is_some()),
-            (JobField::NumBackupResources, v.num_backup_resources.is_some()),
+            (
+                JobField::NumBackupResources,
+                v.num_backup_resources.is_some(),
+            ),
             (JobField::Cluster, v.cluster.is_some()),
             (JobField::ClusterName, v.cluster_name.is_some()),
             (JobField::Backupdef, v.backupdef.is_some()),
@@ -223,7 +252,10 @@ pub fn update_from_pb(
             (JobField::RestoredefName, v.restoredef_name.is_some()),
             (JobField::SecurityscanName, v.securityscan_name.is_some()),
         ];
-        set.into_iter().filter(|(_, is_set)| *is_set).map(|(field, _)| field).collect()
+        set.into_iter()
+            .filter(|(_, is_set)| *is_set)
+            .map(|(field, _)| field)
+            .collect()
     } else {
         let mut fields = Vec::new();
         for path in &paths {
@@ -235,7 +267,15 @@ pub fn update_from_pb(
         }
         fields
     };
-    Ok((job.id, JobUpdate { values, state, mask, append_activity }))
+    Ok((
+        job.id,
+        JobUpdate {
+            values,
+            state,
+            mask,
+            append_activity,
+        },
+    ))
 }
 
 /// A ReportPvcProgress request.
@@ -243,7 +283,11 @@ pub fn report_from_pb(pvc: Option<pb::PvcProgress>) -> Result<PvcReport> {
     let pvc = pvc.ok_or_else(|| Error::invalid("pvc is required"))?;
     Ok(PvcReport {
         job_id: ObjectId::parse("pvc.job_id", &pvc.job_id)?,
-        id: if pvc.id.is_empty() { None } else { Some(ObjectId::parse("pvc.id", &pvc.id)?) },
+        id: if pvc.id.is_empty() {
+            None
+        } else {
+            Some(ObjectId::parse("pvc.id", &pvc.id)?)
+        },
         namespace: pvc.namespace,
         name: pvc.name,
         state: pvc_state_from_pb(pvc.state)?,
@@ -263,16 +307,28 @@ mod tests {
     #[test]
     fn every_enum_value_round_trips_between_proto_and_domain() {
         for &t in JobType::ALL {
-            assert_eq!(job_type_from_pb(job_type_to_pb(Some(t))).expect("known"), Some(t));
+            assert_eq!(
+                job_type_from_pb(job_type_to_pb(Some(t))).expect("known"),
+                Some(t)
+            );
         }
         for &s in JobState::ALL {
-            assert_eq!(job_state_from_pb(job_state_to_pb(s)).expect("known"), Some(s));
+            assert_eq!(
+                job_state_from_pb(job_state_to_pb(s)).expect("known"),
+                Some(s)
+            );
         }
         for &s in PvcState::ALL {
-            assert_eq!(pvc_state_from_pb(pvc_state_to_pb(s)).expect("known"), Some(s));
+            assert_eq!(
+                pvc_state_from_pb(pvc_state_to_pb(s)).expect("known"),
+                Some(s)
+            );
         }
         for &t in OpType::ALL {
-            assert_eq!(op_type_from_pb(op_type_to_pb(Some(t))).expect("known"), Some(t));
+            assert_eq!(
+                op_type_from_pb(op_type_to_pb(Some(t))).expect("known"),
+                Some(t)
+            );
         }
         assert!(job_state_from_pb(99).is_err());
     }

@@ -46,7 +46,11 @@ impl GrpcJobService {
     }
 
     /// Runs one call: times it, logs one line with method, code and duration, counts it.
-    async fn call<T>(&self, method: usize, work: impl Future<Output = Result<T, Error>>) -> Result<Response<T>, Status> {
+    async fn call<T>(
+        &self,
+        method: usize,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = work.await.map_err(status);
         let elapsed = started.elapsed();
@@ -55,8 +59,12 @@ impl GrpcJobService {
         let name = METHODS[method];
         let micros = elapsed.as_micros() as u64;
         match &result {
-            Ok(_) => tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, "call"),
-            Err(s) => tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, error = s.message(), "call"),
+            Ok(_) => {
+                tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, "call")
+            }
+            Err(s) => {
+                tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, error = s.message(), "call")
+            }
         }
         result.map(Response::new)
     }
@@ -74,20 +82,38 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Sen
 
 #[tonic::async_trait]
 impl JobService for GrpcJobService {
-    async fn create_job(&self, request: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let job = request.into_inner().job;
-        self.call(0, async { Ok(job_to_pb(&self.app.create_job(new_job_from_pb(job)?).await?)) }).await
+        self.call(0, async {
+            Ok(job_to_pb(
+                &self.app.create_job(new_job_from_pb(job)?).await?,
+            ))
+        })
+        .await
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let r = request.into_inner();
-        self.call(1, async { Ok(job_to_pb(&self.app.get_job(&r.id).await?)) }).await
+        self.call(1, async { Ok(job_to_pb(&self.app.get_job(&r.id).await?)) })
+            .await
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let r = request.into_inner();
         self.call(2, async {
-            let page = self.app.list_jobs(&r.r#where, &r.sort, r.page_size, &r.page_token).await?;
+            let page = self
+                .app
+                .list_jobs(&r.r#where, &r.sort, r.page_size, &r.page_token)
+                .await?;
             Ok(pb::ListJobsResponse {
                 jobs: page.items.iter().map(job_to_pb).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
@@ -97,7 +123,10 @@ impl JobService for GrpcJobService {
         .await
     }
 
-    async fn update_job(&self, request: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn update_job(
+        &self,
+        request: Request<pb::UpdateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let r = request.into_inner();
         self.call(3, async {
             let (id, update) = update_from_pb(r.job, r.update_mask, r.append_activity)?;
@@ -106,7 +135,10 @@ impl JobService for GrpcJobService {
         .await
     }
 
-    async fn delete_job(&self, request: Request<pb::DeleteJobRequest>) -> Result<Response<()>, Status> {
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = request.into_inner();
         self.call(4, async {
             self.app.delete_job(&r.id, &r.etag).await?;
@@ -115,24 +147,42 @@ impl JobService for GrpcJobService {
         .await
     }
 
-    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&request);
         let r = request.into_inner();
-        self.call(5, async { Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller).await?)) }).await
+        self.call(5, async {
+            Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller).await?))
+        })
+        .await
     }
 
     type WatchJobStream = EventStream;
 
-    async fn watch_job(&self, _request: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
-        self.metrics.record(6, Code::Unimplemented as i32, std::time::Duration::ZERO);
-        Err(Status::unimplemented("WatchJob arrives with the live-updates release"))
+    async fn watch_job(
+        &self,
+        _request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.metrics
+            .record(6, Code::Unimplemented as i32, std::time::Duration::ZERO);
+        Err(Status::unimplemented(
+            "WatchJob arrives with the live-updates release",
+        ))
     }
 
     type WatchJobsStream = EventStream;
 
-    async fn watch_jobs(&self, _request: Request<pb::WatchJobsRequest>) -> Result<Response<Self::WatchJobsStream>, Status> {
-        self.metrics.record(7, Code::Unimplemented as i32, std::time::Duration::ZERO);
-        Err(Status::unimplemented("WatchJobs arrives with the live-updates release"))
+    async fn watch_jobs(
+        &self,
+        _request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        self.metrics
+            .record(7, Code::Unimplemented as i32, std::time::Duration::ZERO);
+        Err(Status::unimplemented(
+            "WatchJobs arrives with the live-updates release",
+        ))
     }
 
     async fn report_pvc_progress(
@@ -140,12 +190,23 @@ impl JobService for GrpcJobService {
         request: Request<pb::ReportPvcProgressRequest>,
     ) -> Result<Response<pb::PvcProgress>, Status> {
         let r = request.into_inner();
-        self.call(8, async { Ok(pvc_to_pb(&self.app.report_pvc_progress(report_from_pb(r.pvc)?).await?)) }).await
+        self.call(8, async {
+            Ok(pvc_to_pb(
+                &self.app.report_pvc_progress(report_from_pb(r.pvc)?).await?,
+            ))
+        })
+        .await
     }
 
-    async fn get_pvc_progress(&self, request: Request<pb::GetPvcProgressRequest>) -> Result<Response<pb::PvcProgress>, Status> {
+    async fn get_pvc_progress(
+        &self,
+        request: Request<pb::GetPvcProgressRequest>,
+    ) -> Result<Response<pb::PvcProgress>, Status> {
         let r = request.into_inner();
-        self.call(9, async { Ok(pvc_to_pb(&self.app.get_pvc_progress(&r.id).await?)) }).await
+        self.call(9, async {
+            Ok(pvc_to_pb(&self.app.get_pvc_progress(&r.id).await?))
+        })
+        .await
     }
 
     async fn list_pvc_progress(
@@ -154,7 +215,10 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::ListPvcProgressResponse>, Status> {
         let r = request.into_inner();
         self.call(10, async {
-            let page = self.app.list_pvc_progress(&r.job_id, &r.r#where, &r.sort, r.page_size, &r.page_token).await?;
+            let page = self
+                .app
+                .list_pvc_progress(&r.job_id, &r.r#where, &r.sort, r.page_size, &r.page_token)
+                .await?;
             Ok(pb::ListPvcProgressResponse {
                 pvcs: page.items.iter().map(pvc_to_pb).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),

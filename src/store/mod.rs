@@ -69,7 +69,12 @@ impl Store {
     }
 
     /// Applies `change` to the job if its etag still equals `etag` (when given).
-    pub async fn change_job(&self, id: ObjectId, etag: Option<String>, change: JobChange) -> Result<Job> {
+    pub async fn change_job(
+        &self,
+        id: ObjectId,
+        etag: Option<String>,
+        change: JobChange,
+    ) -> Result<Job> {
         match self {
             Store::Sqlite(s) => s.change_job(id, etag, change).await,
         }

@@ -161,8 +161,14 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Internal(format!("unreadable {what} {value:?} in the database"))
 }
 
-fn parse_enum<T>(what: &str, value: Option<String>, parse: fn(&str) -> Option<T>) -> Result<Option<T>> {
-    value.map(|v| parse(&v).ok_or_else(|| corrupt(what, &v))).transpose()
+fn parse_enum<T>(
+    what: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>> {
+    value
+        .map(|v| parse(&v).ok_or_else(|| corrupt(what, &v)))
+        .transpose()
 }
 
 /// Decodes a row selected as [`JOB_COLUMNS`].
@@ -210,7 +216,13 @@ where
         failed_pvs: cp[3].unwrap_or(0),
     });
     let sp_total = c.opt_int()?;
-    let sp = [c.opt_int()?, c.opt_int()?, c.opt_int()?, c.opt_int()?, c.opt_int()?];
+    let sp = [
+        c.opt_int()?,
+        c.opt_int()?,
+        c.opt_int()?,
+        c.opt_int()?,
+        c.opt_int()?,
+    ];
     let snapshot_progress = sp_total.map(|total_pvs| SnapshotProgress {
         total_pvs,
         pending_pvs: sp[0].unwrap_or(0),

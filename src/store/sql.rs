@@ -35,7 +35,11 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(dialect: Dialect, text: &str) -> Self {
-        Sql { text: text.to_string(), params: Vec::new(), dialect }
+        Sql {
+            text: text.to_string(),
+            params: Vec::new(),
+            dialect,
+        }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -92,7 +96,11 @@ impl Sql {
                 };
                 self.push(column).push(symbol).bind_value(value)
             }
-            Filter::In { column, values, negated } => {
+            Filter::In {
+                column,
+                values,
+                negated,
+            } => {
                 let has_null = values.contains(&Value::Null);
                 let present: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
                 // A missing field matches `$in [null]` and every `$nin` without null.
@@ -123,10 +131,14 @@ impl Sql {
                 self.push("))")
             }
             Filter::Exists { column, exists } => {
-                self.push(column).push(if *exists { " IS NOT NULL" } else { " IS NULL" })
+                self.push(column)
+                    .push(if *exists { " IS NOT NULL" } else { " IS NULL" })
             }
             Filter::Regex { column, pattern } => match self.dialect {
-                Dialect::Sqlite => self.push(column).push(" REGEXP ").bind(Param::Text(Some(pattern.clone()))),
+                Dialect::Sqlite => self
+                    .push(column)
+                    .push(" REGEXP ")
+                    .bind(Param::Text(Some(pattern.clone()))),
             },
         }
     }
@@ -154,9 +166,14 @@ impl Sql {
             // One row-value comparison: an index range scan.
             self.push("(");
             for (i, key) in order.iter().enumerate() {
-                self.push(if i > 0 { ", " } else { "" }).push(key.field.column);
+                self.push(if i > 0 { ", " } else { "" })
+                    .push(key.field.column);
             }
-            self.push(if order[0].descending { ") < (" } else { ") > (" });
+            self.push(if order[0].descending {
+                ") < ("
+            } else {
+                ") > ("
+            });
             for (i, value) in after.iter().enumerate() {
                 if i > 0 {
                     self.push(", ");
@@ -185,9 +202,14 @@ impl Sql {
                 (false, Value::Null) => self.push(column).push(" IS NOT NULL"),
                 (false, v) => self.push(column).push(" > ").bind_value(v),
                 (true, Value::Null) => self.push("1=0"),
-                (true, v) => {
-                    self.push("(").push(column).push(" < ").bind_value(v).push(" OR ").push(column).push(" IS NULL)")
-                }
+                (true, v) => self
+                    .push("(")
+                    .push(column)
+                    .push(" < ")
+                    .bind_value(v)
+                    .push(" OR ")
+                    .push(column)
+                    .push(" IS NULL)"),
             };
             self.push(")");
         }
@@ -201,7 +223,8 @@ impl Sql {
             if i > 0 {
                 self.push(", ");
             }
-            self.push(key.field.column).push(if key.descending { " DESC" } else { " ASC" });
+            self.push(key.field.column)
+                .push(if key.descending { " DESC" } else { " ASC" });
         }
         self
     }

@@ -22,9 +22,13 @@ use tokio::task::JoinHandle;
 use crate::domain::job::Applied;
 use crate::domain::pvc::Progress;
 use crate::domain::query::ListQuery;
-use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, now_micros};
+use crate::domain::{
+    Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, now_micros,
+};
 use crate::error::{Error, Result};
-use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params};
+use crate::store::row::{
+    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
+};
 use crate::store::sql::{Dialect, Param, Sql};
 use crate::store::{Page, PvcWritten};
 
@@ -36,13 +40,16 @@ const QUEUE_DEPTH: usize = 4096;
 /// Read connections: WAL readers run in parallel with the writer and with each other.
 const READERS: u32 = 4;
 
-static SELECT_JOB: LazyLock<String> = LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"));
+static SELECT_JOB: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"));
 static INSERT_JOB: LazyLock<String> = LazyLock::new(|| insert_sql("jobs", JOB_COLUMNS));
 static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| update_sql("jobs", JOB_COLUMNS));
 static SELECT_PVC: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = ?"));
 static SELECT_PVC_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = ? AND namespace = ? AND name = ?")
+    format!(
+        "SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = ? AND namespace = ? AND name = ?"
+    )
 });
 static INSERT_PVC: LazyLock<String> = LazyLock::new(|| insert_sql("pvc_progress", PVC_COLUMNS));
 static UPDATE_PVC: LazyLock<String> = LazyLock::new(|| update_sql("pvc_progress", PVC_COLUMNS));
@@ -55,7 +62,11 @@ fn insert_sql(table: &str, columns: &str) -> String {
 /// `UPDATE table SET c2 = ?, ... WHERE id = ?`, binding the columns' values in order with the id
 /// (the first column) moved to the end.
 fn update_sql(table: &str, columns: &str) -> String {
-    let sets: Vec<String> = columns.split(',').skip(1).map(|c| format!("{} = ?", c.trim())).collect();
+    let sets: Vec<String> = columns
+        .split(',')
+        .skip(1)
+        .map(|c| format!("{} = ?", c.trim()))
+        .collect();
     format!("UPDATE {table} SET {} WHERE id = ?", sets.join(", "))
 }
 
@@ -65,7 +76,10 @@ fn update_params(mut params: Vec<Param>) -> Vec<Param> {
     params
 }
 
-fn bind(mut query: Query<'_, Sqlite, SqliteArguments>, params: Vec<Param>) -> Query<'_, Sqlite, SqliteArguments> {
+fn bind(
+    mut query: Query<'_, Sqlite, SqliteArguments>,
+    params: Vec<Param>,
+) -> Query<'_, Sqlite, SqliteArguments> {
     for p in params {
         query = match p {
             Param::Int(v) => query.bind(v),
@@ -77,8 +91,15 @@ fn bind(mut query: Query<'_, Sqlite, SqliteArguments>, params: Vec<Param>) -> Qu
 
 enum Op {
     Create(NewJob),
-    Change { id: ObjectId, etag: Option<String>, change: JobChange },
-    Delete { id: ObjectId, etag: Option<String> },
+    Change {
+        id: ObjectId,
+        etag: Option<String>,
+        change: JobChange,
+    },
+    Delete {
+        id: ObjectId,
+        etag: Option<String>,
+    },
     Report(PvcReport),
 }
 
@@ -90,7 +111,10 @@ enum Done {
 
 #[allow(clippy::large_enum_variant)] // moved once per request
 enum Request {
-    Write { op: Op, reply: oneshot::Sender<Result<Done>> },
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<Done>>,
+    },
     /// Commit what is queued, then stop.
     Close,
 }
@@ -125,7 +149,9 @@ impl SqliteStore {
             .with_regexp();
         let mut writer = SqliteConnection::connect_with(&options.clone().create_if_missing(true))
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"))
+            })?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await
@@ -136,11 +162,17 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"))
+            })?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let task = tokio::spawn(run_writer(writer, rx));
         Ok(SqliteStore {
-            inner: Arc::new(Inner { writer: tx, writer_task: Mutex::new(Some(task)), readers }),
+            inner: Arc::new(Inner {
+                writer: tx,
+                writer_task: Mutex::new(Some(task)),
+                readers,
+            }),
         })
     }
 
@@ -151,7 +183,9 @@ impl SqliteStore {
             .send(Request::Write { op, reply })
             .await
             .map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
-        answer.await.map_err(|_| Error::Unavailable("the store is shutting down".into()))?
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the store is shutting down".into()))?
     }
 
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {
@@ -161,7 +195,12 @@ impl SqliteStore {
         }
     }
 
-    pub async fn change_job(&self, id: ObjectId, etag: Option<String>, change: JobChange) -> Result<Job> {
+    pub async fn change_job(
+        &self,
+        id: ObjectId,
+        etag: Option<String>,
+        change: JobChange,
+    ) -> Result<Job> {
         match self.write(Op::Change { id, etag, change }).await? {
             Done::Job(job) => Ok(job),
             Done::Pvc(w) => Ok(w.job),
@@ -178,7 +217,9 @@ impl SqliteStore {
     pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
         match self.write(Op::Report(report)).await? {
             Done::Pvc(written) => Ok(written),
-            Done::Job(_) => Err(Error::Internal("the writer answered a report with a job".into())),
+            Done::Job(_) => Err(Error::Internal(
+                "the writer answered a report with a job".into(),
+            )),
         }
     }
 
@@ -203,7 +244,8 @@ impl SqliteStore {
     }
 
     pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
-        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row).await
+        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row)
+            .await
     }
 
     /// One keyset page and the total count, each a single indexed query.
@@ -214,7 +256,10 @@ impl SqliteStore {
         columns: &str,
         decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
     ) -> Result<Page<T>> {
-        let mut page = Sql::new(Dialect::Sqlite, &format!("SELECT {columns} FROM {table} WHERE "));
+        let mut page = Sql::new(
+            Dialect::Sqlite,
+            &format!("SELECT {columns} FROM {table} WHERE "),
+        );
         page.filter(&query.filter);
         if let Some(after) = &query.after {
             page.push(" AND ");
@@ -223,7 +268,10 @@ impl SqliteStore {
         page.order_by(&query.order);
         page.push(&format!(" LIMIT {}", query.page_size + 1));
 
-        let mut count = Sql::new(Dialect::Sqlite, &format!("SELECT count(*) FROM {table} WHERE "));
+        let mut count = Sql::new(
+            Dialect::Sqlite,
+            &format!("SELECT count(*) FROM {table} WHERE "),
+        );
         count.filter(&query.filter);
 
         let rows_query = bind(sqlx::query(AssertSqlSafe(page.text)), page.params);
@@ -240,7 +288,11 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(Page { items, next_page_token, total })
+        Ok(Page {
+            items,
+            next_page_token,
+            total,
+        })
     }
 
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
@@ -275,7 +327,9 @@ async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Reques
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
     while !closing {
-        let Some(first) = queue.recv().await else { break };
+        let Some(first) = queue.recv().await else {
+            break;
+        };
         let mut next = Some(first);
         while let Some(request) = next.take() {
             match request {
@@ -296,7 +350,10 @@ async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Reques
 }
 
 /// Applies a batch in one transaction and answers every caller after the commit.
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>) {
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
+) {
     let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
     let outcome: Result<()> = async {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -304,7 +361,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<(Op, oneshot:
             match apply(conn, op).await {
                 Ok(done) => results.push(Ok(done)),
                 // A refusal (bad state, etag, unknown id) is decided before anything is written.
-                Err(e) if !matches!(e, Error::Internal(_) | Error::Unavailable(_)) => results.push(Err(e)),
+                Err(e) if !matches!(e, Error::Internal(_) | Error::Unavailable(_)) => {
+                    results.push(Err(e))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -332,9 +391,17 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
         Op::Create(new) => {
             let job = new.clone().into_job(now)?;
             if load_job(conn, &job.id).await?.is_some() {
-                return Err(Error::AlreadyExists(format!("job {} already exists", job.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "job {} already exists",
+                    job.id
+                )));
             }
-            bind(sqlx::query(AssertSqlSafe(INSERT_JOB.as_str())), job_params(&job)).execute(&mut *conn).await?;
+            bind(
+                sqlx::query(AssertSqlSafe(INSERT_JOB.as_str())),
+                job_params(&job),
+            )
+            .execute(&mut *conn)
+            .await?;
             Ok(Done::Job(job))
         }
         Op::Change { id, etag, change } => {
@@ -348,12 +415,20 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
         Op::Delete { id, etag } => {
             let job = load_job(conn, id).await?.ok_or_else(|| not_found(id))?;
             check_etag(&job, etag.as_deref())?;
-            sqlx::query("DELETE FROM pvc_progress WHERE job_id = ?").bind(id.as_str()).execute(&mut *conn).await?;
-            sqlx::query("DELETE FROM jobs WHERE id = ?").bind(id.as_str()).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM pvc_progress WHERE job_id = ?")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM jobs WHERE id = ?")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?;
             Ok(Done::Job(job))
         }
         Op::Report(report) => {
-            let mut job = load_job(conn, &report.job_id).await?.ok_or_else(|| not_found(&report.job_id))?;
+            let mut job = load_job(conn, &report.job_id)
+                .await?
+                .ok_or_else(|| not_found(&report.job_id))?;
             job.ensure_accepts_progress()?;
             let stored = sqlx::query(AssertSqlSafe(SELECT_PVC_BY_KEY.as_str()))
                 .bind(report.job_id.as_str())
@@ -365,7 +440,10 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
                 .map(pvc_from_row)
                 .transpose()?;
             let pvc = report.apply(stored.as_ref(), now)?;
-            let mut progress = Progress { copy: job.copy_progress, snapshot: job.snapshot_progress };
+            let mut progress = Progress {
+                copy: job.copy_progress,
+                snapshot: job.snapshot_progress,
+            };
             progress.replace(stored.as_ref(), &pvc);
             job.copy_progress = progress.copy;
             job.snapshot_progress = progress.snapshot;
@@ -374,7 +452,9 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
                 Some(_) => (UPDATE_PVC.as_str(), update_params(pvc_params(&pvc))),
                 None => (INSERT_PVC.as_str(), pvc_params(&pvc)),
             };
-            bind(sqlx::query(AssertSqlSafe(sql)), params).execute(&mut *conn).await?;
+            bind(sqlx::query(AssertSqlSafe(sql)), params)
+                .execute(&mut *conn)
+                .await?;
             save_job(conn, &job).await?;
             Ok(Done::Pvc(PvcWritten { pvc, job }))
         }
@@ -390,9 +470,12 @@ async fn load_job(conn: &mut SqliteConnection, id: &ObjectId) -> Result<Option<J
 }
 
 async fn save_job(conn: &mut SqliteConnection, job: &Job) -> Result<()> {
-    bind(sqlx::query(AssertSqlSafe(UPDATE_JOB.as_str())), update_params(job_params(job)))
-        .execute(&mut *conn)
-        .await?;
+    bind(
+        sqlx::query(AssertSqlSafe(UPDATE_JOB.as_str())),
+        update_params(job_params(job)),
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

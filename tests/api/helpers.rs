@@ -1,0 +1,200 @@
+//! `spawn_app()` and small builders shared by the tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use jobtrack::config::Config;
+use jobtrack::pb;
+use jobtrack::pb::job_service_client::JobServiceClient;
+use jobtrack::startup::Application;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Code;
+use tonic::transport::Channel;
+
+pub use pb::{JobState, JobType, OpType, PvcState};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: JobServiceClient<Channel>,
+    pub db_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the real server on a free port with a fresh SQLite file, and connects a client.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db_path = dir.path().join("jobtrack.db");
+    let config = Config::for_database(db_path.to_str().expect("utf-8 path"));
+    let app = Application::build(config).await.expect("the server starts");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = connect(addr).await;
+    TestApp {
+        addr,
+        client,
+        db_path,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> JobServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("the client connects");
+    JobServiceClient::new(channel)
+}
+
+impl TestApp {
+    pub fn client(&self) -> JobServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Stops the server the way SIGTERM does and waits until it has closed the database.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task ends")
+                .expect("the server stops cleanly");
+        }
+    }
+
+    pub async fn create(&self, job: pb::Job) -> pb::Job {
+        self.client()
+            .create_job(pb::CreateJobRequest { job: Some(job) })
+            .await
+            .expect("create_job")
+            .into_inner()
+    }
+
+    pub async fn get(&self, id: &str) -> pb::Job {
+        self.client()
+            .get_job(pb::GetJobRequest { id: id.to_string() })
+            .await
+            .expect("get_job")
+            .into_inner()
+    }
+
+    pub async fn get_status(&self, id: &str) -> Code {
+        match self
+            .client()
+            .get_job(pb::GetJobRequest { id: id.to_string() })
+            .await
+        {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        }
+    }
+
+    pub async fn set_state(&self, id: &str, state: JobState) -> Result<pb::Job, tonic::Status> {
+        self.update(
+            id,
+            pb::Job {
+                state: state as i32,
+                ..Default::default()
+            },
+            &["state"],
+            &[],
+        )
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        mut job: pb::Job,
+        mask: &[&str],
+        append: &[&str],
+    ) -> Result<pb::Job, tonic::Status> {
+        job.id = id.to_string();
+        self.client()
+            .update_job(pb::UpdateJobRequest {
+                job: Some(job),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: mask.iter().map(|p| p.to_string()).collect(),
+                }),
+                append_activity: append.iter().map(|a| a.to_string()).collect(),
+                etag: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn report(&self, pvc: pb::PvcProgress) -> Result<pb::PvcProgress, tonic::Status> {
+        self.client()
+            .report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn list(
+        &self,
+        where_: &str,
+        sort: &str,
+    ) -> Result<pb::ListJobsResponse, tonic::Status> {
+        self.client()
+            .list_jobs(pb::ListJobsRequest {
+                r#where: where_.to_string(),
+                sort: sort.to_string(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn count_jobs(&self) -> i64 {
+        self.list("", "").await.expect("list_jobs").total
+    }
+}
+
+pub fn job(job_type: JobType, state: JobState) -> pb::Job {
+    pb::Job {
+        name: Some("kubecluster-1598234357".into()),
+        r#type: job_type as i32,
+        state: state as i32,
+        ..Default::default()
+    }
+}
+
+pub fn pvc(job_id: &str, name: &str, op_type: OpType, state: PvcState) -> pb::PvcProgress {
+    pb::PvcProgress {
+        job_id: job_id.to_string(),
+        namespace: "default".into(),
+        name: name.to_string(),
+        op_type: op_type as i32,
+        state: state as i32,
+        ..Default::default()
+    }
+}
+
+pub fn stats(transferred: i64, files: i64) -> pb::TransferStats {
+    pb::TransferStats {
+        estimated_size: Some(1000),
+        estimated_number_of_files: Some(10),
+        io_size: Some(transferred),
+        io_number_of_files: Some(files),
+        transferred_size: Some(transferred),
+        transferred_number_of_files: Some(files),
+    }
+}
+
+pub fn code<T>(result: Result<T, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}

@@ -1,0 +1,14 @@
+//! One test binary: every test starts the real server on port 0 against a fresh SQLite file and
+//! talks to it with a real tonic client.
+
+mod bad_input;
+mod cancel;
+mod concurrency;
+mod durability;
+mod helpers;
+mod jobs;
+mod lifecycle;
+mod paging;
+mod pvc_progress;
+mod query;
+mod server;
