@@ -8,6 +8,7 @@
 mod row;
 pub mod sql;
 mod sqlite;
+mod sqlite_writer;
 
 use crate::domain::query::ListQuery;
 use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};

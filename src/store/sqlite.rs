@@ -1,11 +1,11 @@
 //! The embedded SQLite store (WAL, `synchronous=FULL`).
 //!
-//! All writes go through one writer task that owns the only writing connection and commits in
-//! groups: it takes every request waiting in its queue (up to [`MAX_BATCH`]), applies them one
+//! All writes go through one writer task ([`super::sqlite_writer`]) that owns the only writing
+//! connection and commits in groups: it takes every request waiting in its queue, applies them one
 //! after another in one transaction, commits once (one fsync), and only then answers each caller.
 //! A caller is therefore told "done" only for changes on stable storage, and many callers share the
-//! cost of one fsync. Reads use a separate pool of read-only connections, which WAL lets run
-//! beside the writer.
+//! cost of one fsync. Reads use a separate pool of connections, which WAL lets run beside the
+//! writer.
 
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -19,22 +19,14 @@ use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, SqlitePool}
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::job::Applied;
-use crate::domain::pvc::Progress;
 use crate::domain::query::ListQuery;
-use crate::domain::{
-    Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, now_micros,
-};
+use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
-use crate::store::row::{
-    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
-};
+use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
+use crate::store::sqlite_writer::{Done, Op, Request, run_writer};
 use crate::store::{Page, PvcWritten};
 
-/// Most writes committed in one transaction. Large enough to amortise an fsync over a burst,
-/// small enough that the first caller of a batch is not kept waiting long.
-const MAX_BATCH: usize = 512;
 /// Requests that may wait for the writer; callers beyond it wait to enqueue (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
 /// Read connections: WAL readers run in parallel with the writer and with each other.
@@ -42,39 +34,8 @@ const READERS: u32 = 4;
 
 static SELECT_JOB: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"));
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| insert_sql("jobs", JOB_COLUMNS));
-static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| update_sql("jobs", JOB_COLUMNS));
 static SELECT_PVC: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = ?"));
-static SELECT_PVC_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = ? AND namespace = ? AND name = ?"
-    )
-});
-static INSERT_PVC: LazyLock<String> = LazyLock::new(|| insert_sql("pvc_progress", PVC_COLUMNS));
-static UPDATE_PVC: LazyLock<String> = LazyLock::new(|| update_sql("pvc_progress", PVC_COLUMNS));
-
-fn insert_sql(table: &str, columns: &str) -> String {
-    let marks = vec!["?"; columns.split(',').count()].join(", ");
-    format!("INSERT INTO {table} ({columns}) VALUES ({marks})")
-}
-
-/// `UPDATE table SET c2 = ?, ... WHERE id = ?`, binding the columns' values in order with the id
-/// (the first column) moved to the end.
-fn update_sql(table: &str, columns: &str) -> String {
-    let sets: Vec<String> = columns
-        .split(',')
-        .skip(1)
-        .map(|c| format!("{} = ?", c.trim()))
-        .collect();
-    format!("UPDATE {table} SET {} WHERE id = ?", sets.join(", "))
-}
-
-fn update_params(mut params: Vec<Param>) -> Vec<Param> {
-    let id = params.remove(0);
-    params.push(id);
-    params
-}
 
 fn bind(
     mut query: Query<'_, Sqlite, SqliteArguments>,
@@ -87,36 +48,6 @@ fn bind(
         };
     }
     query
-}
-
-enum Op {
-    Create(NewJob),
-    Change {
-        id: ObjectId,
-        etag: Option<String>,
-        change: JobChange,
-    },
-    Delete {
-        id: ObjectId,
-        etag: Option<String>,
-    },
-    Report(PvcReport),
-}
-
-#[allow(clippy::large_enum_variant)] // moved once per request
-enum Done {
-    Job(Job),
-    Pvc(PvcWritten),
-}
-
-#[allow(clippy::large_enum_variant)] // moved once per request
-enum Request {
-    Write {
-        op: Op,
-        reply: oneshot::Sender<Result<Done>>,
-    },
-    /// Commit what is queued, then stop.
-    Close,
 }
 
 #[derive(Clone)]
@@ -166,7 +97,25 @@ impl SqliteStore {
                 Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"))
             })?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run_writer(writer, rx));
+        // The writer runs on a thread of its own, so that under load its many short waits on the
+        // database are not queued behind request handling in the shared runtime.
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("jobtrack-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run_writer(writer, rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the writer runtime"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
+        let task = tokio::spawn(async move {
+            let _ = done_rx.await;
+        });
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer: tx,
@@ -320,175 +269,5 @@ impl SqliteStore {
             let _ = task.await;
         }
         self.inner.readers.close().await;
-    }
-}
-
-async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Request>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut closing = false;
-    while !closing {
-        let Some(first) = queue.recv().await else {
-            break;
-        };
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            match request {
-                Request::Write { op, reply } => batch.push((op, reply)),
-                Request::Close => closing = true,
-            }
-            if batch.len() < MAX_BATCH && !closing {
-                next = queue.try_recv().ok();
-            }
-        }
-        if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch).await;
-        }
-    }
-    if let Err(e) = conn.close().await {
-        tracing::warn!(error = %e, "closing the SQLite writer connection failed");
-    }
-}
-
-/// Applies a batch in one transaction and answers every caller after the commit.
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
-) {
-    let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
-    let outcome: Result<()> = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        for (op, _) in batch.iter() {
-            match apply(conn, op).await {
-                Ok(done) => results.push(Ok(done)),
-                // A refusal (bad state, etag, unknown id) is decided before anything is written.
-                Err(e) if !matches!(e, Error::Internal(_) | Error::Unavailable(_)) => {
-                    results.push(Err(e))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(Err(e.clone()));
-        }
-        return;
-    }
-    for ((_, reply), result) in batch.drain(..).zip(results) {
-        // The caller may have gone away; its write is committed all the same.
-        let _ = reply.send(result);
-    }
-}
-
-async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done> {
-    let now = now_micros();
-    match op {
-        Op::Create(new) => {
-            let job = new.clone().into_job(now)?;
-            if load_job(conn, &job.id).await?.is_some() {
-                return Err(Error::AlreadyExists(format!(
-                    "job {} already exists",
-                    job.id
-                )));
-            }
-            bind(
-                sqlx::query(AssertSqlSafe(INSERT_JOB.as_str())),
-                job_params(&job),
-            )
-            .execute(&mut *conn)
-            .await?;
-            Ok(Done::Job(job))
-        }
-        Op::Change { id, etag, change } => {
-            let mut job = load_job(conn, id).await?.ok_or_else(|| not_found(id))?;
-            check_etag(&job, etag.as_deref())?;
-            if change.apply(&mut job, now)? == Applied::Changed {
-                save_job(conn, &job).await?;
-            }
-            Ok(Done::Job(job))
-        }
-        Op::Delete { id, etag } => {
-            let job = load_job(conn, id).await?.ok_or_else(|| not_found(id))?;
-            check_etag(&job, etag.as_deref())?;
-            sqlx::query("DELETE FROM pvc_progress WHERE job_id = ?")
-                .bind(id.as_str())
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("DELETE FROM jobs WHERE id = ?")
-                .bind(id.as_str())
-                .execute(&mut *conn)
-                .await?;
-            Ok(Done::Job(job))
-        }
-        Op::Report(report) => {
-            let mut job = load_job(conn, &report.job_id)
-                .await?
-                .ok_or_else(|| not_found(&report.job_id))?;
-            job.ensure_accepts_progress()?;
-            let stored = sqlx::query(AssertSqlSafe(SELECT_PVC_BY_KEY.as_str()))
-                .bind(report.job_id.as_str())
-                .bind(report.namespace.as_str())
-                .bind(report.name.as_str())
-                .fetch_optional(&mut *conn)
-                .await?
-                .as_ref()
-                .map(pvc_from_row)
-                .transpose()?;
-            let pvc = report.apply(stored.as_ref(), now)?;
-            let mut progress = Progress {
-                copy: job.copy_progress,
-                snapshot: job.snapshot_progress,
-            };
-            progress.replace(stored.as_ref(), &pvc);
-            job.copy_progress = progress.copy;
-            job.snapshot_progress = progress.snapshot;
-            job.touch(now);
-            let (sql, params) = match stored {
-                Some(_) => (UPDATE_PVC.as_str(), update_params(pvc_params(&pvc))),
-                None => (INSERT_PVC.as_str(), pvc_params(&pvc)),
-            };
-            bind(sqlx::query(AssertSqlSafe(sql)), params)
-                .execute(&mut *conn)
-                .await?;
-            save_job(conn, &job).await?;
-            Ok(Done::Pvc(PvcWritten { pvc, job }))
-        }
-    }
-}
-
-async fn load_job(conn: &mut SqliteConnection, id: &ObjectId) -> Result<Option<Job>> {
-    let row = sqlx::query(AssertSqlSafe(SELECT_JOB.as_str()))
-        .bind(id.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(job_from_row).transpose()
-}
-
-async fn save_job(conn: &mut SqliteConnection, job: &Job) -> Result<()> {
-    bind(
-        sqlx::query(AssertSqlSafe(UPDATE_JOB.as_str())),
-        update_params(job_params(job)),
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-fn not_found(id: &ObjectId) -> Error {
-    Error::NotFound(format!("job {id} not found"))
-}
-
-fn check_etag(job: &Job, expected: Option<&str>) -> Result<()> {
-    match expected {
-        Some(etag) if etag != job.etag => Err(Error::Aborted(format!(
-            "job {} has changed: its etag is no longer {etag:?}; read it again and retry",
-            job.id
-        ))),
-        _ => Ok(()),
     }
 }

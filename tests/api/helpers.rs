@@ -1,7 +1,6 @@
 //! `spawn_app()` and small builders shared by the tests.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use jobtrack::config::Config;
 use jobtrack::pb;
@@ -17,7 +16,6 @@ pub use pb::{JobState, JobType, OpType, PvcState};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: JobServiceClient<Channel>,
-    pub db_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -38,7 +36,6 @@ pub async fn spawn_app() -> TestApp {
     TestApp {
         addr,
         client,
-        db_path,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,

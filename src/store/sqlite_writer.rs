@@ -1,0 +1,493 @@
+//! The SQLite writer: one task on its own thread owns the only writing connection and commits
+//! in groups.
+//!
+//! Each statement is a round trip to SQLite's worker thread, and that round trip, not SQLite,
+//! is the dominant cost of a small write. So a batch costs a handful of statements whatever its
+//! size: the records it touches come from a write-through cache of what this writer wrote last
+//! (read from the database only on a miss, in one statement per table), the operations are applied
+//! in order in memory through the domain, and the records they changed are written with one
+//! statement per table and per set of changed columns (updating only changed columns keeps
+//! SQLite from rewriting every index entry of a row). Callers are answered after the commit.
+//!
+//! The cache is exact because this writer is the only one that writes the database; it is updated
+//! only after a commit, and cleared when it outgrows its bound.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::job::Applied;
+use crate::domain::pvc::Progress;
+use crate::domain::{Job, JobChange, NewJob, ObjectId, PvcProgress, PvcReport, now_micros};
+use crate::error::{Error, Result};
+use crate::store::PvcWritten;
+use crate::store::row::{
+    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
+};
+use crate::store::sql::Param;
+
+/// Most writes committed in one transaction. Large enough to amortise an fsync over a burst,
+/// small enough that the first caller of a batch is not kept waiting long.
+const MAX_BATCH: usize = 512;
+/// Jobs and PVC records the writer keeps; past that the cache is cleared and refills on demand.
+const CACHED_JOBS: usize = 50_000;
+const CACHED_PVCS: usize = 200_000;
+
+pub(super) enum Op {
+    Create(NewJob),
+    Change {
+        id: ObjectId,
+        etag: Option<String>,
+        change: JobChange,
+    },
+    Delete {
+        id: ObjectId,
+        etag: Option<String>,
+    },
+    Report(PvcReport),
+}
+
+#[allow(clippy::large_enum_variant)] // moved once per request
+pub(super) enum Done {
+    Job(Job),
+    Pvc(PvcWritten),
+}
+
+#[allow(clippy::large_enum_variant)] // moved once per request
+pub(super) enum Request {
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<Done>>,
+    },
+    /// Commit what is queued, then stop.
+    Close,
+}
+
+type PvcKey = (ObjectId, String, String);
+
+fn pvc_key(p: &PvcProgress) -> PvcKey {
+    (p.job_id.clone(), p.namespace.clone(), p.name.clone())
+}
+
+/// The records as committed, for the ones this writer touched recently.
+#[derive(Default)]
+struct Cache {
+    jobs: HashMap<ObjectId, Job>,
+    pvcs: HashMap<PvcKey, PvcProgress>,
+}
+
+pub(super) async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut cache = Cache::default();
+    let mut closing = false;
+    while !closing {
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write { op, reply } => batch.push((op, reply)),
+                Request::Close => closing = true,
+            }
+            if batch.len() < MAX_BATCH && !closing {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut batch, &mut cache).await;
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the SQLite writer connection failed");
+    }
+}
+
+/// Applies a batch in one transaction and answers every caller after the commit.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
+    cache: &mut Cache,
+) {
+    let started = std::time::Instant::now();
+    let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
+    let outcome: Result<BatchState> = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut state = BatchState::load(conn, cache, batch.iter().map(|(op, _)| op)).await?;
+        let now = now_micros();
+        for (op, _) in batch.iter() {
+            results.push(state.apply(op, now));
+        }
+        state.flush(conn).await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(state)
+    }
+    .await;
+    tracing::debug!(
+        batch = batch.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "write batch"
+    );
+    match outcome {
+        Ok(state) => state.commit_to(cache),
+        Err(e) => {
+            tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    }
+    for ((_, reply), result) in batch.drain(..).zip(results) {
+        // The caller may have gone away; its write is committed all the same.
+        let _ = reply.send(result);
+    }
+}
+
+/// The records one batch reads and writes, in memory until the flush.
+#[derive(Default)]
+struct BatchState {
+    /// As stored when the batch began (absent: not stored).
+    stored_jobs: HashMap<ObjectId, Job>,
+    stored_pvcs: HashMap<PvcKey, PvcProgress>,
+    /// As the batch leaves them; `None`: does not exist (never did, or deleted in the batch).
+    jobs: HashMap<ObjectId, Option<Job>>,
+    pvcs: HashMap<PvcKey, Option<PvcProgress>>,
+    dirty_jobs: HashSet<ObjectId>,
+    dirty_pvcs: HashSet<PvcKey>,
+    /// Jobs whose stored rows, and PVC records, the flush removes.
+    deleted_jobs: Vec<ObjectId>,
+}
+
+static SELECT_JOBS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+});
+static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {PVC_COLUMNS} FROM pvc_progress WHERE (job_id, namespace, name) IN \
+         (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))"
+    )
+});
+static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| insert_sql("jobs", JOB_COLUMNS));
+static INSERT_PVCS: LazyLock<String> = LazyLock::new(|| insert_sql("pvc_progress", PVC_COLUMNS));
+
+/// One statement inserting any number of rows, passed as one JSON array of rows.
+fn insert_sql(table: &str, columns: &str) -> String {
+    let values: Vec<String> = (0..columns.split(',').count())
+        .map(|i| format!("value ->> {i}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({columns}) SELECT {} FROM json_each(?)",
+        values.join(", ")
+    )
+}
+
+/// One statement updating the `changed` columns (indexes into `columns`) of any number of rows,
+/// passed as one JSON array of `[id, value, ...]`.
+fn update_sql(table: &str, columns: &[&str], changed: &[usize]) -> String {
+    let sets: Vec<String> = changed
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| format!("{} = v.value ->> {}", columns[c], k + 1))
+        .collect();
+    format!(
+        "UPDATE {table} SET {} FROM json_each(?) AS v WHERE {table}.id = v.value ->> 0",
+        sets.join(", ")
+    )
+}
+
+fn json_value(p: &Param) -> serde_json::Value {
+    match p {
+        Param::Int(v) => v.map_or(serde_json::Value::Null, serde_json::Value::from),
+        Param::Text(v) => v
+            .as_deref()
+            .map_or(serde_json::Value::Null, serde_json::Value::from),
+    }
+}
+
+fn json_row(params: &[Param]) -> serde_json::Value {
+    serde_json::Value::Array(params.iter().map(json_value).collect())
+}
+
+/// Writes `rows` (each as (stored params, new params)): new rows in one INSERT, changed rows in
+/// one UPDATE per set of changed columns.
+async fn write_rows(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &str,
+    insert: &str,
+    rows: Vec<(Option<Vec<Param>>, Vec<Param>)>,
+) -> Result<()> {
+    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let mut inserts = Vec::new();
+    let mut updates: HashMap<Vec<usize>, Vec<serde_json::Value>> = HashMap::new();
+    for (stored, new) in rows {
+        match stored {
+            None => inserts.push(json_row(&new)),
+            Some(old) => {
+                let changed: Vec<usize> = (1..new.len()).filter(|&i| old[i] != new[i]).collect();
+                if changed.is_empty() {
+                    continue;
+                }
+                let mut row = vec![json_value(&new[0])];
+                row.extend(changed.iter().map(|&i| json_value(&new[i])));
+                updates
+                    .entry(changed)
+                    .or_default()
+                    .push(serde_json::Value::Array(row));
+            }
+        }
+    }
+    if !inserts.is_empty() {
+        let rows = serde_json::Value::Array(inserts).to_string();
+        sqlx::query(AssertSqlSafe(insert))
+            .bind(rows)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (changed, rows) in updates {
+        let sql = update_sql(table, &names, &changed);
+        let rows = serde_json::Value::Array(rows).to_string();
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(rows)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+impl BatchState {
+    /// Gathers every job and PVC record the batch's operations name: from the cache, and the
+    /// misses from the database in one statement per table.
+    async fn load(
+        conn: &mut SqliteConnection,
+        cache: &Cache,
+        ops: impl Iterator<Item = &Op>,
+    ) -> Result<BatchState> {
+        let mut state = BatchState::default();
+        let mut missing_jobs: HashSet<&str> = HashSet::new();
+        let mut missing_pvcs: HashSet<PvcKey> = HashSet::new();
+        for op in ops {
+            let (job_id, key) = match op {
+                Op::Create(new) => (new.id.as_ref(), None),
+                Op::Change { id, .. } | Op::Delete { id, .. } => (Some(id), None),
+                Op::Report(r) => (
+                    Some(&r.job_id),
+                    Some((r.job_id.clone(), r.namespace.clone(), r.name.clone())),
+                ),
+            };
+            if let Some(id) = job_id {
+                match cache.jobs.get(id) {
+                    Some(job) => {
+                        state.stored_jobs.insert(id.clone(), job.clone());
+                    }
+                    None => {
+                        missing_jobs.insert(id.as_str());
+                    }
+                }
+            }
+            if let Some(key) = key {
+                match cache.pvcs.get(&key) {
+                    Some(pvc) => {
+                        state.stored_pvcs.insert(key, pvc.clone());
+                    }
+                    None => {
+                        missing_pvcs.insert(key);
+                    }
+                }
+            }
+        }
+        if !missing_jobs.is_empty() {
+            let ids = serde_json::to_string(&missing_jobs).unwrap_or_default();
+            let rows = sqlx::query(AssertSqlSafe(SELECT_JOBS.as_str()))
+                .bind(ids)
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &rows {
+                let job = job_from_row(row)?;
+                state.stored_jobs.insert(job.id.clone(), job);
+            }
+        }
+        if !missing_pvcs.is_empty() {
+            let keys: Vec<[&str; 3]> = missing_pvcs
+                .iter()
+                .map(|(j, ns, n)| [j.as_str(), ns, n])
+                .collect();
+            let keys = serde_json::to_string(&keys).unwrap_or_default();
+            let rows = sqlx::query(AssertSqlSafe(SELECT_PVCS.as_str()))
+                .bind(keys)
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &rows {
+                let pvc = pvc_from_row(row)?;
+                state.stored_pvcs.insert(pvc_key(&pvc), pvc);
+            }
+        }
+        Ok(state)
+    }
+
+    /// The job as the batch has left it so far.
+    fn job(&self, id: &ObjectId) -> Option<&Job> {
+        match self.jobs.get(id) {
+            Some(current) => current.as_ref(),
+            None => self.stored_jobs.get(id),
+        }
+    }
+
+    fn pvc(&self, key: &PvcKey) -> Option<&PvcProgress> {
+        match self.pvcs.get(key) {
+            Some(current) => current.as_ref(),
+            None => self.stored_pvcs.get(key),
+        }
+    }
+
+    /// Applies one operation to the in-memory records; a refusal leaves them as they were.
+    fn apply(&mut self, op: &Op, now: i64) -> Result<Done> {
+        match op {
+            Op::Create(new) => {
+                let job = new.clone().into_job(now)?;
+                if self.job(&job.id).is_some() {
+                    return Err(Error::AlreadyExists(format!(
+                        "job {} already exists",
+                        job.id
+                    )));
+                }
+                self.put_job(job.clone());
+                Ok(Done::Job(job))
+            }
+            Op::Change { id, etag, change } => {
+                let mut job = self.job(id).cloned().ok_or_else(|| not_found(id))?;
+                check_etag(&job, etag.as_deref())?;
+                if change.apply(&mut job, now)? == Applied::Changed {
+                    self.put_job(job.clone());
+                }
+                Ok(Done::Job(job))
+            }
+            Op::Delete { id, etag } => {
+                let job = self.job(id).cloned().ok_or_else(|| not_found(id))?;
+                check_etag(&job, etag.as_deref())?;
+                self.jobs.insert(id.clone(), None);
+                self.dirty_jobs.remove(id);
+                self.deleted_jobs.push(id.clone());
+                // Its records are gone: forget the stored ones, so a re-created job starts afresh.
+                self.stored_jobs.remove(id);
+                self.stored_pvcs.retain(|key, _| key.0 != *id);
+                self.pvcs.retain(|key, _| key.0 != *id);
+                self.dirty_pvcs.retain(|key| key.0 != *id);
+                Ok(Done::Job(job))
+            }
+            Op::Report(report) => {
+                let mut job = self
+                    .job(&report.job_id)
+                    .cloned()
+                    .ok_or_else(|| not_found(&report.job_id))?;
+                job.ensure_accepts_progress()?;
+                let key = (
+                    report.job_id.clone(),
+                    report.namespace.clone(),
+                    report.name.clone(),
+                );
+                let stored = self.pvc(&key);
+                let pvc = report.apply(stored, now)?;
+                let mut progress = Progress {
+                    copy: job.copy_progress,
+                    snapshot: job.snapshot_progress,
+                };
+                progress.replace(stored, &pvc);
+                job.copy_progress = progress.copy;
+                job.snapshot_progress = progress.snapshot;
+                job.touch(now);
+                self.put_job(job.clone());
+                self.pvcs.insert(key.clone(), Some(pvc.clone()));
+                self.dirty_pvcs.insert(key);
+                Ok(Done::Pvc(PvcWritten { pvc, job }))
+            }
+        }
+    }
+
+    fn put_job(&mut self, job: Job) {
+        self.dirty_jobs.insert(job.id.clone());
+        self.jobs.insert(job.id.clone(), Some(job));
+    }
+
+    /// Writes what the batch changed: deletions first, then inserts and column updates.
+    async fn flush(&self, conn: &mut SqliteConnection) -> Result<()> {
+        if !self.deleted_jobs.is_empty() {
+            let ids: Vec<&str> = self.deleted_jobs.iter().map(ObjectId::as_str).collect();
+            let ids = serde_json::to_string(&ids).unwrap_or_default();
+            sqlx::query(
+                "DELETE FROM pvc_progress WHERE job_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(ids.clone())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(ids)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let jobs = self
+            .dirty_jobs
+            .iter()
+            .filter_map(|id| {
+                let job = self.jobs.get(id)?.as_ref()?;
+                Some((self.stored_jobs.get(id).map(job_params), job_params(job)))
+            })
+            .collect();
+        write_rows(conn, "jobs", JOB_COLUMNS, &INSERT_JOBS, jobs).await?;
+        let pvcs = self
+            .dirty_pvcs
+            .iter()
+            .filter_map(|key| {
+                let pvc = self.pvcs.get(key)?.as_ref()?;
+                Some((self.stored_pvcs.get(key).map(pvc_params), pvc_params(pvc)))
+            })
+            .collect();
+        write_rows(conn, "pvc_progress", PVC_COLUMNS, &INSERT_PVCS, pvcs).await
+    }
+
+    /// After the commit: the cache takes what the batch read and wrote.
+    fn commit_to(self, cache: &mut Cache) {
+        for id in &self.deleted_jobs {
+            cache.jobs.remove(id);
+        }
+        if !self.deleted_jobs.is_empty() {
+            let deleted: HashSet<&ObjectId> = self.deleted_jobs.iter().collect();
+            cache.pvcs.retain(|key, _| !deleted.contains(&key.0));
+        }
+        cache.jobs.extend(self.stored_jobs);
+        cache.pvcs.extend(self.stored_pvcs);
+        for (id, job) in self.jobs {
+            match job {
+                Some(job) => cache.jobs.insert(id, job),
+                None => cache.jobs.remove(&id),
+            };
+        }
+        for (key, pvc) in self.pvcs {
+            match pvc {
+                Some(pvc) => cache.pvcs.insert(key, pvc),
+                None => cache.pvcs.remove(&key),
+            };
+        }
+        if cache.jobs.len() > CACHED_JOBS || cache.pvcs.len() > CACHED_PVCS {
+            *cache = Cache::default();
+        }
+    }
+}
+
+fn not_found(id: &ObjectId) -> Error {
+    Error::NotFound(format!("job {id} not found"))
+}
+
+fn check_etag(job: &Job, expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(etag) if etag != job.etag => Err(Error::Aborted(format!(
+            "job {} has changed: its etag is no longer {etag:?}; read it again and retry",
+            job.id
+        ))),
+        _ => Ok(()),
+    }
+}
