@@ -24,7 +24,7 @@ use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, Pvc
 use crate::error::{Error, Result};
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
-use crate::store::sqlite_writer::{Done, Op, Request, run_writer};
+use crate::store::sqlite_writer::{Done, Op, Request, SharedJobs, run_writer};
 use crate::store::{Page, PvcWritten};
 
 /// Requests that may wait for the writer; callers beyond it wait to enqueue (back-pressure).
@@ -57,6 +57,8 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: mpsc::Sender<Request>,
+    /// Jobs as the writer last committed them (a subset): read before the database.
+    jobs: SharedJobs,
     writer_task: Mutex<Option<JoinHandle<()>>>,
     readers: SqlitePool,
 }
@@ -97,6 +99,8 @@ impl SqliteStore {
                 Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"))
             })?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let jobs = SharedJobs::default();
+        let writer_jobs = jobs.clone();
         // The writer runs on a thread of its own, so that under load its many short waits on the
         // database are not queued behind request handling in the shared runtime.
         let (done_tx, done_rx) = oneshot::channel();
@@ -107,7 +111,7 @@ impl SqliteStore {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(run_writer(writer, rx)),
+                    Ok(runtime) => runtime.block_on(run_writer(writer, rx, writer_jobs)),
                     Err(e) => tracing::error!(error = %e, "cannot start the writer runtime"),
                 }
                 let _ = done_tx.send(());
@@ -119,6 +123,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer: tx,
+                jobs,
                 writer_task: Mutex::new(Some(task)),
                 readers,
             }),
@@ -173,6 +178,16 @@ impl SqliteStore {
     }
 
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        let cached = self
+            .inner
+            .jobs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
         let row = sqlx::query(AssertSqlSafe(SELECT_JOB.as_str()))
             .bind(id.as_str())
             .fetch_optional(&self.inner.readers)

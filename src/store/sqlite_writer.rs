@@ -10,10 +10,12 @@
 //! SQLite from rewriting every index entry of a row). Callers are answered after the commit.
 //!
 //! The cache is exact because this writer is the only one that writes the database; it is updated
-//! only after a commit, and cleared when it outgrows its bound.
+//! only after a commit (before any caller is answered), and cleared when it outgrows its bound.
+//! Its jobs are shared with readers ([`SharedJobs`]): GetJob of a job written recently costs no
+//! statement at all, and still reads every acknowledged write.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, RwLock};
 
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -71,16 +73,35 @@ fn pvc_key(p: &PvcProgress) -> PvcKey {
     (p.job_id.clone(), p.namespace.clone(), p.name.clone())
 }
 
+/// Jobs as committed, shared between the writer (the only one that changes it) and readers.
+pub(super) type SharedJobs = Arc<RwLock<HashMap<ObjectId, Job>>>;
+
 /// The records as committed, for the ones this writer touched recently.
-#[derive(Default)]
 struct Cache {
-    jobs: HashMap<ObjectId, Job>,
+    jobs: SharedJobs,
     pvcs: HashMap<PvcKey, PvcProgress>,
 }
 
-pub(super) async fn run_writer(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Request>) {
+impl Cache {
+    fn job(&self, id: &ObjectId) -> Option<Job> {
+        self.jobs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+pub(super) async fn run_writer(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<Request>,
+    jobs: SharedJobs,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut cache = Cache::default();
+    let mut cache = Cache {
+        jobs,
+        pvcs: HashMap::new(),
+    };
     let mut closing = false;
     while !closing {
         let Some(first) = queue.recv().await else {
@@ -280,9 +301,9 @@ impl BatchState {
                 ),
             };
             if let Some(id) = job_id {
-                match cache.jobs.get(id) {
+                match cache.job(id) {
                     Some(job) => {
-                        state.stored_jobs.insert(id.clone(), job.clone());
+                        state.stored_jobs.insert(id.clone(), job);
                     }
                     None => {
                         missing_jobs.insert(id.as_str());
@@ -451,19 +472,23 @@ impl BatchState {
 
     /// After the commit: the cache takes what the batch read and wrote.
     fn commit_to(self, cache: &mut Cache) {
+        let mut jobs = cache
+            .jobs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for id in &self.deleted_jobs {
-            cache.jobs.remove(id);
+            jobs.remove(id);
         }
         if !self.deleted_jobs.is_empty() {
             let deleted: HashSet<&ObjectId> = self.deleted_jobs.iter().collect();
             cache.pvcs.retain(|key, _| !deleted.contains(&key.0));
         }
-        cache.jobs.extend(self.stored_jobs);
+        jobs.extend(self.stored_jobs);
         cache.pvcs.extend(self.stored_pvcs);
         for (id, job) in self.jobs {
             match job {
-                Some(job) => cache.jobs.insert(id, job),
-                None => cache.jobs.remove(&id),
+                Some(job) => jobs.insert(id, job),
+                None => jobs.remove(&id),
             };
         }
         for (key, pvc) in self.pvcs {
@@ -472,8 +497,11 @@ impl BatchState {
                 None => cache.pvcs.remove(&key),
             };
         }
-        if cache.jobs.len() > CACHED_JOBS || cache.pvcs.len() > CACHED_PVCS {
-            *cache = Cache::default();
+        if jobs.len() > CACHED_JOBS {
+            jobs.clear();
+        }
+        if cache.pvcs.len() > CACHED_PVCS {
+            cache.pvcs.clear();
         }
     }
 }
