@@ -150,6 +150,9 @@ impl JobField {
 
     /// Parses one update-mask path; output-only and derived fields are refused by name.
     pub fn parse_mask_path(path: &str) -> Result<Vec<JobField>> {
+        // JSON clients (protobuf's FieldMask JSON form) send camelCase paths.
+        let snake = to_snake_case(path);
+        let path = snake.as_str();
         let field = match path {
             "*" => return Ok(JobField::ALL.to_vec()),
             "name" => JobField::Name,
@@ -189,6 +192,19 @@ impl JobField {
         };
         Ok(vec![field])
     }
+}
+
+fn to_snake_case(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for c in path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A job to create, as a client described it.
@@ -505,6 +521,19 @@ mod tests {
             .expect("legal");
         assert_eq!(j.fields.end_time, Some(1_700_000_100));
         assert_eq!(j.revision, 3);
+    }
+
+    #[test]
+    fn mask_paths_may_be_snake_or_camel_case() {
+        assert_eq!(
+            JobField::parse_mask_path("numBackupResources").expect("camel"),
+            vec![JobField::NumBackupResources]
+        );
+        assert_eq!(
+            JobField::parse_mask_path("num_backup_resources").expect("snake"),
+            vec![JobField::NumBackupResources]
+        );
+        assert!(JobField::parse_mask_path("kubeCopyProgress").is_err());
     }
 
     #[test]
