@@ -133,3 +133,38 @@ async fn every_acknowledged_write_survives_a_sigkill_under_load() {
     child.kill().expect("stop");
     child.wait().expect("reaped");
 }
+
+#[tokio::test]
+async fn sigterm_lets_calls_finish_and_exits_zero_with_the_data_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("jobtrack.db");
+    let (mut child, addr) = start_binary(&db);
+    let mut client = connect(addr).await;
+    let created = client
+        .create_job(pb::CreateJobRequest {
+            job: Some(job(JobType::K8sSnap, JobState::Running)),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("the server exits");
+    assert_eq!(exit.code(), Some(0), "a clean shutdown exits 0");
+
+    let (mut child, addr) = start_binary(&db);
+    let mut client = connect(addr).await;
+    let again = client
+        .get_job(pb::GetJobRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .expect("kept")
+        .into_inner();
+    assert_eq!(again, created);
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+}
