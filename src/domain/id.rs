@@ -8,7 +8,10 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::{Error, Result};
 
 /// A validated id: 24 lowercase hex characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ObjectId(String);
 
 impl ObjectId {

@@ -1,11 +1,13 @@
 //! The domain: jobs, PVC progress records, the job life cycle, the derived progress aggregates
 //! and the where/sort query language. It knows nothing of tonic, axum or sqlx.
 
+pub mod change;
 pub mod id;
 pub mod job;
 pub mod pvc;
 pub mod query;
 
+pub use change::{Change, ChangeKind};
 pub use id::ObjectId;
 pub use job::{Job, JobChange, JobFields, JobState, JobType, JobUpdate, NewJob};
 pub use pvc::{

@@ -41,7 +41,7 @@ string_enum! {
 }
 
 /// Transfer statistics; a field never reported is `None`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransferStats {
     pub estimated_size: Option<i64>,
     pub estimated_number_of_files: Option<i64>,
@@ -108,7 +108,7 @@ impl TransferStats {
 }
 
 /// `kube_copy_progress`: the job's COPY records (op_type K8S_COPY or unset).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CopyProgress {
     pub stats: TransferStats,
     pub total_pvs: i64,
@@ -119,7 +119,7 @@ pub struct CopyProgress {
 }
 
 /// `kube_snapshot_progress`: the job's K8S_SNAP records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotProgress {
     pub total_pvs: i64,
     pub pending_pvs: i64,
@@ -130,7 +130,7 @@ pub struct SnapshotProgress {
 }
 
 /// One PVC progress record as stored.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PvcProgress {
     pub id: ObjectId,
     pub job_id: ObjectId,
@@ -277,7 +277,7 @@ impl PvcReport {
 }
 
 /// The two aggregates of a job.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub copy: Option<CopyProgress>,
     pub snapshot: Option<SnapshotProgress>,

@@ -503,11 +503,33 @@ pub enum Filter {
         column: &'static str,
         exists: bool,
     },
-    /// A pattern for the linear-time `regex` engine, already checked to compile.
+    /// A pattern for the linear-time `regex` engine.
     Regex {
         column: &'static str,
-        pattern: String,
+        pattern: Pattern,
     },
+}
+
+/// A compiled regular expression, compared and shown by its text.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 impl Filter {
@@ -518,6 +540,113 @@ impl Filter {
             parts.remove(0)
         } else {
             Filter::And(parts)
+        }
+    }
+
+    /// Whether `record` matches, exactly as the store's SQL decides (watchers filter in memory).
+    pub fn matches<T: Resource>(&self, record: &T) -> bool {
+        self.eval(record) == Some(true)
+    }
+
+    /// SQL's three-valued logic: `None` is NULL (a comparison with a missing field).
+    fn eval<T: Resource>(&self, record: &T) -> Option<bool> {
+        let value = |column: &str| {
+            T::fields()
+                .iter()
+                .find(|f| f.column == column)
+                .map_or(Value::Null, |f| (f.get)(record))
+        };
+        match self {
+            Filter::And(parts) => {
+                let mut result = Some(true);
+                for part in parts {
+                    match part.eval(record) {
+                        Some(false) => return Some(false),
+                        None => result = None,
+                        Some(true) => {}
+                    }
+                }
+                result
+            }
+            Filter::Or(parts) => {
+                let mut result = Some(false);
+                for part in parts {
+                    match part.eval(record) {
+                        Some(true) => return Some(true),
+                        None => result = None,
+                        Some(false) => {}
+                    }
+                }
+                result
+            }
+            Filter::Not(inner) => Some(!inner.eval(record).unwrap_or(false)),
+            Filter::Compare {
+                column,
+                op,
+                value: wanted,
+            } => {
+                let actual = value(column);
+                match (op, wanted, &actual) {
+                    (CmpOp::Eq, Value::Null, a) => Some(*a == Value::Null),
+                    (CmpOp::Ne, Value::Null, a) => Some(*a != Value::Null),
+                    (CmpOp::Ne, _, Value::Null) => Some(true),
+                    (_, _, Value::Null) => None,
+                    (op, w, a) => {
+                        let ordering = a.cmp_sql(w);
+                        Some(match op {
+                            CmpOp::Eq => ordering.is_eq(),
+                            CmpOp::Ne => ordering.is_ne(),
+                            CmpOp::Gt => ordering.is_gt(),
+                            CmpOp::Gte => ordering.is_ge(),
+                            CmpOp::Lt => ordering.is_lt(),
+                            CmpOp::Lte => ordering.is_le(),
+                        })
+                    }
+                }
+            }
+            Filter::In {
+                column,
+                values,
+                negated,
+            } => {
+                let actual = value(column);
+                let has_null = values.contains(&Value::Null);
+                if actual == Value::Null {
+                    let any_present = values.iter().any(|v| *v != Value::Null);
+                    return match (negated, has_null) {
+                        (false, false) if any_present => None,
+                        (false, false) => Some(false),
+                        (false, true) | (true, false) => Some(true),
+                        (true, true) => Some(false),
+                    };
+                }
+                let found = values
+                    .iter()
+                    .any(|v| *v != Value::Null && actual.cmp_sql(v).is_eq());
+                Some(found != *negated)
+            }
+            Filter::Exists { column, exists } => Some((value(column) != Value::Null) == *exists),
+            Filter::Regex { column, pattern } => match value(column) {
+                Value::Text(text) => Some(pattern.0.is_match(&text)),
+                Value::Int(i) => Some(pattern.0.is_match(&i.to_string())),
+                Value::Null => None,
+            },
+        }
+    }
+}
+
+impl Value {
+    /// SQLite's order of the values of one column: integers before text, text bytewise.
+    fn cmp_sql(&self, other: &Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Null, _) => Ordering::Less,
+            (_, Value::Null) => Ordering::Greater,
+            (Value::Int(_), Value::Text(_)) => Ordering::Less,
+            (Value::Text(_), Value::Int(_)) => Ordering::Greater,
         }
     }
 }
@@ -787,13 +916,13 @@ fn regex<T>(
     } else {
         format!("(?{flags}){pattern}")
     };
-    regex::RegexBuilder::new(&full)
+    let compiled = regex::RegexBuilder::new(&full)
         .size_limit(1 << 20)
         .build()
         .map_err(|e| Error::invalid(format!("{}: bad regular expression: {e}", at(path))))?;
     Ok(Filter::Regex {
         column: field.column,
-        pattern: full,
+        pattern: Pattern(compiled),
     })
 }
 

@@ -10,8 +10,12 @@ pub mod sql;
 mod sqlite;
 mod sqlite_writer;
 
-use crate::domain::query::ListQuery;
-use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::domain::query::{Filter, ListQuery};
+use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 
 pub use sqlite::SqliteStore;
@@ -31,6 +35,28 @@ pub struct Page<T> {
 pub struct PvcWritten {
     pub pvc: PvcProgress,
     pub job: Job,
+}
+
+/// The span of the change log: every change after `floor` up to `head` is retained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct History {
+    pub floor: u64,
+    pub head: u64,
+}
+
+/// A job and its PVC records as they were at change-log position `position`.
+#[derive(Debug)]
+pub struct JobSnapshot {
+    pub position: u64,
+    pub job: Option<Job>,
+    pub pvcs: Vec<PvcProgress>,
+}
+
+/// The jobs matching a filter as they were at change-log position `position`.
+#[derive(Debug)]
+pub struct JobsSnapshot {
+    pub position: u64,
+    pub jobs: Vec<Job>,
 }
 
 /// The storage of jobs and PVC records.
@@ -110,6 +136,54 @@ impl Store {
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
         match self {
             Store::Sqlite(s) => s.count_jobs_by_state().await,
+        }
+    }
+
+    /// Live committed changes, in commit order, from now on. A receiver that falls more than the
+    /// feed's capacity behind is told it lagged and reads the rest with [`Store::changes_after`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        match self {
+            Store::Sqlite(s) => s.subscribe(),
+        }
+    }
+
+    /// Position of the newest committed change.
+    pub fn head(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.head(),
+        }
+    }
+
+    /// Up to `limit` changes after position `after`, in order.
+    pub async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
+        match self {
+            Store::Sqlite(s) => s.changes_after(after, limit).await,
+        }
+    }
+
+    pub async fn history(&self) -> Result<History> {
+        match self {
+            Store::Sqlite(s) => s.history().await,
+        }
+    }
+
+    pub async fn snapshot_job(&self, id: &ObjectId) -> Result<JobSnapshot> {
+        match self {
+            Store::Sqlite(s) => s.snapshot_job(id).await,
+        }
+    }
+
+    pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
+        match self {
+            Store::Sqlite(s) => s.snapshot_jobs(filter).await,
+        }
+    }
+
+    /// Removes change-log entries older than `older_than` (µs) or beyond the newest
+    /// `keep_at_most`, in bounded chunks; returns how many went.
+    pub async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.prune_history(older_than, keep_at_most).await,
         }
     }
 

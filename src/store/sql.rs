@@ -138,7 +138,7 @@ impl Sql {
                 Dialect::Sqlite => self
                     .push(column)
                     .push(" REGEXP ")
-                    .bind(Param::Text(Some(pattern.clone()))),
+                    .bind(Param::Text(Some(pattern.as_str().to_string()))),
             },
         }
     }

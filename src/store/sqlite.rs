@@ -8,6 +8,7 @@
 //! writer.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -16,15 +17,18 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::domain::Change;
+use crate::domain::query::Filter;
 use crate::domain::query::ListQuery;
 use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
-use crate::store::sqlite_writer::{Done, Op, Request, SharedJobs, run_writer};
+use crate::store::sqlite_writer::{Done, Op, Request, SharedJobs, WriterLinks, run_writer};
+use crate::store::{History, JobSnapshot, JobsSnapshot};
 use crate::store::{Page, PvcWritten};
 
 /// Requests that may wait for the writer; callers beyond it wait to enqueue (back-pressure).
@@ -34,6 +38,9 @@ const READERS: u32 = 4;
 
 static SELECT_JOB: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"));
+static SELECT_PVCS_OF_JOB: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = ? ORDER BY created, id")
+});
 static SELECT_PVC: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = ?"));
 
@@ -55,8 +62,13 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// Changes kept in memory for live watchers; one that falls further behind reads the log.
+const FEED_CAPACITY: usize = 4096;
+
 struct Inner {
     writer: mpsc::Sender<Request>,
+    feed: broadcast::Sender<Arc<Change>>,
+    head: Arc<AtomicU64>,
     /// Jobs as the writer last committed them (a subset): read before the database.
     jobs: SharedJobs,
     writer_task: Mutex<Option<JoinHandle<()>>>,
@@ -98,9 +110,18 @@ impl SqliteStore {
             .map_err(|e| {
                 Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"))
             })?;
+        let head: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
+            .fetch_one(&mut writer)
+            .await?;
+        let head = Arc::new(AtomicU64::new(head.max(0) as u64));
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let jobs = SharedJobs::default();
-        let writer_jobs = jobs.clone();
+        let links = WriterLinks {
+            jobs: jobs.clone(),
+            feed: feed.clone(),
+            head: head.clone(),
+        };
         // The writer runs on a thread of its own, so that under load its many short waits on the
         // database are not queued behind request handling in the shared runtime.
         let (done_tx, done_rx) = oneshot::channel();
@@ -111,7 +132,7 @@ impl SqliteStore {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(run_writer(writer, rx, writer_jobs)),
+                    Ok(runtime) => runtime.block_on(run_writer(writer, rx, links)),
                     Err(e) => tracing::error!(error = %e, "cannot start the writer runtime"),
                 }
                 let _ = done_tx.send(());
@@ -123,6 +144,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer: tx,
+                feed,
+                head,
                 jobs,
                 writer_task: Mutex::new(Some(task)),
                 readers,
@@ -271,6 +294,125 @@ impl SqliteStore {
             }
         }
         Ok(counts)
+    }
+
+    /// Live committed changes, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.inner.feed.subscribe()
+    }
+
+    /// Position of the newest committed change.
+    pub fn head(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// Up to `limit` changes after position `after`, in order.
+    pub async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT change FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after.min(i64::MAX as u64) as i64)
+                .bind(i64::from(limit))
+                .fetch_all(&self.inner.readers)
+                .await?;
+        rows.iter()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    tracing::error!(error = %e, "unreadable change-log entry");
+                    Error::Internal(format!("unreadable change-log entry: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The retained history: changes after `floor` are all still in the log.
+    pub async fn history(&self) -> Result<History> {
+        let (min, max): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(seq), max(seq) FROM changes")
+                .fetch_one(&self.inner.readers)
+                .await?;
+        let head = max.unwrap_or(0).max(0) as u64;
+        let floor = min.map_or(head, |m| (m.max(1) - 1) as u64);
+        Ok(History { floor, head })
+    }
+
+    /// A job and its PVC records as of one position, read in one transaction.
+    pub async fn snapshot_job(&self, id: &ObjectId) -> Result<JobSnapshot> {
+        let mut conn = self.inner.readers.acquire().await?;
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        let result: Result<JobSnapshot> = async {
+            let position: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
+                .fetch_one(&mut *conn)
+                .await?;
+            let job = sqlx::query(AssertSqlSafe(SELECT_JOB.as_str()))
+                .bind(id.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+                .as_ref()
+                .map(job_from_row)
+                .transpose()?;
+            let pvcs = sqlx::query(AssertSqlSafe(SELECT_PVCS_OF_JOB.as_str()))
+                .bind(id.as_str())
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(pvc_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(JobSnapshot {
+                position: position.max(0) as u64,
+                job,
+                pvcs,
+            })
+        }
+        .await;
+        let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
+        result
+    }
+
+    /// Every job matching `filter` as of one position, read in one transaction.
+    pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
+        let mut conn = self.inner.readers.acquire().await?;
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        let result: Result<JobsSnapshot> = async {
+            let position: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut sql = Sql::new(
+                Dialect::Sqlite,
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE "),
+            );
+            sql.filter(filter);
+            sql.push(" ORDER BY id");
+            let jobs = bind(sqlx::query(AssertSqlSafe(sql.text)), sql.params)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(job_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(JobsSnapshot {
+                position: position.max(0) as u64,
+                jobs,
+            })
+        }
+        .await;
+        let _ = sqlx::query("COMMIT").execute(&mut *conn).await;
+        result
+    }
+
+    /// Prunes change-log entries older than `older_than` or beyond the newest `keep_at_most`.
+    pub async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Request::Prune {
+                older_than,
+                keep_at_most,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Unavailable("the store is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Unavailable("the store is shutting down".into()))?
     }
 
     pub async fn ping(&self) -> Result<()> {

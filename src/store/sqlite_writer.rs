@@ -15,14 +15,17 @@
 //! statement at all, and still reads every acknowledged write.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 
 use sqlx::{AssertSqlSafe, Connection, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::domain::job::Applied;
 use crate::domain::pvc::Progress;
-use crate::domain::{Job, JobChange, NewJob, ObjectId, PvcProgress, PvcReport, now_micros};
+use crate::domain::{
+    Change, ChangeKind, Job, JobChange, NewJob, ObjectId, PvcProgress, PvcReport, now_micros,
+};
 use crate::error::{Error, Result};
 use crate::store::PvcWritten;
 use crate::store::row::{
@@ -63,6 +66,13 @@ pub(super) enum Request {
         op: Op,
         reply: oneshot::Sender<Result<Done>>,
     },
+    /// Remove change-log entries older than `older_than` (µs since the epoch) or beyond the newest
+    /// `keep_at_most`; the newest entry always stays. Answers how many were removed.
+    Prune {
+        older_than: i64,
+        keep_at_most: u64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
     /// Commit what is queued, then stop.
     Close,
 }
@@ -92,16 +102,26 @@ impl Cache {
     }
 }
 
+/// What the writer shares with the rest of the store.
+pub(super) struct WriterLinks {
+    pub jobs: SharedJobs,
+    /// Every committed change, in commit order, published after its commit.
+    pub feed: broadcast::Sender<Arc<Change>>,
+    /// Position of the newest committed change.
+    pub head: Arc<AtomicU64>,
+}
+
 pub(super) async fn run_writer(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<Request>,
-    jobs: SharedJobs,
+    links: WriterLinks,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut cache = Cache {
-        jobs,
+        jobs: links.jobs,
         pvcs: HashMap::new(),
     };
+    let mut next_seq = links.head.load(Ordering::Acquire) + 1;
     let mut closing = false;
     while !closing {
         let Some(first) = queue.recv().await else {
@@ -112,13 +132,28 @@ pub(super) async fn run_writer(
             match request {
                 Request::Write { op, reply } => batch.push((op, reply)),
                 Request::Close => closing = true,
+                Request::Prune {
+                    older_than,
+                    keep_at_most,
+                    reply,
+                } => {
+                    let _ = reply.send(prune(&mut conn, older_than, keep_at_most).await);
+                }
             }
             if batch.len() < MAX_BATCH && !closing {
                 next = queue.try_recv().ok();
             }
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch, &mut cache).await;
+            let committed = commit_batch(&mut conn, &mut batch, &mut cache, next_seq).await;
+            if let Some(last) = committed.last() {
+                next_seq = last.seq + 1;
+                links.head.store(last.seq, Ordering::Release);
+            }
+            for change in committed {
+                // No receiver is fine: nobody watches.
+                let _ = links.feed.send(change);
+            }
         }
     }
     if let Err(e) = conn.close().await {
@@ -126,17 +161,20 @@ pub(super) async fn run_writer(
     }
 }
 
-/// Applies a batch in one transaction and answers every caller after the commit.
+/// Applies a batch in one transaction and answers every caller after the commit. Returns the
+/// committed changes, numbered from `first_seq`, for the live feed.
 async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
     cache: &mut Cache,
-) {
+    first_seq: u64,
+) -> Vec<Arc<Change>> {
     let started = std::time::Instant::now();
     let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
     let outcome: Result<BatchState> = async {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let mut state = BatchState::load(conn, cache, batch.iter().map(|(op, _)| op)).await?;
+        state.next_seq = first_seq;
         let now = now_micros();
         for (op, _) in batch.iter() {
             results.push(state.apply(op, now));
@@ -151,7 +189,7 @@ async fn commit_batch(
         micros = started.elapsed().as_micros() as u64,
         "write batch"
     );
-    match outcome {
+    let committed = match outcome {
         Ok(state) => state.commit_to(cache),
         Err(e) => {
             tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
@@ -159,13 +197,30 @@ async fn commit_batch(
             for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(e.clone()));
             }
-            return;
+            return Vec::new();
         }
-    }
+    };
     for ((_, reply), result) in batch.drain(..).zip(results) {
         // The caller may have gone away; its write is committed all the same.
         let _ = reply.send(result);
     }
+    committed
+}
+
+/// Prunes the change log in one transaction (pruning runs rarely and in bounded chunks).
+async fn prune(conn: &mut SqliteConnection, older_than: i64, keep_at_most: u64) -> Result<u64> {
+    // The newest entry stays, so that max(seq) is always the head; at most 50,000 rows go per
+    // call, so that writers never wait long behind a prune.
+    let result = sqlx::query(
+        "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) \
+         AND seq < (SELECT min(seq) FROM changes) + 50000 \
+         AND (at < ? OR seq <= (SELECT max(seq) FROM changes) - ?)",
+    )
+    .bind(older_than)
+    .bind(keep_at_most.min(i64::MAX as u64) as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// The records one batch reads and writes, in memory until the flush.
@@ -181,6 +236,9 @@ struct BatchState {
     dirty_pvcs: HashSet<PvcKey>,
     /// Jobs whose stored rows, and PVC records, the flush removes.
     deleted_jobs: Vec<ObjectId>,
+    /// The change-log entries of the batch, in order.
+    changes: Vec<Change>,
+    next_seq: u64,
 }
 
 static SELECT_JOBS: LazyLock<String> = LazyLock::new(|| {
@@ -377,13 +435,16 @@ impl BatchState {
                     )));
                 }
                 self.put_job(job.clone());
+                self.record(ChangeKind::Created, &job, None, None, now);
                 Ok(Done::Job(job))
             }
             Op::Change { id, etag, change } => {
                 let mut job = self.job(id).cloned().ok_or_else(|| not_found(id))?;
                 check_etag(&job, etag.as_deref())?;
+                let before = job.clone();
                 if change.apply(&mut job, now)? == Applied::Changed {
                     self.put_job(job.clone());
+                    self.record(ChangeKind::Updated, &job, Some(&before), None, now);
                 }
                 Ok(Done::Job(job))
             }
@@ -398,6 +459,7 @@ impl BatchState {
                 self.stored_pvcs.retain(|key, _| key.0 != *id);
                 self.pvcs.retain(|key, _| key.0 != *id);
                 self.dirty_pvcs.retain(|key| key.0 != *id);
+                self.record(ChangeKind::Deleted, &job, Some(&job), None, now);
                 Ok(Done::Job(job))
             }
             Op::Report(report) => {
@@ -413,6 +475,7 @@ impl BatchState {
                 );
                 let stored = self.pvc(&key);
                 let pvc = report.apply(stored, now)?;
+                let before = job.clone();
                 let mut progress = Progress {
                     copy: job.copy_progress,
                     snapshot: job.snapshot_progress,
@@ -424,9 +487,34 @@ impl BatchState {
                 self.put_job(job.clone());
                 self.pvcs.insert(key.clone(), Some(pvc.clone()));
                 self.dirty_pvcs.insert(key);
+                self.record(ChangeKind::PvcUpdated, &job, Some(&before), Some(&pvc), now);
                 Ok(Done::Pvc(PvcWritten { pvc, job }))
             }
         }
+    }
+
+    /// Adds a change-log entry with the next position.
+    fn record(
+        &mut self,
+        kind: ChangeKind,
+        job: &Job,
+        before: Option<&Job>,
+        pvc: Option<&PvcProgress>,
+        now: i64,
+    ) {
+        let before = before.map(|b| Job {
+            activity: Vec::new(),
+            ..b.clone()
+        });
+        self.changes.push(Change {
+            seq: self.next_seq,
+            kind,
+            job: job.clone(),
+            before,
+            pvc: pvc.cloned(),
+            at: now,
+        });
+        self.next_seq += 1;
     }
 
     fn put_job(&mut self, job: Job) {
@@ -467,11 +555,33 @@ impl BatchState {
                 Some((self.stored_pvcs.get(key).map(pvc_params), pvc_params(pvc)))
             })
             .collect();
-        write_rows(conn, "pvc_progress", PVC_COLUMNS, &INSERT_PVCS, pvcs).await
+        write_rows(conn, "pvc_progress", PVC_COLUMNS, &INSERT_PVCS, pvcs).await?;
+        if !self.changes.is_empty() {
+            let mut rows = Vec::with_capacity(self.changes.len());
+            for change in &self.changes {
+                let body = serde_json::to_string(change)
+                    .map_err(|e| Error::Internal(format!("encoding a change: {e}")))?;
+                rows.push(serde_json::json!([
+                    change.seq,
+                    change.job.id.as_str(),
+                    change.kind.as_str(),
+                    change.at,
+                    body
+                ]));
+            }
+            sqlx::query(
+                "INSERT INTO changes (seq, job_id, kind, at, change) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
+            )
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
-    /// After the commit: the cache takes what the batch read and wrote.
-    fn commit_to(self, cache: &mut Cache) {
+    /// After the commit: the cache takes what the batch read and wrote; returns its changes.
+    fn commit_to(self, cache: &mut Cache) -> Vec<Arc<Change>> {
         let mut jobs = cache
             .jobs
             .write()
@@ -503,6 +613,7 @@ impl BatchState {
         if cache.pvcs.len() > CACHED_PVCS {
             cache.pvcs.clear();
         }
+        self.changes.into_iter().map(Arc::new).collect()
     }
 }
 
