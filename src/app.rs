@@ -5,6 +5,10 @@ use crate::domain::query::{CmpOp, Filter, ListQuery, Value};
 use crate::domain::{Job, JobChange, JobUpdate, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 use crate::store::{Page, Store};
+use crate::watch::{JobHub, WatchEvent};
+
+/// A watch stream's events, as the hub produces them.
+pub type Events = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 
 /// Who is calling, for activity lines ("Job cancelled by ...").
 #[derive(Clone, Debug)]
@@ -15,14 +19,16 @@ pub struct Caller {
 #[derive(Clone)]
 pub struct App {
     store: Store,
+    hub: JobHub,
     /// Largest page a list returns; larger requests are clamped to it.
     max_page_size: usize,
 }
 
 impl App {
-    pub fn new(store: Store, max_page_size: usize) -> Self {
+    pub fn new(store: Store, hub: JobHub, max_page_size: usize) -> Self {
         App {
             store,
+            hub,
             max_page_size,
         }
     }
@@ -131,6 +137,22 @@ impl App {
             scope,
         )?;
         self.store.list_pvcs(&query).await
+    }
+}
+
+impl App {
+    /// WatchJob: the job's snapshot (or the changes since `resume_token`), SYNCED, then every change.
+    #[tracing::instrument(skip(self))]
+    pub async fn watch_job(&self, id: &str, resume_token: &str) -> Result<Events> {
+        let id = ObjectId::parse("job id", id)?;
+        self.hub.watch_job(id, resume_token).await
+    }
+
+    /// WatchJobs: every job matching `where_`, with the same guarantees.
+    #[tracing::instrument(skip(self))]
+    pub async fn watch_jobs(&self, where_: &str, resume_token: &str) -> Result<Events> {
+        let filter = crate::domain::query::parse_where::<Job>(where_)?;
+        self.hub.watch_jobs(filter, resume_token).await
     }
 }
 

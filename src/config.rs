@@ -40,6 +40,23 @@ pub struct ServeArgs {
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing connections.
     #[arg(long, env = "JOBTRACK_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Seconds of silence after which a watch stream gets a HEARTBEAT with its resume token.
+    #[arg(long, env = "JOBTRACK_HEARTBEAT_SECS", default_value_t = 15.0)]
+    pub heartbeat_secs: f64,
+
+    /// Hours of change history kept for resuming watchers; an older resume token gets a fresh
+    /// snapshot.
+    #[arg(long, env = "JOBTRACK_HISTORY_HOURS", default_value_t = 24.0)]
+    pub history_hours: f64,
+
+    /// Most changes kept in the history, whatever their age.
+    #[arg(
+        long,
+        env = "JOBTRACK_HISTORY_MAX_CHANGES",
+        default_value_t = 1_000_000
+    )]
+    pub history_max_changes: u64,
 }
 
 /// What the server needs to start; tests build it directly.
@@ -49,6 +66,11 @@ pub struct Config {
     pub database: String,
     pub max_page_size: usize,
     pub shutdown_grace: std::time::Duration,
+    pub heartbeat: std::time::Duration,
+    pub history_retention: std::time::Duration,
+    pub history_max_changes: u64,
+    /// How often the change log is pruned.
+    pub history_prune_interval: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -63,6 +85,10 @@ impl ServeArgs {
             database,
             max_page_size: self.max_page_size.max(1),
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+            heartbeat: seconds(self.heartbeat_secs, 15.0),
+            history_retention: seconds(self.history_hours * 3600.0, 24.0 * 3600.0),
+            history_max_changes: self.history_max_changes.max(1),
+            history_prune_interval: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -75,6 +101,20 @@ impl Config {
             database: database.to_string(),
             max_page_size: 1000,
             shutdown_grace: std::time::Duration::from_secs(5),
+            heartbeat: std::time::Duration::from_secs(15),
+            history_retention: std::time::Duration::from_secs(24 * 3600),
+            history_max_changes: 1_000_000,
+            history_prune_interval: std::time::Duration::from_secs(60),
         }
     }
+}
+
+/// A positive duration from seconds given on the command line (`default` when not positive).
+fn seconds(value: f64, default: f64) -> std::time::Duration {
+    let value = if value.is_finite() && value > 0.0 {
+        value
+    } else {
+        default
+    };
+    std::time::Duration::from_secs_f64(value.min(1e9))
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watch;
 
 /// Code generated from `proto/jobtrack/v1/jobtrack.proto`.
 pub mod pb {

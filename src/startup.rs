@@ -23,6 +23,7 @@ use crate::grpc::GrpcJobService;
 use crate::metrics::Metrics;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::Store;
+use crate::watch::{JobHub, WatchConfig};
 
 /// How often the health service re-checks the database.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -31,6 +32,9 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct Application {
     listener: TcpListener,
+    /// Tells every watch stream to end (UNAVAILABLE) when the server stops.
+    stop_watchers: tokio::sync::watch::Sender<bool>,
+    history: HistoryRetention,
     local_addr: SocketAddr,
     router: axum::Router,
     store: Store,
@@ -43,7 +47,15 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application> {
         let store = Store::open(&config.database).await?;
         let metrics = Arc::new(Metrics::default());
-        let app = App::new(store.clone(), config.max_page_size);
+        let (stop_watchers, watchers_stopped) = tokio::sync::watch::channel(false);
+        let hub = JobHub::new(
+            store.clone(),
+            WatchConfig {
+                heartbeat: config.heartbeat,
+            },
+            watchers_stopped,
+        );
+        let app = App::new(store.clone(), hub, config.max_page_size);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -97,6 +109,12 @@ impl Application {
             .map_err(|e| Error::Internal(format!("local address: {e}")))?;
         Ok(Application {
             listener,
+            stop_watchers,
+            history: HistoryRetention {
+                max_age: config.history_retention,
+                max_changes: config.history_max_changes,
+                every: config.history_prune_interval,
+            },
             local_addr,
             router,
             store,
@@ -117,6 +135,8 @@ impl Application {
     ) -> std::io::Result<()> {
         let Application {
             listener,
+            stop_watchers,
+            history,
             local_addr,
             router,
             store,
@@ -126,6 +146,7 @@ impl Application {
         tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, /metrics)");
 
         let monitor = tokio::spawn(monitor_health(store.clone(), health));
+        let pruner = tokio::spawn(prune_history(store.clone(), history));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder
@@ -173,6 +194,9 @@ impl Application {
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         drop(listener);
         monitor.abort();
+        pruner.abort();
+        // Watch streams never finish by themselves: end them first, so connections can close.
+        let _ = stop_watchers.send(true);
         if tokio::time::timeout(shutdown_grace, graceful.shutdown())
             .await
             .is_err()
@@ -182,6 +206,39 @@ impl Application {
         store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long the change log keeps history for resuming watchers.
+#[derive(Clone, Copy, Debug)]
+struct HistoryRetention {
+    max_age: Duration,
+    max_changes: u64,
+    every: Duration,
+}
+
+/// Prunes the change log in the background: entries older than the retention, or beyond the
+/// newest `max_changes`. A watcher resuming from before the retained history gets a snapshot.
+async fn prune_history(store: Store, retention: HistoryRetention) {
+    loop {
+        tokio::time::sleep(retention.every).await;
+        let older_than = crate::domain::now_micros() - retention.max_age.as_micros() as i64;
+        loop {
+            match store.prune_history(older_than, retention.max_changes).await {
+                // Pruning goes in bounded chunks; a full chunk means there may be more.
+                Ok(removed) if removed >= 50_000 => continue,
+                Ok(removed) => {
+                    if removed > 0 {
+                        tracing::debug!(removed, "pruned the change log");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the change log failed");
+                    break;
+                }
+            }
+        }
     }
 }
 

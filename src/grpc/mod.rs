@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::{App, Caller};
@@ -16,6 +17,7 @@ use crate::error::{Error, ErrorKind};
 use crate::metrics::{METHODS, Metrics};
 use crate::pb;
 use crate::pb::job_service_server::JobService;
+use crate::watch::{EventKind, WatchEvent};
 use convert::{job_to_pb, new_job_from_pb, pvc_to_pb, report_from_pb, update_from_pb};
 
 /// The one mapping from [`Error`] to a gRPC status. Internal causes are logged, not returned.
@@ -79,6 +81,30 @@ fn caller<T>(request: &Request<T>) -> Caller {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+
+fn event_stream(events: tokio::sync::mpsc::Receiver<Result<WatchEvent, Error>>) -> EventStream {
+    Box::pin(
+        ReceiverStream::new(events).map(|event| event.map(|e| event_to_pb(&e)).map_err(status)),
+    )
+}
+
+fn event_to_pb(event: &WatchEvent) -> pb::JobEvent {
+    let kind = match event.kind {
+        EventKind::Snapshot => pb::JobEventType::Snapshot,
+        EventKind::Synced => pb::JobEventType::Synced,
+        EventKind::Created => pb::JobEventType::Created,
+        EventKind::Updated => pb::JobEventType::Updated,
+        EventKind::PvcUpdated => pb::JobEventType::PvcUpdated,
+        EventKind::Deleted => pb::JobEventType::Deleted,
+        EventKind::Heartbeat => pb::JobEventType::Heartbeat,
+    };
+    pb::JobEvent {
+        r#type: kind as i32,
+        job: event.job.as_deref().map(job_to_pb),
+        pvc: event.pvc.as_ref().map(pvc_to_pb),
+        resume_token: event.resume_token.clone(),
+    }
+}
 
 #[tonic::async_trait]
 impl JobService for GrpcJobService {
@@ -163,26 +189,30 @@ impl JobService for GrpcJobService {
 
     async fn watch_job(
         &self,
-        _request: Request<pb::WatchJobRequest>,
+        request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        self.metrics
-            .record(6, Code::Unimplemented as i32, std::time::Duration::ZERO);
-        Err(Status::unimplemented(
-            "WatchJob arrives with the live-updates release",
-        ))
+        let r = request.into_inner();
+        self.call(6, async {
+            Ok(event_stream(
+                self.app.watch_job(&r.id, &r.resume_token).await?,
+            ))
+        })
+        .await
     }
 
     type WatchJobsStream = EventStream;
 
     async fn watch_jobs(
         &self,
-        _request: Request<pb::WatchJobsRequest>,
+        request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
-        self.metrics
-            .record(7, Code::Unimplemented as i32, std::time::Duration::ZERO);
-        Err(Status::unimplemented(
-            "WatchJobs arrives with the live-updates release",
-        ))
+        let r = request.into_inner();
+        self.call(7, async {
+            Ok(event_stream(
+                self.app.watch_jobs(&r.r#where, &r.resume_token).await?,
+            ))
+        })
+        .await
     }
 
     async fn report_pvc_progress(

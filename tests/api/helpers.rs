@@ -23,9 +23,15 @@ pub struct TestApp {
 
 /// Starts the real server on a free port with a fresh SQLite file, and connects a client.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings changed by `configure`.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db_path = dir.path().join("jobtrack.db");
-    let config = Config::for_database(db_path.to_str().expect("utf-8 path"));
+    let mut config = Config::for_database(db_path.to_str().expect("utf-8 path"));
+    configure(&mut config);
     let app = Application::build(config).await.expect("the server starts");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();

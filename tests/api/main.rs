@@ -12,3 +12,4 @@ mod paging;
 mod pvc_progress;
 mod query;
 mod server;
+mod watch;

@@ -1,6 +1,5 @@
 //! What a client that is not ours relies on: health, reflection (v1 and v1alpha), metrics.
 
-use jobtrack::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -155,19 +154,5 @@ async fn metrics_count_calls_by_method_and_code_and_jobs_by_state() {
     ] {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn watch_rpcs_are_declared_and_answer_unimplemented_for_now() {
-    let app = spawn_app().await;
-    let watch = app
-        .client()
-        .watch_job(pb::WatchJobRequest {
-            id: "5f431ef6a7690b60975f6664".into(),
-            resume_token: String::new(),
-        })
-        .await;
-    assert_eq!(code(watch), Code::Unimplemented);
     app.stop().await;
 }
