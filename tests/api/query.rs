@@ -309,3 +309,99 @@ async fn a_bad_where_or_sort_is_invalid_with_a_message_that_says_what_is_wrong()
     );
     app.stop().await;
 }
+
+/// Watchers filter in memory; lists filter in SQL. Both must decide alike, for every operator
+/// and for missing fields.
+#[tokio::test]
+async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fields() {
+    use jobtrack::domain::query::{ListQuery, parse_where};
+    use jobtrack::domain::{Job, JobFields, NewJob, ObjectId};
+    use jobtrack::store::Store;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("jobtrack.db").to_str().expect("utf-8"))
+        .await
+        .expect("store");
+    let names = [
+        Some("alpha"),
+        Some("Alphabet"),
+        None,
+        Some(""),
+        Some("beta"),
+    ];
+    let clusters = [
+        Some("5f77218d44b03575ec17a5ae"),
+        None,
+        Some("5f77218d44b03575ec17a5af"),
+    ];
+    for i in 0..30usize {
+        let fields = JobFields {
+            name: names[i % names.len()].map(str::to_string),
+            cluster: clusters[i % clusters.len()].map(str::to_string),
+            start_time: (i % 4 != 0).then_some((i * 37 % 11) as i64),
+            num_total_resources: (i % 3 == 0).then_some(i as i64),
+            job_type: jobtrack::domain::JobType::ALL.get(i % 13).copied(),
+            ..Default::default()
+        };
+        let state = jobtrack::domain::JobState::ALL[i % 7];
+        store
+            .create_job(NewJob {
+                id: Some(ObjectId::generate()),
+                fields,
+                state: Some(state),
+                activity: vec![],
+            })
+            .await
+            .expect("create");
+    }
+    let all = store
+        .list_jobs(&ListQuery::<Job>::parse("", "", 1000, "", 1000, None).expect("query"))
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(all.len(), 30);
+    let wheres = [
+        r#"{"name":"alpha"}"#,
+        r#"{"name":{"$ne":"alpha"}}"#,
+        r#"{"name":null}"#,
+        r#"{"name":{"$ne":null}}"#,
+        r#"{"name":{"$gt":"Alpha"}}"#,
+        r#"{"name":{"$lte":""}}"#,
+        r#"{"start_time":{"$gte":5}}"#,
+        r#"{"start_time":{"$lt":5}}"#,
+        r#"{"start_time":{"$in":[1,2,3]}}"#,
+        r#"{"start_time":{"$nin":[1,2,3]}}"#,
+        r#"{"start_time":{"$in":[1,null]}}"#,
+        r#"{"start_time":{"$nin":[1,null]}}"#,
+        r#"{"start_time":{"$in":[]}}"#,
+        r#"{"start_time":{"$nin":[]}}"#,
+        r#"{"cluster":{"$exists":false}}"#,
+        r#"{"num_total_resources":{"$not":{"$gt":10}}}"#,
+        r#"{"$nor":[{"name":"alpha"},{"start_time":{"$gt":3}}]}"#,
+        r#"{"$or":[{"name":{"$regex":"^a"}},{"cluster":null}]}"#,
+        r#"{"$and":[{"state":{"$in":["RUNNING","FAILED"]}},{"type":{"$nin":["K8S_COPY"]}}]}"#,
+        r#"{"name":{"$regex":"^al","$options":"i"}}"#,
+        r#"{"$not":{"start_time":{"$gt":2}}}"#,
+        r#"{"type":null}"#,
+        r#"{"state":{"$gte":"PENDING"}}"#,
+        r#"{"_created":{"$gt":"Mon, 24 Aug 2020 01:59:18 GMT"}}"#,
+    ];
+    for w in wheres {
+        let filter = parse_where::<Job>(w).expect("valid where");
+        let in_sql: Vec<String> = store
+            .list_jobs(&ListQuery::<Job>::parse(w, "", 1000, "", 1000, None).expect("query"))
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|j| j.id.to_string())
+            .collect();
+        let in_memory: Vec<String> = all
+            .iter()
+            .filter(|j| filter.matches(*j))
+            .map(|j| j.id.to_string())
+            .collect();
+        assert_eq!(in_memory, in_sql, "where {w}");
+    }
+    store.close().await;
+}
