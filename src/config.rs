@@ -20,6 +20,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test a running server and print throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Print the events of one job (until it ends) or of every job matching --where, live;
+    /// reconnects with the last resume token after a dropped connection.
+    Watch(crate::cli::WatchArgs),
+    /// Everyday look-ups: list, get, cancel.
+    #[command(subcommand)]
+    Jobs(crate::cli::JobsCommand),
+    /// Demo executor: drives realistic jobs through their life cycles against a server.
+    Simulate(crate::cli::SimulateArgs),
 }
 
 #[derive(Args, Clone, Debug)]

@@ -16,11 +16,13 @@
 
 pub mod app;
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

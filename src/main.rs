@@ -12,6 +12,9 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => jobtrack::bench::run(args).await,
+        Command::Watch(args) => jobtrack::cli::watch(args).await,
+        Command::Jobs(command) => jobtrack::cli::jobs(command).await,
+        Command::Simulate(args) => jobtrack::simulate::run(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,8 +13,13 @@ use crate::helpers::*;
 
 /// Starts the real binary on a free port and reads the address it logs.
 fn start_binary(db: &std::path::Path) -> (Child, SocketAddr) {
+    start_binary_on(db, "127.0.0.1:0")
+}
+
+/// Starts the real binary listening on `listen` and reads the address it logs.
+pub fn start_binary_on(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .args(["serve", "--listen", listen, "--database"])
         .arg(db)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

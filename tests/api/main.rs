@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cancel;
+mod cli;
 mod concurrency;
 mod durability;
 mod helpers;
