@@ -10,3 +10,6 @@ CREATE TABLE changes (
     -- JSON of the change: the job after it (and before it), the changed PVC record.
     change TEXT NOT NULL
 );
+
+-- A WatchJob that resumes or lags reads only its job's changes.
+CREATE INDEX changes_job_seq ON changes (job_id, seq);

@@ -154,10 +154,15 @@ impl Store {
         }
     }
 
-    /// Up to `limit` changes after position `after`, in order.
-    pub async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
+    /// Up to `limit` changes after position `after` (of one job, if given), in order.
+    pub async fn changes_after(
+        &self,
+        after: u64,
+        job: Option<&ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
         match self {
-            Store::Sqlite(s) => s.changes_after(after, limit).await,
+            Store::Sqlite(s) => s.changes_after(after, job, limit).await,
         }
     }
 

@@ -306,14 +306,33 @@ impl SqliteStore {
         self.inner.head.load(Ordering::Acquire)
     }
 
-    /// Up to `limit` changes after position `after`, in order.
-    pub async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Change>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT change FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
-                .bind(after.min(i64::MAX as u64) as i64)
+    /// Up to `limit` changes after position `after` (of one job, if given), in order.
+    pub async fn changes_after(
+        &self,
+        after: u64,
+        job: Option<&ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<Change>> {
+        let after = after.min(i64::MAX as u64) as i64;
+        let rows: Vec<String> = match job {
+            Some(job) => {
+                sqlx::query_scalar(
+                    "SELECT change FROM changes WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                )
+                .bind(job.as_str())
+                .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(&self.inner.readers)
-                .await?;
+                .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT change FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.inner.readers)
+                    .await?
+            }
+        };
         rows.iter()
             .map(|text| {
                 serde_json::from_str(text).map_err(|e| {

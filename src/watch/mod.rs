@@ -1,17 +1,21 @@
 //! Watching: the live-update contract of spec section 6.
 //!
-//! A watcher is one task. It subscribes to the store's live feed *before* it reads anything, so no
-//! change can fall between its snapshot (or its resume point) and the live stream. It then keeps a
-//! cursor — the position of the last change it has considered — and moves it forward one change at
-//! a time: from the live feed when it keeps up, from the change log when it does not (it lagged
-//! behind the feed's buffer, or it is resuming). Positions have no gaps, so a change the feed did
-//! not bring is always fetched from the log: nothing is skipped and nothing arrives twice.
+//! One dispatcher task reads the store's feed of committed changes and routes each change to the
+//! watchers that want it: the watchers of that one job (found by id, so thousands of watchers of
+//! other jobs cost nothing), and every WatchJobs watcher. Routing never waits: each watcher has a
+//! small inbox, and when it is full the change is dropped *for that watcher* and the watcher is
+//! marked as lagged. A writer therefore never waits for a watcher, and one slow client holds up
+//! no one else.
 //!
-//! A writer never waits for a watcher: publishing is a non-blocking broadcast. A watcher whose
-//! client does not read simply stops moving; it holds its small channel and its cursor, and catches
-//! up from the log, at its own pace, when the client reads again.
+//! Each watcher is a task with a cursor: the log position of the last change it has considered.
+//! It registers with the dispatcher *before* it reads its snapshot (or resume point), so no change
+//! can fall in between. When it finds itself marked as lagged it reads the changes after its cursor
+//! from the change log, at its own pace, then carries on from its inbox, skipping what it has
+//! already considered. Nothing is skipped and nothing arrives twice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,6 +32,8 @@ use crate::store::Store;
 const CATCH_UP_PAGE: u32 = 500;
 /// Events buffered per watcher between its task and the client's stream.
 const WATCHER_BUFFER: usize = 16;
+/// Changes queued per watcher by the dispatcher; past that the watcher reads the log instead.
+const INBOX: usize = 64;
 
 /// What a watch event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,12 +100,111 @@ pub fn decode_token(token: &str) -> Result<ResumePoint> {
     }
 }
 
-/// Starts watch streams.
+/// A watcher's end of the dispatcher: its inbox, and the flag raised when a change was dropped.
+struct Inbox {
+    changes: mpsc::Receiver<Arc<Change>>,
+    lagged: Arc<AtomicBool>,
+    /// Unregisters the watcher when its task ends.
+    _registration: Registration,
+}
+
+/// The dispatcher's end of a watcher.
+struct Slot {
+    id: u64,
+    changes: mpsc::Sender<Arc<Change>>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Slot {
+    /// Queues a change without waiting; a full inbox marks the watcher as lagged instead.
+    fn offer(&self, change: &Arc<Change>) {
+        if self.changes.try_send(change.clone()).is_err() {
+            self.lagged.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Who wants which changes.
+#[derive(Default)]
+struct Registry {
+    by_job: HashMap<ObjectId, Vec<Slot>>,
+    all: Vec<Slot>,
+}
+
+impl Registry {
+    fn route(&mut self, change: &Arc<Change>) {
+        if let Some(slots) = self.by_job.get(&change.job.id) {
+            for slot in slots {
+                slot.offer(change);
+            }
+        }
+        for slot in &self.all {
+            slot.offer(change);
+        }
+    }
+
+    fn mark_all_lagged(&self) {
+        for slot in self.by_job.values().flatten().chain(&self.all) {
+            slot.lagged.store(true, Ordering::Release);
+        }
+    }
+}
+
+struct Registration {
+    registry: Arc<Mutex<Registry>>,
+    id: u64,
+    job: Option<ObjectId>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.job {
+            Some(job) => {
+                if let Some(slots) = registry.by_job.get_mut(job) {
+                    slots.retain(|s| s.id != self.id);
+                    if slots.is_empty() {
+                        registry.by_job.remove(job);
+                    }
+                }
+            }
+            None => registry.all.retain(|s| s.id != self.id),
+        }
+    }
+}
+
+/// Starts watch streams, and routes committed changes to them.
 #[derive(Clone)]
 pub struct JobHub {
     store: Store,
     config: WatchConfig,
     shutdown: watch::Receiver<bool>,
+    registry: Arc<Mutex<Registry>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Reads the feed of committed changes and routes each one; never waits for a watcher.
+async fn dispatch(mut feed: broadcast::Receiver<Arc<Change>>, registry: Arc<Mutex<Registry>>) {
+    loop {
+        match feed.recv().await {
+            Ok(change) => registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .route(&change),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // The dispatcher itself fell behind the feed: every watcher reads the log.
+                tracing::warn!(
+                    missed,
+                    "watch dispatcher lagged; watchers catch up from the log"
+                );
+                registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .mark_all_lagged();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Which changes a stream reports, and when it is finished.
@@ -149,6 +254,14 @@ impl Selector {
     fn finished(&self) -> bool {
         matches!(self, Selector::Job { finished: true, .. })
     }
+
+    /// The job whose changes are wanted, if only one.
+    fn job(&self) -> Option<&ObjectId> {
+        match self {
+            Selector::Job { id, .. } => Some(id),
+            Selector::Jobs { .. } => None,
+        }
+    }
 }
 
 /// Why a watcher stopped early.
@@ -168,23 +281,56 @@ impl From<Error> for Stop {
 type Events = mpsc::Receiver<Result<WatchEvent>>;
 
 impl JobHub {
+    /// Starts the dispatcher; it runs as long as the store's feed.
     pub fn new(store: Store, config: WatchConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        tokio::spawn(dispatch(store.subscribe(), registry.clone()));
         JobHub {
             store,
             config,
             shutdown,
+            registry,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn register(&self, job: Option<&ObjectId>) -> Inbox {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            id,
+            changes: tx,
+            lagged: lagged.clone(),
+        };
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            match job {
+                Some(job) => registry.by_job.entry(job.clone()).or_default().push(slot),
+                None => registry.all.push(slot),
+            }
+        }
+        let registration = Registration {
+            registry: self.registry.clone(),
+            id,
+            job: job.cloned(),
+        };
+        Inbox {
+            changes: rx,
+            lagged,
+            _registration: registration,
         }
     }
 
     /// WatchJob: NOT_FOUND (before any event) for a job that does not exist, unless resuming.
     pub async fn watch_job(&self, id: ObjectId, resume_token: &str) -> Result<Events> {
-        let feed = self.store.subscribe();
+        let inbox = self.register(Some(&id));
         let selector = Selector::Job {
             id: id.clone(),
             finished: false,
         };
         match self.resume_point(resume_token).await? {
-            Some(position) => Ok(self.spawn(selector, feed, Start::Resume(position))),
+            Some(position) => Ok(self.spawn(selector, inbox, Start::Resume(position))),
             None => {
                 let snapshot = self.store.snapshot_job(&id).await?;
                 let job = snapshot
@@ -195,14 +341,14 @@ impl JobHub {
                     job,
                     pvcs: snapshot.pvcs,
                 };
-                Ok(self.spawn(selector, feed, start))
+                Ok(self.spawn(selector, inbox, start))
             }
         }
     }
 
     /// WatchJobs over the jobs matching `filter`.
     pub async fn watch_jobs(&self, filter: Filter, resume_token: &str) -> Result<Events> {
-        let feed = self.store.subscribe();
+        let inbox = self.register(None);
         let start = match self.resume_point(resume_token).await? {
             Some(position) => Start::Resume(position),
             None => {
@@ -213,11 +359,11 @@ impl JobHub {
                 }
             }
         };
-        Ok(self.spawn(Selector::Jobs { filter }, feed, start))
+        Ok(self.spawn(Selector::Jobs { filter }, inbox, start))
     }
 
-    /// The position to resume after, or `None` for a fresh snapshot (no token, or a token older
-    /// than the retained history: never an error loop).
+    /// The position to resume after, or `None` for a fresh snapshot (no token, a token taken
+    /// inside a snapshot, or one older than the retained history: never an error loop).
     async fn resume_point(&self, token: &str) -> Result<Option<u64>> {
         if token.is_empty() {
             return Ok(None);
@@ -246,12 +392,7 @@ impl JobHub {
         Ok(Some(position))
     }
 
-    fn spawn(
-        &self,
-        selector: Selector,
-        feed: broadcast::Receiver<Arc<Change>>,
-        start: Start,
-    ) -> Events {
+    fn spawn(&self, selector: Selector, inbox: Inbox, start: Start) -> Events {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let watcher = Watcher {
             store: self.store.clone(),
@@ -263,7 +404,7 @@ impl JobHub {
             in_snapshot: false,
             last_sent: Instant::now(),
         };
-        tokio::spawn(watcher.run(feed, start));
+        tokio::spawn(watcher.run(inbox, start));
         rx
     }
 }
@@ -297,10 +438,10 @@ struct Watcher {
 }
 
 impl Watcher {
-    async fn run(mut self, mut feed: broadcast::Receiver<Arc<Change>>, start: Start) {
+    async fn run(mut self, mut inbox: Inbox, start: Start) {
         let outcome = async {
             self.begin(start).await?;
-            self.follow(&mut feed).await
+            self.follow(&mut inbox).await
         }
         .await;
         if let Err(Stop::Fail(error)) = outcome {
@@ -339,7 +480,7 @@ impl Watcher {
         match start {
             Start::Resume(position) => {
                 self.cursor = position;
-                self.catch_up(None).await?;
+                self.catch_up().await?;
             }
             Start::JobSnapshot {
                 position,
@@ -392,48 +533,45 @@ impl Watcher {
         Ok(())
     }
 
-    /// Reads the log after the cursor, up to `until` (inclusive) or to its end.
-    async fn catch_up(&mut self, until: Option<u64>) -> Result<(), Stop> {
+    /// Reads the log after the cursor to its end (only this job's changes, for WatchJob).
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        let floor = self.store.history().await?.floor;
+        if self.cursor < floor {
+            return Err(Stop::Fail(Error::Unavailable(
+                "the watch fell behind the retained history; resume with the last token to get a fresh snapshot".into(),
+            )));
+        }
         loop {
-            let page = self.store.changes_after(self.cursor, CATCH_UP_PAGE).await?;
-            let full = page.len() == CATCH_UP_PAGE as usize;
+            let job = self.selector.job().cloned();
+            let page = self
+                .store
+                .changes_after(self.cursor, job.as_ref(), CATCH_UP_PAGE)
+                .await?;
             for change in &page {
-                if until.is_some_and(|u| change.seq > u) {
-                    return Ok(());
-                }
-                if change.seq != self.cursor + 1 {
-                    // The log lost entries after the cursor (pruned while we read).
-                    return Err(Stop::Fail(Error::Unavailable(
-                        "the watch fell behind the retained history; resume with the last token to get a fresh snapshot".into(),
-                    )));
-                }
                 self.consider(change).await?;
             }
-            if !full {
+            if page.len() < CATCH_UP_PAGE as usize {
                 return Ok(());
             }
         }
     }
 
     /// Live changes, heartbeats, shutdown.
-    async fn follow(&mut self, feed: &mut broadcast::Receiver<Arc<Change>>) -> Result<(), Stop> {
+    async fn follow(&mut self, inbox: &mut Inbox) -> Result<(), Stop> {
         loop {
+            if inbox.lagged.swap(false, Ordering::AcqRel) {
+                tracing::debug!(
+                    cursor = self.cursor,
+                    "watcher lagged; catching up from the log"
+                );
+                self.catch_up().await?;
+            }
             let shutdown = self.shutdown.clone();
             let idle_until = self.last_sent + self.heartbeat;
             tokio::select! {
-                received = feed.recv() => match received {
-                    Ok(change) => {
-                        if change.seq > self.cursor + 1 {
-                            // Changes between the cursor and this one are in the log.
-                            self.catch_up(Some(change.seq - 1)).await?;
-                        }
-                        self.consider(&change).await?;
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, cursor = self.cursor, "watcher lagged; catching up from the log");
-                        self.catch_up(None).await?;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Err(shutting_down()),
+                received = inbox.changes.recv() => match received {
+                    Some(change) => self.consider(&change).await?,
+                    None => return Err(shutting_down()),
                 },
                 () = tokio::time::sleep_until(idle_until) => {
                     self.send(EventKind::Heartbeat, None, None).await?;
