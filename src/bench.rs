@@ -27,6 +27,10 @@ pub enum BenchOp {
     List,
     /// Create --count jobs with a realistic mix of states, types and clusters, then stop.
     Seed,
+    /// Watch fan-out: --watchers WatchJob streams on one job over --connections connections,
+    /// --rate updates/s of that job; delivery latency, delivered/expected, server memory per
+    /// watcher.
+    Fanout,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -61,9 +65,19 @@ pub struct BenchArgs {
     /// `sort` for --op list.
     #[arg(long, default_value = "-_created")]
     pub sort: String,
-    /// PID of the server, to report the CPU it used during the measurement.
+    /// PID of the server, to report the CPU and memory it used during the measurement.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// --op fanout: watch streams to open.
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// --op fanout: updates per second of the watched job.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Before measuring any op, attach this many idle WatchJob streams (on a job nobody changes),
+    /// to compare writer throughput with and without watchers.
+    #[arg(long, default_value_t = 0)]
+    pub idle_watchers: usize,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
@@ -152,8 +166,16 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     let clients = connect(&args.server, args.connections).await?;
+    let _idle = if args.idle_watchers > 0 {
+        Some(attach_idle_watchers(&args).await?)
+    } else {
+        None
+    };
     if args.op == BenchOp::Seed {
         return seed(&args, &clients).await;
+    }
+    if args.op == BenchOp::Fanout {
+        return fanout(&args, &clients).await;
     }
 
     // The pool of jobs to work on: RUNNING, so that updates and reports are legal.
@@ -254,7 +276,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                         })
                         .await
                         .map(drop),
-                    BenchOp::Seed => Ok(()),
+                    BenchOp::Seed | BenchOp::Fanout => Ok(()),
                 };
                 let done = Instant::now();
                 if begun >= start && done <= end {
@@ -354,5 +376,233 @@ async fn seed(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result
         args.count,
         args.count as f64 / secs
     );
+    Ok(())
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Opens `count` WatchJob streams on `job_id` over `connections` connections; each stream's
+/// events go to `on_event` in a task of its own. Returns when every stream has sent SYNCED.
+async fn open_watchers(
+    server: &str,
+    job_id: &str,
+    count: usize,
+    connections: usize,
+    on_event: impl Fn(usize, pb::JobEvent) + Send + Sync + Clone + 'static,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let clients = connect(server, connections.clamp(1, count.max(1))).await?;
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<Result<(), String>>(count.max(1));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut client = clients[i % clients.len()].clone();
+        let (id, ready, on_event) = (job_id.to_string(), ready_tx.clone(), on_event.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = client
+                .watch_job(pb::WatchJobRequest {
+                    id,
+                    resume_token: String::new(),
+                })
+                .await;
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string())).await;
+                    return;
+                }
+            };
+            while let Ok(Some(event)) = stream.message().await {
+                if event.r#type == pb::JobEventType::Synced as i32 {
+                    let _ = ready.send(Ok(())).await;
+                }
+                on_event(i, event);
+            }
+        }));
+    }
+    for _ in 0..count {
+        match tokio::time::timeout(Duration::from_secs(120), ready_rx.recv()).await {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) => return Err(format!("opening a watch stream failed: {e}")),
+            _ => return Err("watch streams did not all start within 120 s".into()),
+        }
+    }
+    Ok(tasks)
+}
+
+async fn attach_idle_watchers(
+    args: &BenchArgs,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut client = connect(&args.server, 1).await?.remove(0);
+    let job = sample_job(&mut Rng(7), 0, Some(pb::JobState::Running));
+    let idle = client
+        .create_job(pb::CreateJobRequest { job: Some(job) })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let before = args.server_pid.and_then(rss_kib);
+    let tasks = open_watchers(&args.server, &idle.id, args.idle_watchers, 100, |_, _| {}).await?;
+    let after = args.server_pid.and_then(rss_kib);
+    println!(
+        "attached {} idle watchers{}",
+        args.idle_watchers,
+        match (before, after) {
+            (Some(b), Some(a)) => format!(" (server memory +{} MiB)", a.saturating_sub(b) / 1024),
+            _ => String::new(),
+        }
+    );
+    Ok(tasks)
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Watch fan-out: delivery latency from the update's send time (carried in the job's message)
+/// to its arrival on each stream.
+async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result<(), String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut client = clients[0].clone();
+    let job = sample_job(&mut Rng(11), 0, Some(pb::JobState::Running));
+    let job = client
+        .create_job(pb::CreateJobRequest { job: Some(job) })
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let before = args.server_pid.and_then(rss_kib);
+    let on_event = {
+        let (latencies, delivered, measuring) =
+            (latencies.clone(), delivered.clone(), measuring.clone());
+        move |_: usize, event: pb::JobEvent| {
+            if event.r#type != pb::JobEventType::Updated as i32
+                || !measuring.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            let sent = event
+                .job
+                .and_then(|j| j.message)
+                .and_then(|m| m.strip_prefix("t=").and_then(|t| t.parse::<i64>().ok()));
+            if let Some(sent) = sent {
+                delivered.fetch_add(1, Ordering::Relaxed);
+                let micros = (now_micros() - sent).clamp(0, u32::MAX as i64) as u32;
+                latencies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(micros);
+            }
+        }
+    };
+    let opened = Instant::now();
+    let tasks = open_watchers(
+        &args.server,
+        &job.id,
+        args.watchers,
+        args.connections,
+        on_event,
+    )
+    .await?;
+    let after = args.server_pid.and_then(rss_kib);
+    println!(
+        "{} watchers synced in {:.1}s",
+        args.watchers,
+        opened.elapsed().as_secs_f64()
+    );
+
+    measuring.store(true, Ordering::Relaxed);
+    let acked = Arc::new(AtomicU64::new(0));
+    let cpu_server = cpu_seconds(args.server_pid);
+    let cpu_self = cpu_seconds(None);
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let limit = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut n = 0usize;
+    while started.elapsed() < Duration::from_secs(args.duration.max(1)) {
+        ticker.tick().await;
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = clients[n % clients.len()].clone();
+        let (id, acked) = (job.id.clone(), acked.clone());
+        n += 1;
+        tokio::spawn(async move {
+            let update = pb::UpdateJobRequest {
+                job: Some(pb::Job {
+                    id,
+                    message: Some(format!("t={}", now_micros())),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["message".into()],
+                }),
+                ..Default::default()
+            };
+            if client.update_job(update).await.is_ok() {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = limit.acquire_many(256).await;
+    let writes = acked.load(Ordering::Relaxed);
+    let expected = writes * args.watchers as u64;
+    // Let deliveries drain, up to 10 s.
+    let drain = Instant::now();
+    while delivered.load(Ordering::Relaxed) < expected && drain.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_server = cpu_seconds(args.server_pid)
+        .zip(cpu_server)
+        .map(|(b, a)| (b - a) / elapsed);
+    let cpu_self = cpu_seconds(None)
+        .zip(cpu_self)
+        .map(|(b, a)| (b - a) / elapsed);
+    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()));
+    latencies.sort_unstable();
+    println!(
+        "op=Fanout watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={} server_cpu={} bench_cpu={}",
+        args.watchers,
+        args.connections,
+        writes as f64 / elapsed,
+        args.rate,
+        delivered.load(Ordering::Relaxed),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        match (before, after) {
+            (Some(b), Some(a)) => format!(
+                "{:.1}KiB",
+                a.saturating_sub(b) as f64 / args.watchers.max(1) as f64
+            ),
+            _ => "n/a".into(),
+        },
+        cpu_server.map_or("n/a".to_string(), |c| format!("{c:.2}cores")),
+        cpu_self.map_or("n/a".to_string(), |c| format!("{c:.2}cores")),
+    );
+    for t in tasks {
+        t.abort();
+    }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! or of one of its PVC records has a position (`seq`) that strictly increases in commit order
 //! and leaves no gaps, so a watcher that has seen position N needs exactly the changes after N.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Job, PvcProgress};
@@ -34,13 +36,13 @@ pub struct Change {
     pub seq: u64,
     pub kind: ChangeKind,
     /// The job after the change (for `Deleted`: as it was last).
-    pub job: Job,
+    pub job: Arc<Job>,
     /// The job before the change, without its activity (no filter can read it), so that a
     /// filtered watcher can tell a job that stops matching from one that never matched.
     /// `None` for `Created`.
-    pub before: Option<Job>,
+    pub before: Option<Arc<Job>>,
     /// The changed record, for `PvcUpdated`.
-    pub pvc: Option<PvcProgress>,
+    pub pvc: Option<Arc<PvcProgress>>,
     /// Commit time, microseconds since the epoch (for retention).
     pub at: i64,
 }

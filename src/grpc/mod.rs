@@ -101,7 +101,7 @@ fn event_to_pb(event: &WatchEvent) -> pb::JobEvent {
     pb::JobEvent {
         r#type: kind as i32,
         job: event.job.as_deref().map(job_to_pb),
-        pvc: event.pvc.as_ref().map(pvc_to_pb),
+        pvc: event.pvc.as_deref().map(pvc_to_pb),
         resume_token: event.resume_token.clone(),
     }
 }

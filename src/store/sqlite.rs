@@ -90,7 +90,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("cache_size", "-65536")
+            // Statement journals (multi-row statements need them) stay in memory, not temp files.
+            .pragma("temp_store", "memory")
             .with_regexp();
         let mut writer = SqliteConnection::connect_with(&options.clone().create_if_missing(true))
             .await

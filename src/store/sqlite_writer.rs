@@ -502,16 +502,18 @@ impl BatchState {
         pvc: Option<&PvcProgress>,
         now: i64,
     ) {
-        let before = before.map(|b| Job {
-            activity: Vec::new(),
-            ..b.clone()
+        let before = before.map(|b| {
+            Arc::new(Job {
+                activity: Vec::new(),
+                ..b.clone()
+            })
         });
         self.changes.push(Change {
             seq: self.next_seq,
             kind,
-            job: job.clone(),
+            job: Arc::new(job.clone()),
             before,
-            pvc: pvc.cloned(),
+            pvc: pvc.cloned().map(Arc::new),
             at: now,
         });
         self.next_seq += 1;

@@ -31,9 +31,9 @@ use crate::store::Store;
 /// Changes read from the log per query while catching up.
 const CATCH_UP_PAGE: u32 = 500;
 /// Events buffered per watcher between its task and the client's stream.
-const WATCHER_BUFFER: usize = 16;
+const WATCHER_BUFFER: usize = 4;
 /// Changes queued per watcher by the dispatcher; past that the watcher reads the log instead.
-const INBOX: usize = 64;
+const INBOX: usize = 32;
 
 /// What a watch event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum EventKind {
 pub struct WatchEvent {
     pub kind: EventKind,
     pub job: Option<Arc<Job>>,
-    pub pvc: Option<PvcProgress>,
+    pub pvc: Option<Arc<PvcProgress>>,
     /// Resume here to receive every change after this event.
     pub resume_token: String,
 }
@@ -236,8 +236,8 @@ impl Selector {
                 let was = change
                     .before
                     .as_ref()
-                    .is_some_and(|before| filter.matches(before));
-                let is = change.kind != ChangeKind::Deleted && filter.matches(&change.job);
+                    .is_some_and(|before| filter.matches(before.as_ref()));
+                let is = change.kind != ChangeKind::Deleted && filter.matches(change.job.as_ref());
                 match (was, is) {
                     (_, true) if change.kind == ChangeKind::Created => Some(EventKind::Created),
                     (false, true) => Some(EventKind::Updated),
@@ -453,7 +453,7 @@ impl Watcher {
         &mut self,
         kind: EventKind,
         job: Option<Arc<Job>>,
-        pvc: Option<PvcProgress>,
+        pvc: Option<Arc<PvcProgress>>,
     ) -> Result<(), Stop> {
         let point = if self.in_snapshot {
             ResumePoint::InSnapshot(self.cursor)
@@ -496,8 +496,12 @@ impl Watcher {
                 self.send(EventKind::Snapshot, Some(job.clone()), None)
                     .await?;
                 for pvc in pvcs {
-                    self.send(EventKind::PvcUpdated, Some(job.clone()), Some(pvc))
-                        .await?;
+                    self.send(
+                        EventKind::PvcUpdated,
+                        Some(job.clone()),
+                        Some(Arc::new(pvc)),
+                    )
+                    .await?;
                 }
             }
             Start::JobsSnapshot { position, jobs } => {
@@ -524,8 +528,8 @@ impl Watcher {
         }
         self.cursor = change.seq;
         if let Some(kind) = self.selector.select(change) {
-            let job = Some(Arc::new(change.job.clone()));
-            self.send(kind, job, change.pvc.clone()).await?;
+            self.send(kind, Some(change.job.clone()), change.pvc.clone())
+                .await?;
             if self.selector.finished() {
                 return Err(Stop::Done);
             }
