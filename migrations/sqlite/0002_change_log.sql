@@ -7,8 +7,8 @@ CREATE TABLE changes (
     kind TEXT NOT NULL,
     -- Commit time, microseconds since the epoch.
     at INTEGER NOT NULL,
-    -- JSON of the change: the job after it (and before it), the changed PVC record.
-    change TEXT NOT NULL
+    -- The change (the job after and before it, the changed PVC record) as LZ4-compressed JSON.
+    change BLOB NOT NULL
 );
 
 -- A WatchJob that resumes or lags reads only its job's changes.

@@ -91,18 +91,31 @@ impl JobState {
 /// The fields of a job that clients write. `None` is "never set": absent from REST JSON.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_type: Option<JobType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_total_resources: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_backup_resources: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backupdef: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backupdef_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restoredef_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub securityscan_name: Option<String>,
 }
 
@@ -114,8 +127,10 @@ pub struct Job {
     pub state: JobState,
     pub activity: Vec<String>,
     /// Derived from the job's COPY PVC records; `None` while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_progress: Option<CopyProgress>,
     /// Derived from the job's K8S_SNAP PVC records; `None` while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_progress: Option<SnapshotProgress>,
     /// Microseconds since the epoch.
     pub created: i64,

@@ -43,11 +43,17 @@ string_enum! {
 /// Transfer statistics; a field never reported is `None`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransferStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_number_of_files: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_number_of_files: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transferred_number_of_files: Option<i64>,
 }
 
@@ -137,11 +143,17 @@ pub struct PvcProgress {
     pub namespace: String,
     pub name: String,
     pub state: PvcState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op_type: Option<OpType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_progress_percentage: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<TransferStats>,
     pub created: i64,
     pub updated: i64,
@@ -279,7 +291,9 @@ impl PvcReport {
 /// The two aggregates of a job.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProgress>,
 }
 

@@ -27,7 +27,9 @@ use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, Pvc
 use crate::error::{Error, Result};
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
-use crate::store::sqlite_writer::{Done, Op, Request, SharedJobs, WriterLinks, run_writer};
+use crate::store::sqlite_writer::{
+    Done, Op, Request, SharedJobs, WriterLinks, decode_change, run_writer,
+};
 use crate::store::{History, JobSnapshot, JobsSnapshot};
 use crate::store::{Page, PvcWritten};
 
@@ -317,7 +319,7 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<Change>> {
         let after = after.min(i64::MAX as u64) as i64;
-        let rows: Vec<String> = match job {
+        let rows: Vec<Vec<u8>> = match job {
             Some(job) => {
                 sqlx::query_scalar(
                     "SELECT change FROM changes WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -336,14 +338,7 @@ impl SqliteStore {
                     .await?
             }
         };
-        rows.iter()
-            .map(|text| {
-                serde_json::from_str(text).map_err(|e| {
-                    tracing::error!(error = %e, "unreadable change-log entry");
-                    Error::Internal(format!("unreadable change-log entry: {e}"))
-                })
-            })
-            .collect()
+        rows.iter().map(|bytes| decode_change(bytes)).collect()
     }
 
     /// The retained history: changes after `floor` are all still in the log.

@@ -559,25 +559,30 @@ impl BatchState {
             .collect();
         write_rows(conn, "pvc_progress", PVC_COLUMNS, &INSERT_PVCS, pvcs).await?;
         if !self.changes.is_empty() {
-            let mut rows = Vec::with_capacity(self.changes.len());
-            for change in &self.changes {
-                let body = serde_json::to_string(change)
-                    .map_err(|e| Error::Internal(format!("encoding a change: {e}")))?;
-                rows.push(serde_json::json!([
-                    change.seq,
-                    change.job.id.as_str(),
-                    change.kind.as_str(),
-                    change.at,
-                    body
-                ]));
+            // Bound parameters, up to 64 rows a statement: the entries are large, and parsing
+            // them out of one JSON document costs SQLite more than binding them.
+            for chunk in self.changes.chunks(64) {
+                let mut sql =
+                    String::from("INSERT INTO changes (seq, job_id, kind, at, change) VALUES ");
+                for i in 0..chunk.len() {
+                    sql.push_str(if i == 0 {
+                        "(?, ?, ?, ?, ?)"
+                    } else {
+                        ", (?, ?, ?, ?, ?)"
+                    });
+                }
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for change in chunk {
+                    let body = encode_change(change)?;
+                    query = query
+                        .bind(change.seq.min(i64::MAX as u64) as i64)
+                        .bind(change.job.id.to_string())
+                        .bind(change.kind.as_str())
+                        .bind(change.at)
+                        .bind(body);
+                }
+                query.execute(&mut *conn).await?;
             }
-            sqlx::query(
-                "INSERT INTO changes (seq, job_id, kind, at, change) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
-            )
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(&mut *conn)
-            .await?;
         }
         Ok(())
     }
@@ -631,4 +636,23 @@ fn check_etag(job: &Job, expected: Option<&str>) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// A change-log entry: the change as JSON, LZ4-compressed (entries are repetitive JSON, and the
+/// bytes each write adds to the WAL are a large part of its cost).
+pub(super) fn encode_change(change: &Change) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(change)
+        .map_err(|e| Error::Internal(format!("encoding a change: {e}")))?;
+    Ok(lz4_flex::compress_prepend_size(&json))
+}
+
+pub(super) fn decode_change(bytes: &[u8]) -> Result<Change> {
+    let json = lz4_flex::decompress_size_prepended(bytes).map_err(|e| {
+        tracing::error!(error = %e, "unreadable change-log entry");
+        Error::Internal(format!("unreadable change-log entry: {e}"))
+    })?;
+    serde_json::from_slice(&json).map_err(|e| {
+        tracing::error!(error = %e, "unreadable change-log entry");
+        Error::Internal(format!("unreadable change-log entry: {e}"))
+    })
 }
