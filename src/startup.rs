@@ -157,6 +157,8 @@ impl Application {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
+        // Connection tasks, so that those still open after the grace period can be ended.
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
 
         loop {
@@ -181,11 +183,13 @@ impl Application {
                         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
                         .into_owned();
                     let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
+                                        connections.spawn(async move {
                         if let Err(e) = connection.await {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
                     });
+                    // Reap finished connection tasks as we go.
+                    while connections.try_join_next().is_some() {}
                 }
                 () = &mut shutdown => break,
             }
@@ -203,6 +207,10 @@ impl Application {
         {
             tracing::warn!(grace = ?shutdown_grace, "calls still running after the grace period; closing anyway");
         }
+        // Whatever is still open (a client that stopped reading its stream) is ended now, which
+        // also releases any database connection its call was holding.
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
         store.close().await;
         tracing::info!("stopped");
         Ok(())
