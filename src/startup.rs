@@ -211,7 +211,12 @@ impl Application {
         // also releases any database connection its call was holding.
         connections.abort_all();
         while connections.join_next().await.is_some() {}
-        store.close().await;
+        if tokio::time::timeout(shutdown_grace, store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not close within the grace period");
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -442,6 +442,13 @@ impl SqliteStore {
         if let Some(task) = self.inner.writer_task.lock().await.take() {
             let _ = task.await;
         }
-        self.inner.readers.close().await;
+        // A read still in flight (a watcher catching up) gets a moment to finish; shutdown never
+        // waits longer than that for it.
+        if tokio::time::timeout(Duration::from_secs(5), self.inner.readers.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("read connections still busy after 5 s; closing anyway");
+        }
     }
 }

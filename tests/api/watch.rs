@@ -340,7 +340,10 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
     let mut reconnects = 0;
     while seen < 2000 {
-        let mut stream = watch_jobs(&app, "", &token).await;
+        let mut stream =
+            tokio::time::timeout(Duration::from_secs(20), watch_jobs(&app, "", &token))
+                .await
+                .expect("the watch call returns within 20 s");
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -371,7 +374,10 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
         drop(stream);
         reconnects += 1;
     }
-    writer.await.expect("writer");
+    tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the writer finishes within 60 s")
+        .expect("writer");
     assert!(
         reconnects > 10,
         "the test resumed many times ({reconnects})"
