@@ -43,18 +43,7 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
         let id = job.id.clone();
         async move {
             client
-                .update_job(pb::UpdateJobRequest {
-                    job: Some(pb::Job {
-                        id,
-                        num_backup_resources: Some(n),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["num_backup_resources".into()],
-                    }),
-                    append_activity: vec![format!("step {n}")],
-                    etag: String::new(),
-                })
+                .update_job(step_request(&id, n))
                 .await
                 .expect("update");
         }

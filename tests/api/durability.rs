@@ -80,18 +80,7 @@ async fn every_acknowledged_write_survives_a_sigkill_under_load() {
                     .expect("lock")
                     .insert(created.id.clone(), created.revision);
                 for n in 0..3 {
-                    let update = pb::UpdateJobRequest {
-                        job: Some(pb::Job {
-                            id: created.id.clone(),
-                            num_backup_resources: Some(n),
-                            ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["num_backup_resources".into()],
-                        }),
-                        append_activity: vec![format!("step {n}")],
-                        etag: String::new(),
-                    };
+                    let update = step_request(&created.id, n);
                     let Ok(updated) = client.update_job(update).await else {
                         return;
                     };

@@ -201,3 +201,19 @@ pub fn code<T>(result: Result<T, tonic::Status>) -> Code {
         Err(s) => s.code(),
     }
 }
+
+/// An UpdateJob that sets num_backup_resources to `n` and appends the activity line "step n".
+pub fn step_request(id: &str, n: i64) -> pb::UpdateJobRequest {
+    pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id: id.to_string(),
+            num_backup_resources: Some(n),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["num_backup_resources".into()],
+        }),
+        append_activity: vec![format!("step {n}")],
+        etag: String::new(),
+    }
+}
