@@ -1,7 +1,7 @@
 //! The application layer: one method per operation, called by every transport, so that each rule
 //! exists once. Parses ids and queries, then lets the store run the change through the domain.
 
-use crate::domain::query::{CmpOp, Filter, ListQuery, Value};
+use crate::domain::query::{CmpOp, Filter, ListQuery, PageAt, Value};
 use crate::domain::{Job, JobChange, JobUpdate, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 use crate::store::{Page, Store};
@@ -57,16 +57,9 @@ impl App {
         where_: &str,
         sort: &str,
         page_size: i32,
-        page_token: &str,
+        at: PageAt<'_>,
     ) -> Result<Page<Job>> {
-        let query = ListQuery::<Job>::parse(
-            where_,
-            sort,
-            page_size,
-            page_token,
-            self.max_page_size,
-            None,
-        )?;
+        let query = ListQuery::<Job>::parse(where_, sort, page_size, at, self.max_page_size, None)?;
         self.store.list_jobs(&query).await
     }
 
@@ -84,13 +77,16 @@ impl App {
         self.store.delete_job(id, non_empty(etag)).await
     }
 
+    /// Cancels the job; with `etag`, only if the job is still at that etag.
     #[tracing::instrument(skip(self))]
-    pub async fn cancel_job(&self, id: &str, caller: &Caller) -> Result<Job> {
+    pub async fn cancel_job(&self, id: &str, caller: &Caller, etag: Option<&str>) -> Result<Job> {
         let id = ObjectId::parse("job id", id)?;
         let change = JobChange::Cancel {
             by: caller.description.clone(),
         };
-        self.store.change_job(id, None, change).await
+        self.store
+            .change_job(id, etag.map(str::to_string), change)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %report.job_id))]
@@ -116,7 +112,7 @@ impl App {
         where_: &str,
         sort: &str,
         page_size: i32,
-        page_token: &str,
+        at: PageAt<'_>,
     ) -> Result<Page<PvcProgress>> {
         let scope = if job_id.is_empty() {
             None
@@ -132,7 +128,7 @@ impl App {
             where_,
             sort,
             page_size,
-            page_token,
+            at,
             self.max_page_size,
             scope,
         )?;

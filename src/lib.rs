@@ -22,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod rest;
 pub mod simulate;
 pub mod startup;
 pub mod store;

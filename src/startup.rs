@@ -1,5 +1,6 @@
 //! Builds the server and runs it until a shutdown signal: gRPC (JobService, grpc.health.v1,
-//! reflection v1 and v1alpha) and `/metrics` on one port, HTTP/1.1 and HTTP/2 (h2c) alike.
+//! reflection v1 and v1alpha), the REST gateway and `/metrics` on one port, HTTP/1.1 and HTTP/2
+//! (h2c) alike.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,6 +76,7 @@ impl Application {
             .build_v1alpha()
             .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
 
+        let rest = crate::rest::router(app.clone(), metrics.clone());
         let job_service = JobServiceServer::new(GrpcJobService::new(app, metrics.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let grpc = tonic::service::Routes::new(job_service)
@@ -84,22 +86,25 @@ impl Application {
             .into_axum_router();
 
         let metrics_store = store.clone();
-        let router = grpc.route(
-            "/metrics",
-            get(move || {
-                let (metrics, store) = (metrics.clone(), metrics_store.clone());
-                async move {
-                    let states = store.count_jobs_by_state().await.unwrap_or_default();
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        metrics.render(&states),
-                    )
-                }
-            }),
-        );
+        let router = grpc
+            .route(
+                "/metrics",
+                get(move || {
+                    let (metrics, store) = (metrics.clone(), metrics_store.clone());
+                    async move {
+                        let states = store.count_jobs_by_state().await.unwrap_or_default();
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            metrics.render(&states),
+                        )
+                    }
+                }),
+            )
+            .merge(rest)
+            .fallback(crate::rest::not_found);
 
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -143,7 +148,7 @@ impl Application {
             health,
             shutdown_grace,
         } = self;
-        tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, /metrics)");
+        tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, REST /api/v1, /metrics)");
 
         let monitor = tokio::spawn(monitor_health(store.clone(), health));
         let pruner = tokio::spawn(prune_history(store.clone(), history));

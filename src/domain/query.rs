@@ -1097,6 +1097,16 @@ fn parse_sort_literal(text: &str) -> Result<Vec<(String, bool)>> {
     Ok(pairs)
 }
 
+/// Which page of a list to read.
+#[derive(Clone, Copy, Debug)]
+pub enum PageAt<'a> {
+    /// The page after the one that returned this `next_page_token`; "" is the first page.
+    /// Keyset paging: the cost of a page does not grow with its depth.
+    Token(&'a str),
+    /// Page `n`, 1-based, as the REST API numbers pages: the records after `(n-1) * page_size`.
+    Number(u64),
+}
+
 /// A list request, parsed and checked: what to match, in which order, which page.
 #[derive(Debug)]
 pub struct ListQuery<T: 'static> {
@@ -1106,6 +1116,8 @@ pub struct ListQuery<T: 'static> {
     pub page_size: usize,
     /// Values of `order` of the last record of the previous page.
     pub after: Option<Vec<Value>>,
+    /// Records to skip before the page (page-number paging); 0 with keyset paging.
+    pub offset: u64,
     fingerprint: String,
 }
 
@@ -1124,7 +1136,7 @@ impl<T: Resource> ListQuery<T> {
         where_text: &str,
         sort_text: &str,
         page_size: i32,
-        page_token: &str,
+        at: PageAt<'_>,
         max_page_size: usize,
         scope: Option<Filter>,
     ) -> Result<Self> {
@@ -1164,10 +1176,14 @@ impl<T: Resource> ListQuery<T> {
             order,
             page_size,
             after: None,
+            offset: 0,
             fingerprint,
         };
-        if !page_token.is_empty() {
-            query.after = Some(query.decode_token(page_token)?);
+        match at {
+            PageAt::Token("") => {}
+            PageAt::Token(token) => query.after = Some(query.decode_token(token)?),
+            PageAt::Number(0) => return Err(Error::invalid("page numbers start at 1")),
+            PageAt::Number(n) => query.offset = (n - 1).saturating_mul(query.page_size as u64),
         }
         Ok(query)
     }
@@ -1286,11 +1302,16 @@ mod tests {
 
     #[test]
     fn a_page_token_is_refused_with_another_query() {
-        let q = ListQuery::<Job>::parse("", "name", 10, "", 1000, None).expect("valid");
+        let q =
+            ListQuery::<Job>::parse("", "name", 10, PageAt::Token(""), 1000, None).expect("valid");
         let job = crate::domain::NewJob::default().into_job(0).expect("valid");
         let token = q.token_after(&job);
-        assert!(ListQuery::<Job>::parse("", "name", 10, &token, 1000, None).is_ok());
-        assert!(ListQuery::<Job>::parse("", "-name", 10, &token, 1000, None).is_err());
-        assert!(ListQuery::<Job>::parse("", "name", 10, "garbage!", 1000, None).is_err());
+        assert!(ListQuery::<Job>::parse("", "name", 10, PageAt::Token(&token), 1000, None).is_ok());
+        assert!(
+            ListQuery::<Job>::parse("", "-name", 10, PageAt::Token(&token), 1000, None).is_err()
+        );
+        assert!(
+            ListQuery::<Job>::parse("", "name", 10, PageAt::Token("garbage!"), 1000, None).is_err()
+        );
     }
 }

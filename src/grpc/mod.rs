@@ -13,6 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::{App, Caller};
+use crate::domain::query::PageAt;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{METHODS, Metrics};
 use crate::pb;
@@ -138,7 +139,12 @@ impl JobService for GrpcJobService {
         self.call(2, async {
             let page = self
                 .app
-                .list_jobs(&r.r#where, &r.sort, r.page_size, &r.page_token)
+                .list_jobs(
+                    &r.r#where,
+                    &r.sort,
+                    r.page_size,
+                    PageAt::Token(&r.page_token),
+                )
                 .await?;
             Ok(pb::ListJobsResponse {
                 jobs: page.items.iter().map(job_to_pb).collect(),
@@ -180,7 +186,7 @@ impl JobService for GrpcJobService {
         let caller = caller(&request);
         let r = request.into_inner();
         self.call(5, async {
-            Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller).await?))
+            Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller, None).await?))
         })
         .await
     }
@@ -247,7 +253,13 @@ impl JobService for GrpcJobService {
         self.call(10, async {
             let page = self
                 .app
-                .list_pvc_progress(&r.job_id, &r.r#where, &r.sort, r.page_size, &r.page_token)
+                .list_pvc_progress(
+                    &r.job_id,
+                    &r.r#where,
+                    &r.sort,
+                    r.page_size,
+                    PageAt::Token(&r.page_token),
+                )
                 .await?;
             Ok(pb::ListPvcProgressResponse {
                 pvcs: page.items.iter().map(pvc_to_pb).collect(),

@@ -28,6 +28,8 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
     /// Number of all matches.
     pub total: i64,
+    /// The page size used (the request's, defaulted and clamped).
+    pub page_size: usize,
 }
 
 /// A PVC record after a report, with its job (whose aggregates the report changed).

@@ -258,7 +258,12 @@ impl SqliteStore {
             page.after(&query.order, after);
         }
         page.order_by(&query.order);
-        page.push(&format!(" LIMIT {}", query.page_size + 1));
+        // One record more than the page tells whether another page follows.
+        page.push(&format!(
+            " LIMIT {} OFFSET {}",
+            query.page_size + 1,
+            query.offset
+        ));
 
         let mut count = Sql::new(
             Dialect::Sqlite,
@@ -284,6 +289,7 @@ impl SqliteStore {
             items,
             next_page_token,
             total,
+            page_size: query.page_size,
         })
     }
 

@@ -314,7 +314,7 @@ async fn a_bad_where_or_sort_is_invalid_with_a_message_that_says_what_is_wrong()
 /// and for missing fields.
 #[tokio::test]
 async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fields() {
-    use jobtrack::domain::query::{ListQuery, parse_where};
+    use jobtrack::domain::query::{ListQuery, PageAt, parse_where};
     use jobtrack::domain::{Job, JobFields, NewJob, ObjectId};
     use jobtrack::store::Store;
 
@@ -355,7 +355,9 @@ async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fiel
             .expect("create");
     }
     let all = store
-        .list_jobs(&ListQuery::<Job>::parse("", "", 1000, "", 1000, None).expect("query"))
+        .list_jobs(
+            &ListQuery::<Job>::parse("", "", 1000, PageAt::Token(""), 1000, None).expect("query"),
+        )
         .await
         .expect("list")
         .items;
@@ -389,7 +391,10 @@ async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fiel
     for w in wheres {
         let filter = parse_where::<Job>(w).expect("valid where");
         let in_sql: Vec<String> = store
-            .list_jobs(&ListQuery::<Job>::parse(w, "", 1000, "", 1000, None).expect("query"))
+            .list_jobs(
+                &ListQuery::<Job>::parse(w, "", 1000, PageAt::Token(""), 1000, None)
+                    .expect("query"),
+            )
             .await
             .expect("list")
             .items
