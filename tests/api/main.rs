@@ -14,5 +14,6 @@ mod paging;
 mod pvc_progress;
 mod query;
 mod rest;
+mod rest_openapi;
 mod server;
 mod watch;

@@ -662,7 +662,11 @@ async fn bad_where_sort_and_projection_are_400s_that_say_what_to_fix() {
         ("where={}&where={}", "twice"),
     ];
     for (query, hint) in cases {
-        let reply = get(app.addr, &format!("/api/v1/jobs?{query}").replace(' ', "%20")).await;
+        let reply = get(
+            app.addr,
+            &format!("/api/v1/jobs?{query}").replace(' ', "%20"),
+        )
+        .await;
         let message = reply.error(400);
         assert!(message.contains(hint), "{query}: {message}");
         let encoded = query
