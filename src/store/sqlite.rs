@@ -7,6 +7,7 @@
 //! cost of one fsync. Reads use a separate pool of connections, which WAL lets run beside the
 //! writer.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -25,6 +26,7 @@ use crate::domain::query::Filter;
 use crate::domain::query::ListQuery;
 use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
+use crate::store::counts::JobCounts;
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
 use crate::store::sqlite_writer::{
@@ -73,6 +75,8 @@ struct Inner {
     head: Arc<AtomicU64>,
     /// Jobs as the writer last committed them (a subset): read before the database.
     jobs: SharedJobs,
+    /// Totals of job lists, kept exact by the feed.
+    counts: JobCounts,
     writer_task: Mutex<Option<JoinHandle<()>>>,
     readers: SqlitePool,
 }
@@ -120,6 +124,7 @@ impl SqliteStore {
             .await?;
         let head = Arc::new(AtomicU64::new(head.max(0) as u64));
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let counts = JobCounts::start(feed.subscribe(), head.load(Ordering::Acquire));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let jobs = SharedJobs::default();
         let links = WriterLinks {
@@ -152,6 +157,7 @@ impl SqliteStore {
                 feed,
                 head,
                 jobs,
+                counts,
                 writer_task: Mutex::new(Some(task)),
                 readers,
             }),
@@ -232,21 +238,52 @@ impl SqliteStore {
     }
 
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
-        self.list(query, "jobs", JOB_COLUMNS, job_from_row).await
-    }
-
-    pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
-        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row)
+        let head = self.head();
+        let total = self.inner.counts.total(
+            &query.filter,
+            head,
+            self.count_at_position("jobs", &query.filter),
+        );
+        self.list(query, "jobs", JOB_COLUMNS, job_from_row, total)
             .await
     }
 
-    /// One keyset page and the total count, each a single indexed query.
+    pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
+        // A job's PVC records are few (the usual query): counting them is cheap.
+        let total = async {
+            Ok(self
+                .count_at_position("pvc_progress", &query.filter)
+                .await?
+                .0)
+        };
+        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row, total)
+            .await
+    }
+
+    /// The number of rows matching `filter` and the change-log position of the snapshot it was
+    /// counted in: one statement, so one snapshot.
+    async fn count_at_position(&self, table: &str, filter: &Filter) -> Result<(i64, u64)> {
+        let mut count = Sql::new(
+            Dialect::Sqlite,
+            &format!("SELECT (SELECT count(*) FROM {table} WHERE "),
+        );
+        count.filter(filter);
+        count.push("), (SELECT coalesce(max(seq), 0) FROM changes)");
+        let row = bind(sqlx::query(AssertSqlSafe(count.text)), count.params)
+            .fetch_one(&self.inner.readers)
+            .await?;
+        let position: i64 = row.try_get(1)?;
+        Ok((row.try_get(0)?, position.max(0) as u64))
+    }
+
+    /// One page (a single indexed query) with the total of all matches.
     async fn list<T: crate::domain::query::Resource>(
         &self,
         query: &ListQuery<T>,
         table: &str,
         columns: &str,
         decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        total: impl Future<Output = Result<i64>>,
     ) -> Result<Page<T>> {
         let mut page = Sql::new(
             Dialect::Sqlite,
@@ -265,19 +302,9 @@ impl SqliteStore {
             query.offset
         ));
 
-        let mut count = Sql::new(
-            Dialect::Sqlite,
-            &format!("SELECT count(*) FROM {table} WHERE "),
-        );
-        count.filter(&query.filter);
-
         let rows_query = bind(sqlx::query(AssertSqlSafe(page.text)), page.params);
-        let count_query = bind(sqlx::query(AssertSqlSafe(count.text)), count.params);
-        let (rows, total) = tokio::try_join!(
-            rows_query.fetch_all(&self.inner.readers),
-            count_query.fetch_one(&self.inner.readers)
-        )?;
-        let total: i64 = total.try_get(0)?;
+        let rows = async { Ok(rows_query.fetch_all(&self.inner.readers).await?) };
+        let (rows, total) = tokio::try_join!(rows, total)?;
         let mut items = rows.iter().map(decode).collect::<Result<Vec<T>>>()?;
         let next_page_token = if items.len() > query.page_size {
             items.truncate(query.page_size);

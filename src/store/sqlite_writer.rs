@@ -145,10 +145,10 @@ pub(super) async fn run_writer(
             }
         }
         if !batch.is_empty() {
-            let committed = commit_batch(&mut conn, &mut batch, &mut cache, next_seq).await;
+            let committed =
+                commit_batch(&mut conn, &mut batch, &mut cache, next_seq, &links.head).await;
             if let Some(last) = committed.last() {
                 next_seq = last.seq + 1;
-                links.head.store(last.seq, Ordering::Release);
             }
             for change in committed {
                 // No receiver is fine: nobody watches.
@@ -163,11 +163,15 @@ pub(super) async fn run_writer(
 
 /// Applies a batch in one transaction and answers every caller after the commit. Returns the
 /// committed changes, numbered from `first_seq`, for the live feed.
+///
+/// `head` moves to the last committed position before any caller hears of its write, so a
+/// read that a client starts after its acknowledgement knows the position it must reflect.
 async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
     cache: &mut Cache,
     first_seq: u64,
+    head: &AtomicU64,
 ) -> Vec<Arc<Change>> {
     let started = std::time::Instant::now();
     let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
@@ -190,7 +194,13 @@ async fn commit_batch(
         "write batch"
     );
     let committed = match outcome {
-        Ok(state) => state.commit_to(cache),
+        Ok(state) => {
+            let committed = state.commit_to(cache);
+            if let Some(last) = committed.last() {
+                head.store(last.seq, Ordering::Release);
+            }
+            committed
+        }
         Err(e) => {
             tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;

@@ -16,4 +16,5 @@ mod query;
 mod rest;
 mod rest_openapi;
 mod server;
+mod totals;
 mod watch;
