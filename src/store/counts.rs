@@ -205,15 +205,13 @@ impl State {
         let now = Instant::now();
         self.entries
             .retain(|_, e| now.duration_since(e.last_used) < IDLE_AFTER);
-        if self.entries.len() >= MAX_ENTRIES {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
-            }
+                let oldest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(k, _)| k.clone());
+        if let Some(oldest) = oldest.filter(|_| self.entries.len() >= MAX_ENTRIES) {
+            self.entries.remove(&oldest);
         }
         self.entries.insert(key, entry);
     }
