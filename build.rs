@@ -3,6 +3,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/jobtrack/v1/jobtrack.proto";
     println!("cargo:rerun-if-changed={proto}");
+    // sqlx::migrate! embeds the migrations at compile time: a new file must trigger a rebuild.
+    println!("cargo:rerun-if-changed=migrations");
 
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(true);

@@ -205,7 +205,7 @@ impl State {
         let now = Instant::now();
         self.entries
             .retain(|_, e| now.duration_since(e.last_used) < IDLE_AFTER);
-                let oldest = self
+        let oldest = self
             .entries
             .iter()
             .min_by_key(|(_, e)| e.last_used)
