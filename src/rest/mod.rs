@@ -326,10 +326,7 @@ async fn get_job(
 ) -> ApiResult {
     let id = item_id("job", path)?;
     let job = rest.app.get_job(id.as_str()).await?;
-    let projection = Projection::parse(
-        &ListParams::parse(request.uri().query())?.projection,
-        render::JOB_FIELDS,
-    )?;
+    let projection = item_projection(&request, render::JOB_FIELDS)?;
     Ok(item_response(
         request.headers(),
         &job.etag,
@@ -345,16 +342,19 @@ async fn get_pvc(
 ) -> ApiResult {
     let id = item_id("PVC progress record", path)?;
     let pvc = rest.app.get_pvc_progress(id.as_str()).await?;
-    let projection = Projection::parse(
-        &ListParams::parse(request.uri().query())?.projection,
-        render::PVC_FIELDS,
-    )?;
+    let projection = item_projection(&request, render::PVC_FIELDS)?;
     Ok(item_response(
         request.headers(),
         &pvc.etag,
         pvc.updated,
         &render::pvc_item(&pvc, projection, Context::Alone),
     ))
+}
+
+/// The `projection` of an item request (the item routes take no other parameter).
+fn item_projection(request: &Request, fields: &[&str]) -> Result<Projection, ApiError> {
+    let params = ListParams::parse(request.uri().query())?;
+    Ok(Projection::parse(&params.projection, fields)?)
 }
 
 /// One item with its validators; 304 with an empty body when the client's copy is current.
