@@ -5,6 +5,7 @@
 //! decide ([`JobChange::apply`], [`PvcReport::apply`]) and writes the result in one transaction,
 //! acknowledged only after the commit is on stable storage.
 
+mod batch;
 mod counts;
 mod row;
 pub mod sql;

@@ -7,6 +7,7 @@ use crate::domain::query::{CmpOp, Filter, SortKey, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
 }
 
 /// A bound parameter, typed so that NULLs carry their column's type.
@@ -48,9 +49,13 @@ impl Sql {
     }
 
     pub fn bind(&mut self, param: Param) -> &mut Self {
-        self.params.push(param);
+                self.params.push(param);
         match self.dialect {
             Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                let n = self.params.len();
+                self.text.push_str(&format!("${n}"));
+            }
         }
         self
     }
@@ -134,11 +139,15 @@ impl Sql {
                 self.push(column)
                     .push(if *exists { " IS NOT NULL" } else { " IS NULL" })
             }
-            Filter::Regex { column, pattern } => match self.dialect {
+                        Filter::Regex { column, pattern } => match self.dialect {
                 Dialect::Sqlite => self
                     .push(column)
                     .push(" REGEXP ")
                     .bind(Param::Text(Some(pattern.as_str().to_string()))),
+                Dialect::Postgres => self
+                    .push(column)
+                    .push(" ~ ")
+                    .bind(Param::Text(Some(postgres_regex(pattern.as_str())))),
             },
         }
     }
@@ -223,9 +232,45 @@ impl Sql {
             if i > 0 {
                 self.push(", ");
             }
-            self.push(key.field.column)
+                        self.push(key.field.column)
                 .push(if key.descending { " DESC" } else { " ASC" });
+            // SQLite sorts NULL first ascending, as the contract wants; Postgres must be told
+            // (only for nullable columns, so that indexes on NOT NULL columns still serve).
+            if self.dialect == Dialect::Postgres && key.field.nullable {
+                self.push(if key.descending {
+                    " NULLS LAST"
+                } else {
+                    " NULLS FIRST"
+                });
+            }
         }
         self
     }
+}
+
+/// A pattern of Rust's `regex` syntax (as the query language validated it) for Postgres's `~`.
+/// The `$options` flags arrive as a leading `(?imsx)` group; Postgres has its own letters for the
+/// newline modes: Rust's default (`.` stops at newlines, `^`/`$` at the ends) is Postgres's `p`,
+/// `s` alone is `s`, `m` alone is `n`, both are `w`.
+pub fn postgres_regex(pattern: &str) -> String {
+    let (flags, rest) = match pattern.strip_prefix("(?").and_then(|r| r.split_once(')')) {
+        Some((flags, rest)) if !flags.is_empty() && flags.chars().all(|c| "imsx".contains(c)) => {
+            (flags, rest)
+        }
+        _ => ("", pattern),
+    };
+    let mut options = String::new();
+    if flags.contains('i') {
+        options.push('i');
+    }
+    if flags.contains('x') {
+        options.push('x');
+    }
+    options.push(match (flags.contains('s'), flags.contains('m')) {
+        (false, false) => 'p',
+        (true, false) => 's',
+        (false, true) => 'n',
+        (true, true) => 'w',
+    });
+    format!("(?{options}){rest}")
 }

@@ -26,12 +26,11 @@ use crate::domain::query::Filter;
 use crate::domain::query::ListQuery;
 use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
+use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
-use crate::store::sqlite_writer::{
-    Done, Op, Request, SharedJobs, WriterLinks, decode_change, run_writer,
-};
+use crate::store::sqlite_writer::{Request, SharedJobs, WriterLinks, run_writer};
 use crate::store::{History, JobSnapshot, JobsSnapshot};
 use crate::store::{Page, PvcWritten};
 
