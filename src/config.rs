@@ -126,3 +126,33 @@ fn seconds(value: f64, default: f64) -> std::time::Duration {
     };
     std::time::Duration::from_secs_f64(value.min(1e9))
 }
+
+/// A database URL fit for logs: the password of a `postgres://user:password@host/db` is hidden.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            super::redacted("postgres://jt:s3cr@t@db:5432/jobtrack"),
+            "postgres://jt:***@db:5432/jobtrack"
+        );
+        assert_eq!(
+            super::redacted("postgres://db/jobtrack"),
+            "postgres://db/jobtrack"
+        );
+        assert_eq!(super::redacted("jobtrack.db"), "jobtrack.db");
+    }
+}

@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(args: jobtrack::config::ServeArgs) -> Result<(), String> {
     let config = args.config();
-    tracing::info!(database = %config.database, "opening the store");
+    tracing::info!(database = %jobtrack::config::redacted(&config.database), "opening the store");
     let app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@
 
 mod batch;
 mod counts;
+mod postgres;
 mod row;
 pub mod sql;
 mod sqlite;
@@ -20,6 +21,7 @@ use crate::domain::query::{Filter, ListQuery};
 use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// One page of a list.
@@ -67,35 +69,46 @@ pub struct JobsSnapshot {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Opens the store named by `url` and runs its migrations: `sqlite::memory:`, `sqlite:PATH`,
-    /// `sqlite://PATH` or a plain file path.
+    /// Opens the store named by `url` and runs its migrations: `postgres://...` (or
+    /// `postgresql://...`), else SQLite: `sqlite::memory:`, `sqlite:PATH`, `sqlite://PATH` or a
+    /// plain file path.
     pub async fn open(url: &str) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(Error::Unavailable(
-                "Postgres storage is not built yet (planned); use a SQLite file for now".into(),
-            ));
+            return Ok(Store::Postgres(PgStore::open(url).await?));
         }
         Ok(Store::Sqlite(SqliteStore::open(url).await?))
+    }
+
+    /// Which backend this is, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
     }
 
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {
         match self {
             Store::Sqlite(s) => s.create_job(job).await,
+            Store::Postgres(s) => s.create_job(job).await,
         }
     }
 
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
         match self {
             Store::Sqlite(s) => s.get_job(id).await,
+            Store::Postgres(s) => s.get_job(id).await,
         }
     }
 
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
         match self {
             Store::Sqlite(s) => s.list_jobs(query).await,
+            Store::Postgres(s) => s.list_jobs(query).await,
         }
     }
 
@@ -108,6 +121,7 @@ impl Store {
     ) -> Result<Job> {
         match self {
             Store::Sqlite(s) => s.change_job(id, etag, change).await,
+            Store::Postgres(s) => s.change_job(id, etag, change).await,
         }
     }
 
@@ -115,24 +129,28 @@ impl Store {
     pub async fn delete_job(&self, id: ObjectId, etag: Option<String>) -> Result<Job> {
         match self {
             Store::Sqlite(s) => s.delete_job(id, etag).await,
+            Store::Postgres(s) => s.delete_job(id, etag).await,
         }
     }
 
     pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
         match self {
             Store::Sqlite(s) => s.report_pvc(report).await,
+            Store::Postgres(s) => s.report_pvc(report).await,
         }
     }
 
     pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {
         match self {
             Store::Sqlite(s) => s.get_pvc(id).await,
+            Store::Postgres(s) => s.get_pvc(id).await,
         }
     }
 
     pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
         match self {
             Store::Sqlite(s) => s.list_pvcs(query).await,
+            Store::Postgres(s) => s.list_pvcs(query).await,
         }
     }
 
@@ -140,6 +158,7 @@ impl Store {
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
         match self {
             Store::Sqlite(s) => s.count_jobs_by_state().await,
+            Store::Postgres(s) => s.count_jobs_by_state().await,
         }
     }
 
@@ -148,6 +167,7 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         match self {
             Store::Sqlite(s) => s.subscribe(),
+            Store::Postgres(s) => s.subscribe(),
         }
     }
 
@@ -155,6 +175,7 @@ impl Store {
     pub fn head(&self) -> u64 {
         match self {
             Store::Sqlite(s) => s.head(),
+            Store::Postgres(s) => s.head(),
         }
     }
 
@@ -167,24 +188,28 @@ impl Store {
     ) -> Result<Vec<Change>> {
         match self {
             Store::Sqlite(s) => s.changes_after(after, job, limit).await,
+            Store::Postgres(s) => s.changes_after(after, job, limit).await,
         }
     }
 
     pub async fn history(&self) -> Result<History> {
         match self {
             Store::Sqlite(s) => s.history().await,
+            Store::Postgres(s) => s.history().await,
         }
     }
 
     pub async fn snapshot_job(&self, id: &ObjectId) -> Result<JobSnapshot> {
         match self {
             Store::Sqlite(s) => s.snapshot_job(id).await,
+            Store::Postgres(s) => s.snapshot_job(id).await,
         }
     }
 
     pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
         match self {
             Store::Sqlite(s) => s.snapshot_jobs(filter).await,
+            Store::Postgres(s) => s.snapshot_jobs(filter).await,
         }
     }
 
@@ -193,6 +218,7 @@ impl Store {
     pub async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64> {
         match self {
             Store::Sqlite(s) => s.prune_history(older_than, keep_at_most).await,
+            Store::Postgres(s) => s.prune_history(older_than, keep_at_most).await,
         }
     }
 
@@ -200,6 +226,7 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
         }
     }
 
@@ -207,14 +234,41 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        // Postgres error classes: 08 connection exception, 57P0x shutdown or starting up,
+        // 53 insufficient resources; 2201B an invalid regular expression (the client's).
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        if code == "2201B" {
+            return Error::invalid(format!(
+                "where: the regular expression is not valid on this database: {}",
+                e.as_database_error()
+                    .map(|d| d.message())
+                    .unwrap_or_default()
+            ));
+        }
+        let connection_lost =
+            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => {
+                tracing::warn!(error = %e, "store unavailable");
+                Error::Unavailable("the database is unavailable; retry shortly".into())
+            }
+            e if connection_lost => {
                 tracing::warn!(error = %e, "store unavailable");
                 Error::Unavailable("the database is unavailable; retry shortly".into())
             }

@@ -49,7 +49,7 @@ impl Sql {
     }
 
     pub fn bind(&mut self, param: Param) -> &mut Self {
-                self.params.push(param);
+        self.params.push(param);
         match self.dialect {
             Dialect::Sqlite => self.text.push('?'),
             Dialect::Postgres => {
@@ -139,7 +139,7 @@ impl Sql {
                 self.push(column)
                     .push(if *exists { " IS NOT NULL" } else { " IS NULL" })
             }
-                        Filter::Regex { column, pattern } => match self.dialect {
+            Filter::Regex { column, pattern } => match self.dialect {
                 Dialect::Sqlite => self
                     .push(column)
                     .push(" REGEXP ")
@@ -232,7 +232,7 @@ impl Sql {
             if i > 0 {
                 self.push(", ");
             }
-                        self.push(key.field.column)
+            self.push(key.field.column)
                 .push(if key.descending { " DESC" } else { " ASC" });
             // SQLite sorts NULL first ascending, as the contract wants; Postgres must be told
             // (only for nullable columns, so that indexes on NOT NULL columns still serve).
