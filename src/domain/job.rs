@@ -478,6 +478,10 @@ pub(crate) fn check_text(name: &str, value: Option<&str>) -> Result<()> {
             "{name} is {} bytes long; the limit is {MAX_TEXT_BYTES}",
             v.len()
         ))),
+        // Postgres cannot store it, and no job name or message needs it.
+        Some(v) if v.contains('\0') => Err(Error::invalid(format!(
+            "{name} contains a NUL character (\\u0000), which is not allowed in text"
+        ))),
         _ => Ok(()),
     }
 }

@@ -901,6 +901,12 @@ fn regex<T>(
             at(path)
         )));
     };
+    if pattern.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{}: a pattern cannot contain a NUL character; write \\x00",
+            at(path)
+        )));
+    }
     let flags = match options {
         None => String::new(),
         Some(Json::String(o)) if o.chars().all(|c| "imsx".contains(c)) => o.clone(),
@@ -978,6 +984,12 @@ fn scalar<T>(field: &'static Field<T>, arg: &Json, path: &str) -> Result<Value> 
             _ => Err(wrong("an integer")),
         },
         (Kind::Int, _) => Err(wrong("an integer")),
+        (Kind::Text | Kind::Enum(_), Json::String(s)) if s.contains('\0') => {
+            Err(Error::invalid(format!(
+                "{}: text values cannot contain a NUL character (\\u0000)",
+                at(path)
+            )))
+        }
         (Kind::Text, Json::String(s)) => Ok(Value::Text(s.clone())),
         (Kind::Text, _) => Err(wrong("a string")),
         (Kind::Enum(kind), Json::String(s)) => Ok(Value::Text(kind.canonical(s))),

@@ -11,14 +11,13 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("jobtrack.db");
+    let db = test_db().await;
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         probe.local_addr().expect("addr").port()
     };
     let listen = format!("127.0.0.1:{port}");
-    let (mut server, addr) = start_binary_on(&db, &listen);
+    let (mut server, addr) = start_binary_on(&db.url, &listen);
     let app_client = connect(addr).await;
     let mut client = app_client.clone();
     let job = client
@@ -56,7 +55,7 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     server.kill().expect("SIGKILL");
     server.wait().expect("reaped");
 
-    let (mut server, addr) = start_binary_on(&db, &listen);
+    let (mut server, addr) = start_binary_on(&db.url, &listen);
     let mut client = connect(addr).await;
     for n in 5..10 {
         step(&mut client, n).await;

@@ -12,12 +12,12 @@ use jobtrack::pb;
 use crate::helpers::*;
 
 /// Starts the real binary on a free port and reads the address it logs.
-fn start_binary(db: &std::path::Path) -> (Child, SocketAddr) {
+fn start_binary(db: &str) -> (Child, SocketAddr) {
     start_binary_on(db, "127.0.0.1:0")
 }
 
 /// Starts the real binary listening on `listen` and reads the address it logs.
-pub fn start_binary_on(db: &std::path::Path, listen: &str) -> (Child, SocketAddr) {
+pub fn start_binary_on(db: &str, listen: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
         .args(["serve", "--listen", listen, "--database"])
         .arg(db)
@@ -52,9 +52,8 @@ pub fn start_binary_on(db: &std::path::Path, listen: &str) -> (Child, SocketAddr
 
 #[tokio::test]
 async fn every_acknowledged_write_survives_a_sigkill_under_load() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("jobtrack.db");
-    let (mut child, addr) = start_binary(&db);
+    let db = test_db().await;
+    let (mut child, addr) = start_binary(&db.url);
 
     // id -> highest acknowledged revision.
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
@@ -105,7 +104,7 @@ async fn every_acknowledged_write_survives_a_sigkill_under_load() {
         acked.len()
     );
 
-    let (mut child, addr) = start_binary(&db);
+    let (mut child, addr) = start_binary(&db.url);
     let mut client = connect(addr).await;
     for (id, revision) in &acked {
         let job = client
@@ -130,9 +129,8 @@ async fn every_acknowledged_write_survives_a_sigkill_under_load() {
 
 #[tokio::test]
 async fn sigterm_lets_calls_finish_and_exits_zero_with_the_data_kept() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("jobtrack.db");
-    let (mut child, addr) = start_binary(&db);
+    let db = test_db().await;
+    let (mut child, addr) = start_binary(&db.url);
     let mut client = connect(addr).await;
     let created = client
         .create_job(pb::CreateJobRequest {
@@ -149,7 +147,7 @@ async fn sigterm_lets_calls_finish_and_exits_zero_with_the_data_kept() {
     let exit = child.wait().expect("the server exits");
     assert_eq!(exit.code(), Some(0), "a clean shutdown exits 0");
 
-    let (mut child, addr) = start_binary(&db);
+    let (mut child, addr) = start_binary(&db.url);
     let mut client = connect(addr).await;
     let again = client
         .get_job(pb::GetJobRequest {

@@ -16,9 +16,68 @@ pub use pb::{JobState, JobType, OpType, PvcState};
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: JobServiceClient<Channel>,
+    /// The database the server runs on (another replica may share it).
+    pub database: String,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
+    _db: Option<TestDb>,
+}
+
+/// A fresh, empty database for one test. The suite runs once per backend (`scripts/test.sh`):
+/// by default on a SQLite file in a temporary directory; with `JOBTRACK_TEST_POSTGRES` set to a
+/// server's URL, on a new database created on that server.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The Postgres server the suite may use, if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("JOBTRACK_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+pub async fn test_db() -> TestDb {
+    match postgres_server() {
+        Some(server) => TestDb {
+            url: fresh_postgres_database(&server).await,
+            _dir: None,
+        },
+        None => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("jobtrack.db");
+            TestDb {
+                url: path.to_str().expect("utf-8 path").to_string(),
+                _dir: Some(dir),
+            }
+        }
+    }
+}
+
+/// Creates a database with a unique name on `server` and returns its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::Connection;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("jt_{}_{n}_{nanos}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(server)
+        .await
+        .expect("the test Postgres server answers (JOBTRACK_TEST_POSTGRES)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("CREATE DATABASE");
+    let _ = conn.close().await;
+    match server.rsplit_once('/') {
+        Some((base, _)) if base.contains("://") && base.len() > "postgres://".len() => {
+            format!("{base}/{name}")
+        }
+        _ => format!("{server}/{name}"),
+    }
 }
 
 /// Starts the real server on a free port with a fresh SQLite file, and connects a client.
@@ -28,9 +87,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `configure`.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db_path = dir.path().join("jobtrack.db");
-    let mut config = Config::for_database(db_path.to_str().expect("utf-8 path"));
+    let db = test_db().await;
+    let mut app = spawn_app_on(&db.url, configure).await;
+    app._db = Some(db);
+    app
+}
+
+/// Starts a server on an existing database: another replica of a fleet, or a restart.
+pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::for_database(database);
     configure(&mut config);
     let app = Application::build(config).await.expect("the server starts");
     let addr = app.local_addr();
@@ -42,9 +107,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         addr,
         client,
+        database: database.to_string(),
         stop: Some(stop),
         server: Some(server),
-        _dir: dir,
+        _db: None,
     }
 }
 

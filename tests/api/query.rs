@@ -318,10 +318,8 @@ async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fiel
     use jobtrack::domain::{Job, JobFields, NewJob, ObjectId};
     use jobtrack::store::Store;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("jobtrack.db").to_str().expect("utf-8"))
-        .await
-        .expect("store");
+    let db = crate::helpers::test_db().await;
+    let store = Store::open(&db.url).await.expect("store");
     let names = [
         Some("alpha"),
         Some("Alphabet"),

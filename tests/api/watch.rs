@@ -199,6 +199,12 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// Updates reflected so far (each job is created at revision 1, each update adds one),
+    /// whether they arrived as events or were already part of a snapshot.
+    fn updates(&self) -> u64 {
+        self.last.values().map(|r| r - 1).sum()
+    }
+
     fn see(&mut self, event: &pb::JobEvent) {
         let job = event.job.as_ref().expect("a change carries its job");
         let previous = self.last.insert(job.id.clone(), job.revision);
@@ -305,7 +311,8 @@ async fn every_change_arrives_exactly_once_in_commit_order_under_eight_concurren
 #[tokio::test]
 async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_change_exactly_once()
  {
-    let app = spawn_app().await;
+    // Heartbeats every 500 ms: a stream that only beats while the writer is done is a lost change.
+    let app = spawn_app_with(|c| c.heartbeat = Duration::from_millis(500)).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(
@@ -330,16 +337,23 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
                     }),
                     ..Default::default()
                 };
-                client.update_job(update).await.expect("update");
+                if let Err(status) = client.update_job(update).await {
+                    return Err(format!("update {i} failed: {status:?}"));
+                }
             }
+            Ok(())
         })
     };
+    let mut writer = writer;
+    let mut quiet_beats = 0;
     let mut ledger = Ledger::default();
     let mut token = String::new();
     let mut seen = 0;
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
     let mut reconnects = 0;
-    while seen < 2000 {
+    // The first snapshot may already include some updates (the writer starts first), so the
+    // test waits for the updates *reflected*, not for 2,000 events.
+    while ledger.updates() < 2000 {
         let mut stream =
             tokio::time::timeout(Duration::from_secs(20), watch_jobs(&app, "", &token))
                 .await
@@ -360,14 +374,31 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
                     );
                     ledger.see(&event);
                 }
-                Ev::Synced | Ev::Heartbeat => {}
+                Ev::Synced => {}
+                Ev::Heartbeat => {
+                    // Several beats of silence after the last acknowledged update: a change is
+                    // missing (or the writer failed).
+                    quiet_beats = if writer.is_finished() {
+                        quiet_beats + 1
+                    } else {
+                        0
+                    };
+                    if quiet_beats >= 4 {
+                        let outcome = (&mut writer).await.expect("the writer task");
+                        panic!(
+                            "the writer ended ({outcome:?}) but only {} of 2000 updates \
+                             arrived ({seen} events); token {token}, {reconnects} reconnects",
+                            ledger.updates()
+                        );
+                    }
+                }
                 _ => {
                     ledger.see(&event);
                     seen += 1;
                 }
             }
             token = event.resume_token;
-            if seen >= 2000 {
+            if ledger.updates() >= 2000 {
                 break;
             }
         }
@@ -377,12 +408,14 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
     tokio::time::timeout(Duration::from_secs(60), writer)
         .await
         .expect("the writer finishes within 60 s")
-        .expect("writer");
+        .expect("writer")
+        .expect("every update succeeds");
     assert!(
         reconnects > 10,
         "the test resumed many times ({reconnects})"
     );
-    assert_eq!(ledger.last.values().map(|r| r - 1).sum::<u64>(), 2000);
+    assert_eq!(ledger.updates(), 2000);
+    assert!(seen >= 1900, "most updates arrived as events ({seen})");
     app.stop().await;
 }
 
