@@ -35,13 +35,49 @@ provision_python() {
 }
 provision_python
 
+# The suite runs a second time on Postgres, and the replica tests need it: a throwaway server
+# (Debian's packages; initdb + pg_ctl on a free loopback port), removed when this script ends.
+provision_postgres() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$bin" ]; then
+        say "installing PostgreSQL (Debian packages)"
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null ||
+                { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+                  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+        else
+            echo "PostgreSQL is required: apt-get install postgresql (as root)"; exit 1
+        fi
+        bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    PG_DIR=$(mktemp -d /tmp/jobtrack-test-pg.XXXXXX)
+    PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # initdb refuses to run as root: the cluster belongs to the postgres user then.
+    as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$PG_DIR"; fi
+    as_pg "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --no-locale >/dev/null
+    as_pg "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o \
+        "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=400 -c fsync=on" start >/dev/null
+    trap 'as_pg "'"$bin"'/pg_ctl" -D "'"$PG_DIR"'/data" -m immediate -w stop >/dev/null 2>&1 || true; rm -rf "'"$PG_DIR"'"' EXIT
+    export JOBTRACK_TEST_PG_BIN="$bin"
+    PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    say "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+}
+provision_postgres
+
 say "format"
 cargo fmt --all -- --check
 
 say "lints"
 cargo clippy --all-targets --locked -- -D warnings
 
-say "tests (unit and integration: real servers on port 0, real gRPC and HTTP clients)"
-cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
+# The replica tests need Postgres in every case; they run once, in the Postgres pass.
+say "tests on SQLite (unit and integration: real servers on port 0, real gRPC and HTTP clients)"
+cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}" --skip replicas::
+
+say "the same integration tests on PostgreSQL, and the replica tests"
+JOBTRACK_TEST_POSTGRES="$PG_URL" \
+    cargo test --locked --test api -- --test-threads "${TEST_THREADS:-4}"
 
 say "all tests passed"

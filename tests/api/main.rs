@@ -13,6 +13,7 @@ mod lifecycle;
 mod paging;
 mod pvc_progress;
 mod query;
+mod replicas;
 mod rest;
 mod rest_openapi;
 mod server;

@@ -12,7 +12,7 @@ use jobtrack::watch::{ResumePoint, decode_token};
 
 use crate::helpers::*;
 
-async fn watch_job(
+pub(crate) async fn watch_job(
     app: &TestApp,
     id: &str,
     token: &str,
@@ -26,7 +26,11 @@ async fn watch_job(
         .map(tonic::Response::into_inner)
 }
 
-async fn watch_jobs(app: &TestApp, where_: &str, token: &str) -> Streaming<pb::JobEvent> {
+pub(crate) async fn watch_jobs(
+    app: &TestApp,
+    where_: &str,
+    token: &str,
+) -> Streaming<pb::JobEvent> {
     app.client()
         .watch_jobs(pb::WatchJobsRequest {
             r#where: where_.into(),
@@ -38,7 +42,7 @@ async fn watch_jobs(app: &TestApp, where_: &str, token: &str) -> Streaming<pb::J
 }
 
 /// The next event, or `None` when the stream ended OK.
-async fn next(stream: &mut Streaming<pb::JobEvent>) -> Option<pb::JobEvent> {
+pub(crate) async fn next(stream: &mut Streaming<pb::JobEvent>) -> Option<pb::JobEvent> {
     tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("an event within 20 s")
@@ -46,7 +50,7 @@ async fn next(stream: &mut Streaming<pb::JobEvent>) -> Option<pb::JobEvent> {
 }
 
 /// The next event that is not a heartbeat.
-async fn next_change(stream: &mut Streaming<pb::JobEvent>) -> pb::JobEvent {
+pub(crate) async fn next_change(stream: &mut Streaming<pb::JobEvent>) -> pb::JobEvent {
     loop {
         let event = next(stream).await.expect("the stream goes on");
         if event.r#type != Ev::Heartbeat as i32 {
@@ -55,7 +59,7 @@ async fn next_change(stream: &mut Streaming<pb::JobEvent>) -> pb::JobEvent {
     }
 }
 
-fn kind(event: &pb::JobEvent) -> Ev {
+pub(crate) fn kind(event: &pb::JobEvent) -> Ev {
     Ev::try_from(event.r#type).expect("a known event type")
 }
 
@@ -194,18 +198,18 @@ async fn watch_job_of_a_deleted_job_ends_after_deleted_and_unknown_or_bad_reques
 
 /// Records, per job, the revisions seen, and checks each arrives once and in order.
 #[derive(Default)]
-struct Ledger {
+pub(crate) struct Ledger {
     last: HashMap<String, u64>,
 }
 
 impl Ledger {
     /// Updates reflected so far (each job is created at revision 1, each update adds one),
     /// whether they arrived as events or were already part of a snapshot.
-    fn updates(&self) -> u64 {
+    pub(crate) fn updates(&self) -> u64 {
         self.last.values().map(|r| r - 1).sum()
     }
 
-    fn see(&mut self, event: &pb::JobEvent) {
+    pub(crate) fn see(&mut self, event: &pb::JobEvent) {
         let job = event.job.as_ref().expect("a change carries its job");
         let previous = self.last.insert(job.id.clone(), job.revision);
         if kind(event) == Ev::Snapshot {
