@@ -79,6 +79,8 @@ pub struct Config {
     pub history_max_changes: u64,
     /// How often the change log is pruned.
     pub history_prune_interval: std::time::Duration,
+    /// How often health checks the database (NOT_SERVING while it does not answer).
+    pub health_check_interval: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -97,6 +99,7 @@ impl ServeArgs {
             history_retention: seconds(self.history_hours * 3600.0, 24.0 * 3600.0),
             history_max_changes: self.history_max_changes.max(1),
             history_prune_interval: std::time::Duration::from_secs(60),
+            health_check_interval: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -113,6 +116,7 @@ impl Config {
             history_retention: std::time::Duration::from_secs(24 * 3600),
             history_max_changes: 1_000_000,
             history_prune_interval: std::time::Duration::from_secs(60),
+            health_check_interval: std::time::Duration::from_secs(2),
         }
     }
 }

@@ -26,8 +26,6 @@ use crate::pb::job_service_server::JobServiceServer;
 use crate::store::Store;
 use crate::watch::{JobHub, WatchConfig};
 
-/// How often the health service re-checks the database.
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -41,6 +39,7 @@ pub struct Application {
     store: Store,
     health: tonic_health::server::HealthReporter,
     shutdown_grace: Duration,
+    health_every: Duration,
 }
 
 impl Application {
@@ -125,6 +124,7 @@ impl Application {
             store,
             health,
             shutdown_grace: config.shutdown_grace,
+            health_every: config.health_check_interval,
         })
     }
 
@@ -147,10 +147,11 @@ impl Application {
             store,
             health,
             shutdown_grace,
+            health_every,
         } = self;
         tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, REST /api/v1, /metrics)");
 
-        let monitor = tokio::spawn(monitor_health(store.clone(), health));
+        let monitor = tokio::spawn(monitor_health(store.clone(), health, health_every));
         let pruner = tokio::spawn(prune_history(store.clone(), history));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
@@ -261,11 +262,16 @@ async fn prune_history(store: Store, retention: HistoryRetention) {
 }
 
 /// Reports NOT_SERVING while the database does not answer, SERVING once it does again.
-async fn monitor_health(store: Store, health: tonic_health::server::HealthReporter) {
+async fn monitor_health(
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    every: Duration,
+) {
     let mut serving = true;
     loop {
-        tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
-        let ok = store.ping().await.is_ok();
+        tokio::time::sleep(every).await;
+        // A dead database must not hold the check up: no answer in time is NOT_SERVING.
+        let ok = matches!(tokio::time::timeout(every, store.ping()).await, Ok(Ok(())));
         if ok != serving {
             serving = ok;
             let status = if ok {

@@ -307,3 +307,323 @@ async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A Postgres server of this test's own, so it can be stopped and started under load without
+/// touching the server the other tests share.
+struct PgCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PgCluster {
+    fn pg(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let program = self.bin.join(program);
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        };
+        command
+            .args(args)
+            .output()
+            .expect("a Postgres program runs")
+    }
+
+    fn create() -> PgCluster {
+        let bin = std::env::var("JOBTRACK_TEST_PG_BIN")
+            .map(std::path::PathBuf::from)
+            .expect("JOBTRACK_TEST_PG_BIN (scripts/test.sh sets it)");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        if is_root() {
+            let chown = std::process::Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(chown.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = PgCluster { bin, dir, port };
+        let data = cluster.data();
+        let out = cluster.pg(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        let out = self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let out = self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = self.pg(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+async fn health(app: &TestApp) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    match client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "jobtrack.v1.JobService".into(),
+        })
+        .await
+    {
+        Ok(reply) => reply.into_inner().status,
+        Err(_) => -1,
+    }
+}
+
+async fn wait_for_health(app: &TestApp, status: tonic_health::ServingStatus, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while health(app).await != status as i32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never became {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let cluster = PgCluster::create();
+    let url = fresh_postgres_database(&cluster.url()).await;
+    let app = spawn_app_on(&url, |c| {
+        c.health_check_interval = Duration::from_millis(200);
+        c.heartbeat = Duration::from_millis(500);
+    })
+    .await;
+    wait_for_health(&app, tonic_health::ServingStatus::Serving, "SERVING").await;
+
+    // Writers: create a job, then update it; remember the highest acknowledged revision and
+    // every status code seen.
+    let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let codes: Arc<Mutex<HashMap<i32, u64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let (acked, codes, stop) = (acked.clone(), codes.clone(), stop.clone());
+        let mut client = app.client();
+        writers.push(tokio::spawn(async move {
+            let mut current: Option<pb::Job> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let result = match &current {
+                    None => {
+                        client
+                            .create_job(pb::CreateJobRequest {
+                                job: Some(job(JobType::K8sCopy, JobState::Running)),
+                            })
+                            .await
+                    }
+                    Some(j) => {
+                        client
+                            .update_job(pb::UpdateJobRequest {
+                                job: Some(pb::Job {
+                                    id: j.id.clone(),
+                                    num_backup_resources: Some(j.revision as i64),
+                                    ..Default::default()
+                                }),
+                                update_mask: Some(prost_types::FieldMask {
+                                    paths: vec!["num_backup_resources".into()],
+                                }),
+                                append_activity: vec![],
+                                etag: String::new(),
+                            })
+                            .await
+                    }
+                };
+                let code = match result {
+                    Ok(reply) => {
+                        let j = reply.into_inner();
+                        acked.lock().expect("lock").insert(j.id.clone(), j.revision);
+                        current = (j.revision < 20).then_some(j);
+                        0
+                    }
+                    Err(status) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        status.code() as i32
+                    }
+                };
+                *codes.lock().expect("lock").entry(code).or_default() += 1;
+            }
+        }));
+    }
+    // A watcher that lives through the outage, resuming with its last token when its stream
+    // ends, and checks every change arrives once and in order.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let watcher = {
+        let (ledger, stop) = (ledger.clone(), stop.clone());
+        let channel = app.client();
+        tokio::spawn(async move {
+            let mut client = channel;
+            let mut token = String::new();
+            loop {
+                let opened = client
+                    .watch_jobs(pb::WatchJobsRequest {
+                        r#where: String::new(),
+                        resume_token: token.clone(),
+                    })
+                    .await;
+                let Ok(stream) = opened else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                let mut stream = stream.into_inner();
+                while let Ok(Some(event)) = stream.message().await {
+                    if !matches!(kind(&event), Ev::Synced | Ev::Heartbeat) {
+                        ledger.lock().expect("lock").see(&event);
+                    }
+                    token = event.resume_token.clone();
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && kind(&event) == Ev::Heartbeat
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop();
+    wait_for_health(&app, tonic_health::ServingStatus::NotServing, "NOT_SERVING").await;
+    // During the outage every call is UNAVAILABLE.
+    let during = app
+        .client()
+        .get_job(pb::GetJobRequest {
+            id: "5f431ef6a7690b60975f6664".into(),
+        })
+        .await;
+    assert_eq!(code(during), Code::Unavailable);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.start();
+    wait_for_health(&app, tonic_health::ServingStatus::Serving, "SERVING again").await;
+    let acked_before_recovery = acked.lock().expect("lock").len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let codes = codes.lock().expect("lock").clone();
+    let acked = acked.lock().expect("lock").clone();
+    for code in codes.keys() {
+        assert!(
+            *code == 0 || *code == Code::Unavailable as i32,
+            "only OK and UNAVAILABLE, never {:?}: {codes:?}",
+            Code::from_i32(*code)
+        );
+    }
+    assert!(
+        codes.get(&(Code::Unavailable as i32)).is_some(),
+        "the outage was seen: {codes:?}"
+    );
+    assert!(
+        acked.len() > acked_before_recovery,
+        "writes resumed after the restart"
+    );
+    // Every acknowledged write is there.
+    for (id, revision) in &acked {
+        let stored = app.get(id).await;
+        assert!(
+            stored.revision >= *revision,
+            "job {id}: revision {} < acknowledged {revision}",
+            stored.revision
+        );
+    }
+    // The watcher that lived through the outage has every change of every job (it stops at
+    // the first heartbeat after the writers, i.e. once it is quiet).
+    tokio::time::timeout(Duration::from_secs(30), watcher)
+        .await
+        .expect("the watcher catches up within 30 s")
+        .expect("watcher");
+    let ledger = ledger.lock().expect("lock");
+    for id in acked.keys() {
+        let stored = app.get(id).await;
+        assert_eq!(ledger.revision_of(id), Some(stored.revision), "job {id}");
+    }
+    app.stop().await;
+}

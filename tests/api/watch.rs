@@ -209,6 +209,11 @@ impl Ledger {
         self.last.values().map(|r| r - 1).sum()
     }
 
+    /// The last revision seen of job `id`.
+    pub(crate) fn revision_of(&self, id: &str) -> Option<u64> {
+        self.last.get(id).copied()
+    }
+
     pub(crate) fn see(&mut self, event: &pb::JobEvent) {
         let job = event.job.as_ref().expect("a change carries its job");
         let previous = self.last.insert(job.id.clone(), job.revision);
