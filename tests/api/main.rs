@@ -5,6 +5,7 @@ mod bad_input;
 mod cancel;
 mod cli;
 mod concurrency;
+mod deploy;
 mod durability;
 mod helpers;
 mod http;

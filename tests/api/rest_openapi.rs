@@ -13,7 +13,7 @@ use crate::helpers::{JobState, JobType, OpType, PvcState, job, pvc, spawn_app};
 use crate::http::{Reply, request};
 
 /// The Python that has the validators: `JOBTRACK_TEST_PYTHON`, else the test script's venv.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Ok(path) = std::env::var("JOBTRACK_TEST_PYTHON") {
         return PathBuf::from(path);
     }
