@@ -65,9 +65,13 @@ pub struct BenchArgs {
     /// `sort` for --op list.
     #[arg(long, default_value = "-_created")]
     pub sort: String,
-    /// PID of the server, to report the CPU and memory it used during the measurement.
+        /// PID of the server, to report the CPU and memory it used during the measurement.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// --op fanout: send the updates to this server (another replica on the same Postgres)
+    /// while the watchers stay on --server: cross-replica delivery latency.
+    #[arg(long)]
+    pub write_server: Option<String>,
     /// --op fanout: watch streams to open.
     #[arg(long, default_value_t = 1000)]
     pub watchers: usize,
@@ -475,6 +479,11 @@ async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Resu
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
+    let write_clients = match &args.write_server {
+        Some(url) => connect(url, args.connections.clamp(1, 8)).await?,
+        None => clients.to_vec(),
+    };
+    let clients = &write_clients[..];
     let mut client = clients[0].clone();
     let job = sample_job(&mut Rng(11), 0, Some(pb::JobState::Running));
     let job = client
