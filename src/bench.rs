@@ -65,13 +65,17 @@ pub struct BenchArgs {
     /// `sort` for --op list.
     #[arg(long, default_value = "-_created")]
     pub sort: String,
-        /// PID of the server, to report the CPU and memory it used during the measurement.
+    /// PID of the server, to report the CPU and memory it used during the measurement.
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// --op fanout: send the updates to this server (another replica on the same Postgres)
     /// while the watchers stay on --server: cross-replica delivery latency.
     #[arg(long)]
     pub write_server: Option<String>,
+    /// --op fanout: spread the updates over this many jobs (one job takes one durable write at
+    /// a time); with more than one, the watchers use WatchJobs on exactly those jobs.
+    #[arg(long, default_value_t = 1)]
+    pub spread: usize,
     /// --op fanout: watch streams to open.
     #[arg(long, default_value_t = 1000)]
     pub watchers: usize,
@@ -396,11 +400,18 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Opens `count` WatchJob streams on `job_id` over `connections` connections; each stream's
+/// What a bench watcher watches: one job (WatchJob) or a filter (WatchJobs).
+#[derive(Clone)]
+enum Watched {
+    Job(String),
+    Jobs(String),
+}
+
+/// Opens `count` watch streams on `watched` over `connections` connections; each stream's
 /// events go to `on_event` in a task of its own. Returns when every stream has sent SYNCED.
 async fn open_watchers(
     server: &str,
-    job_id: &str,
+    watched: &Watched,
     count: usize,
     connections: usize,
     on_event: impl Fn(usize, pb::JobEvent) + Send + Sync + Clone + 'static,
@@ -410,14 +421,26 @@ async fn open_watchers(
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let mut client = clients[i % clients.len()].clone();
-        let (id, ready, on_event) = (job_id.to_string(), ready_tx.clone(), on_event.clone());
+        let (watched, ready, on_event) = (watched.clone(), ready_tx.clone(), on_event.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = client
-                .watch_job(pb::WatchJobRequest {
-                    id,
-                    resume_token: String::new(),
-                })
-                .await;
+            let stream = match watched {
+                Watched::Job(id) => {
+                    client
+                        .watch_job(pb::WatchJobRequest {
+                            id,
+                            resume_token: String::new(),
+                        })
+                        .await
+                }
+                Watched::Jobs(filter) => {
+                    client
+                        .watch_jobs(pb::WatchJobsRequest {
+                            r#where: filter,
+                            resume_token: String::new(),
+                        })
+                        .await
+                }
+            };
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
                 Err(e) => {
@@ -454,7 +477,8 @@ async fn attach_idle_watchers(
         .map_err(|e| e.to_string())?
         .into_inner();
     let before = args.server_pid.and_then(rss_kib);
-    let tasks = open_watchers(&args.server, &idle.id, args.idle_watchers, 100, |_, _| {}).await?;
+    let idle = Watched::Job(idle.id);
+    let tasks = open_watchers(&args.server, &idle, args.idle_watchers, 100, |_, _| {}).await?;
     let after = args.server_pid.and_then(rss_kib);
     println!(
         "attached {} idle watchers{}",
@@ -485,12 +509,24 @@ async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Resu
     };
     let clients = &write_clients[..];
     let mut client = clients[0].clone();
-    let job = sample_job(&mut Rng(11), 0, Some(pb::JobState::Running));
-    let job = client
-        .create_job(pb::CreateJobRequest { job: Some(job) })
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
+    // The jobs written to; with a spread, they share a cluster id of this run's own.
+    let cluster = format!("{:024x}", now_micros());
+    let mut ids = Vec::new();
+    for i in 0..args.spread.max(1) {
+        let mut job = sample_job(&mut Rng(11 + i as u64), i, Some(pb::JobState::Running));
+        job.cluster = Some(cluster.clone());
+        let job = client
+            .create_job(pb::CreateJobRequest { job: Some(job) })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        ids.push(job.id);
+    }
+    let watched = if ids.len() == 1 {
+        Watched::Job(ids[0].clone())
+    } else {
+        Watched::Jobs(format!(r#"{{"cluster":"{cluster}"}}"#))
+    };
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
     let delivered = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -521,7 +557,7 @@ async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Resu
     let opened = Instant::now();
     let tasks = open_watchers(
         &args.server,
-        &job.id,
+        &watched,
         args.watchers,
         args.connections,
         on_event,
@@ -552,7 +588,7 @@ async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Resu
             .await
             .map_err(|e| e.to_string())?;
         let mut client = clients[n % clients.len()].clone();
-        let (id, acked) = (job.id.clone(), acked.clone());
+        let (id, acked) = (ids[n % ids.len()].clone(), acked.clone());
         n += 1;
         tokio::spawn(async move {
             let update = pb::UpdateJobRequest {

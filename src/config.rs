@@ -36,8 +36,9 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBTRACK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// Database: a SQLite file path, `sqlite:PATH`, or `sqlite::memory:`. Falls back to
-    /// DATABASE_URL, then to the file `jobtrack.db` in the working directory.
+    /// Database: `postgres://user:password@host:5432/db` (replicas sharing it form one fleet),
+    /// a SQLite file path, `sqlite:PATH`, or `sqlite::memory:`. Falls back to DATABASE_URL, then
+    /// to the SQLite file `jobtrack.db` in the working directory.
     #[arg(long, env = "JOBTRACK_DATABASE")]
     pub database: Option<String>,
 

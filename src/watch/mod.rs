@@ -34,6 +34,51 @@ const CATCH_UP_PAGE: u32 = 500;
 const WATCHER_BUFFER: usize = 4;
 /// Changes queued per watcher by the dispatcher; past that the watcher reads the log instead.
 const INBOX: usize = 32;
+/// The newest changes kept in memory for watchers that lagged: a short lag (a burst larger than
+/// an inbox) is caught up from here, without a query.
+const RECENT: usize = 8192;
+
+/// The newest committed changes, contiguous and in order (cleared if the dispatcher itself
+/// misses some).
+#[derive(Default)]
+struct Recent {
+    changes: std::collections::VecDeque<Arc<Change>>,
+}
+
+impl Recent {
+    fn push(&mut self, change: &Arc<Change>) {
+        if self
+            .changes
+            .back()
+            .is_some_and(|last| last.seq + 1 != change.seq)
+        {
+            self.changes.clear();
+        }
+        if self.changes.len() == RECENT {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(change.clone());
+    }
+
+    /// Up to `limit` changes after `cursor` (of one job, if given), if memory still holds
+    /// every change after `cursor`; `None` when the log must be read.
+    fn after(&self, cursor: u64, job: Option<&ObjectId>, limit: usize) -> Option<Vec<Arc<Change>>> {
+        let first = self.changes.front()?.seq;
+        if first > cursor + 1 {
+            return None;
+        }
+        let start = (cursor + 1 - first) as usize;
+        Some(
+            self.changes
+                .iter()
+                .skip(start)
+                .filter(|c| job.is_none_or(|id| c.job.id == *id))
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 /// What a watch event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,17 +225,29 @@ pub struct JobHub {
     config: WatchConfig,
     shutdown: watch::Receiver<bool>,
     registry: Arc<Mutex<Registry>>,
+    recent: Arc<std::sync::RwLock<Recent>>,
     next_id: Arc<AtomicU64>,
 }
 
 /// Reads the feed of committed changes and routes each one; never waits for a watcher.
-async fn dispatch(mut feed: broadcast::Receiver<Arc<Change>>, registry: Arc<Mutex<Registry>>) {
+async fn dispatch(
+    mut feed: broadcast::Receiver<Arc<Change>>,
+    registry: Arc<Mutex<Registry>>,
+    recent: Arc<std::sync::RwLock<Recent>>,
+) {
     loop {
         match feed.recv().await {
-            Ok(change) => registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .route(&change),
+            Ok(change) => {
+                // Kept before it is routed: a watcher that finds itself lagged finds it here.
+                recent
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&change);
+                registry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .route(&change)
+            }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 // The dispatcher itself fell behind the feed: every watcher reads the log.
                 tracing::warn!(
@@ -284,12 +341,18 @@ impl JobHub {
     /// Starts the dispatcher; it runs as long as the store's feed.
     pub fn new(store: Store, config: WatchConfig, shutdown: watch::Receiver<bool>) -> Self {
         let registry = Arc::new(Mutex::new(Registry::default()));
-        tokio::spawn(dispatch(store.subscribe(), registry.clone()));
+        let recent = Arc::default();
+        tokio::spawn(dispatch(
+            store.subscribe(),
+            registry.clone(),
+            Arc::clone(&recent),
+        ));
         JobHub {
             store,
             config,
             shutdown,
             registry,
+            recent,
             next_id: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -396,6 +459,7 @@ impl JobHub {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let watcher = Watcher {
             store: self.store.clone(),
+            recent: self.recent.clone(),
             heartbeat: self.config.heartbeat,
             shutdown: self.shutdown.clone(),
             out: tx,
@@ -426,6 +490,7 @@ enum Start {
 
 struct Watcher {
     store: Store,
+    recent: Arc<std::sync::RwLock<Recent>>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     out: mpsc::Sender<Result<WatchEvent>>,
@@ -539,18 +604,35 @@ impl Watcher {
 
     /// Reads the log after the cursor to its end (only this job's changes, for WatchJob).
     async fn catch_up(&mut self) -> Result<(), Stop> {
-        let floor = self.store.history().await?.floor;
-        if self.cursor < floor {
-            return Err(Stop::Fail(Error::Unavailable(
-                "the watch fell behind the retained history; resume with the last token to get a fresh snapshot".into(),
-            )));
-        }
+        let mut floor_checked = false;
         loop {
             let job = self.selector.job().cloned();
-            let page = self
-                .store
-                .changes_after(self.cursor, job.as_ref(), CATCH_UP_PAGE)
-                .await?;
+            let in_memory = self.recent.read().unwrap_or_else(|p| p.into_inner()).after(
+                self.cursor,
+                job.as_ref(),
+                CATCH_UP_PAGE as usize,
+            );
+            let page: Vec<Arc<Change>> = match in_memory {
+                Some(page) => page,
+                None if !floor_checked => {
+                    // Reading the log: first make sure it still holds what comes next.
+                    floor_checked = true;
+                    let floor = self.store.history().await?.floor;
+                    if self.cursor < floor {
+                        return Err(Stop::Fail(Error::Unavailable(
+                            "the watch fell behind the retained history; resume with the last token to get a fresh snapshot".into(),
+                        )));
+                    }
+                    continue;
+                }
+                None => self
+                    .store
+                    .changes_after(self.cursor, job.as_ref(), CATCH_UP_PAGE)
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+            };
             for change in &page {
                 self.consider(change).await?;
             }
