@@ -26,10 +26,12 @@ done
 echo "--- fan-out: 1,000 WatchJob streams, 100 updates/s, same server"
 echo "sqlite   $(bench 18201 "$SQ" --op fanout --watchers 1000 --connections 10 --rate 100 --duration 10)"
 echo "postgres $(bench 18202 "$A" --op fanout --watchers 1000 --connections 10 --rate 100 --duration 10)"
-echo "--- cross-replica: written on A, delivered on B, 1,000 updates/s"
+echo "--- cross-replica: written on A, delivered on B, 1,000 updates/s over 16 jobs (WatchJobs)"
 for w in 10 100; do
-  echo "postgres B<-A watchers=$w $(bench 18203 "$B" --op fanout --write-server http://127.0.0.1:18202 --watchers "$w" --connections 4 --rate 1000 --duration 10)"
+  echo "postgres B<-A watchers=$w $(bench 18203 "$B" --op fanout --write-server http://127.0.0.1:18202 --spread 16 --watchers "$w" --connections 4 --rate 1000 --duration 10)"
 done
+echo "--- the same on one job (WatchJob): one job takes one durable write at a time"
+echo "postgres B<-A watchers=10 $(bench 18203 "$B" --op fanout --write-server http://127.0.0.1:18202 --watchers 10 --connections 4 --rate 1000 --duration 10)"
 echo "--- UpdateJob with 1 replica, then 2 replicas at once (64 callers each)"
 echo "1 replica:  $(bench 18202 "$A" --op update --duration 8 --warmup 2)"
 ( bench 18202 "$A" --op update --duration 8 --warmup 2 > "$WORK/a.txt" ) &
