@@ -66,6 +66,11 @@ pub struct ServeArgs {
         default_value_t = 1_000_000
     )]
     pub history_max_changes: u64,
+
+    /// Origins whose pages may call this server from a browser (gRPC-web, REST), comma-separated;
+    /// `*` allows any. Default: none, so only pages served by this server itself (same origin).
+    #[arg(long, env = "JOBTRACK_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
 }
 
 /// What the server needs to start; tests build it directly.
@@ -82,6 +87,8 @@ pub struct Config {
     pub history_prune_interval: std::time::Duration,
     /// How often health checks the database (NOT_SERVING while it does not answer).
     pub health_check_interval: std::time::Duration,
+    /// Cross-origin callers allowed (`*`: any); empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeArgs {
@@ -101,6 +108,12 @@ impl ServeArgs {
             history_max_changes: self.history_max_changes.max(1),
             history_prune_interval: std::time::Duration::from_secs(60),
             health_check_interval: std::time::Duration::from_secs(2),
+            cors_origins: self
+                .cors_origin
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
         }
     }
 }
@@ -118,6 +131,7 @@ impl Config {
             history_max_changes: 1_000_000,
             history_prune_interval: std::time::Duration::from_secs(60),
             health_check_interval: std::time::Duration::from_secs(2),
+            cors_origins: Vec::new(),
         }
     }
 }

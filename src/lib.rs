@@ -18,6 +18,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod grpc;

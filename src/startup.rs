@@ -82,7 +82,9 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .into_axum_router();
+            .into_axum_router()
+            // gRPC-web (HTTP/1.1 and HTTP/2) for browsers, translated in front of every service.
+            .layer(tonic_web::GrpcWebLayer::new());
 
         let metrics_store = store.clone();
         let router = grpc
@@ -104,6 +106,10 @@ impl Application {
             )
             .merge(rest)
             .fallback(crate::rest::not_found);
+        let router = match cors(&config.cors_origins)? {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
 
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -308,4 +314,52 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// CORS for browsers on other origins: gRPC-web and REST calls, with the headers gRPC-web needs.
+/// `None` (no origins configured): no CORS headers, so only same-origin pages can call.
+fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o)
+                    .map_err(|_| Error::invalid(format!("--cors-origin {o:?} is not an origin")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    let headers = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "connect-protocol-version",
+        "authorization",
+        "if-none-match",
+        "if-match",
+    ];
+    let exposed = [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "etag",
+        "x-total-count",
+        "link",
+    ];
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::OPTIONS])
+            .allow_headers(headers.map(HeaderName::from_static))
+            .expose_headers(exposed.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(3600)),
+    ))
 }

@@ -100,7 +100,7 @@ pub async fn not_found(request: Request) -> Response {
         format!(
             "no resource at {}: the API serves /api/v1/jobs, /api/v1/jobs/<id>, \
              /api/v1/jobs/<id>/action/cancel, /api/v1/kubepvcprogress, \
-             /api/v1/kubepvcprogress/<id> and /api-docs",
+             /api/v1/kubepvcprogress/<id>, /api-docs, and the dashboard at /",
             crate::domain::id::truncate(request.uri().path(), 200)
         ),
     )

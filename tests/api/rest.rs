@@ -740,7 +740,6 @@ async fn the_not_found_forms_all_answer_404_in_the_envelope() {
         "/api/v1/kubepvcprogress/zzz".to_string(),
         "/api/v1/nothing".to_string(),
         "/api/v2/jobs".to_string(),
-        "/".to_string(),
         format!("/api/v1/jobs/{}/action/pause", running.id),
     ] {
         let message = get(app.addr, &target).await.error(404);

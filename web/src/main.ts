@@ -1,0 +1,291 @@
+// The jobtrack dashboard: a live job list (WatchJobs) and a live job page (WatchJob), talking to
+// the server only through gRPC-web (connect-web) with messages generated from proto/.
+//
+// Rendering is batched: stream events only change the in-memory state and mark it dirty; the
+// page is drawn at most once per animation frame, and the list draws at most ROWS rows, so a
+// list of thousands of jobs with hundreds of updates a second stays smooth.
+
+import { createClient, ConnectError, Code } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  JobService,
+  JobEventType,
+  JobState,
+  JobType,
+  PvcState,
+  OpType,
+  type Job,
+  type PvcProgress,
+} from "./gen/jobtrack/v1/jobtrack_pb";
+
+const ROWS = 200;
+const client = createClient(JobService, createGrpcWebTransport({ baseUrl: location.origin }));
+
+const app = document.getElementById("app")!;
+const statusEl = document.getElementById("status")!;
+const whereEl = document.getElementById("where")!;
+
+type Status = "connecting" | "live" | "reconnecting" | "error" | "finished";
+function setStatus(state: Status, text: string) {
+  statusEl.dataset.state = state;
+  statusEl.textContent = text;
+}
+
+const stateName = (s: JobState) => JobState[s] ?? String(s);
+const typeName = (t: JobType) => (t ? JobType[t] : "");
+const pvcStateName = (s: PvcState) => (PvcState[s] ?? String(s)).replace(/_/g, "-");
+const esc = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+const created = (j: Job) => (j.created ? timestampDate(j.created).getTime() : 0);
+const fmtTime = (secs?: bigint) => (secs === undefined ? "" : new Date(Number(secs) * 1000).toLocaleString());
+
+function bytes(n: bigint | undefined): string {
+  let v = Number(n ?? 0n);
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function bar(kind: string, done: bigint | number | undefined, total: bigint | number | undefined): string {
+  const t = Number(total ?? 0);
+  const pct = t > 0 ? Math.min(100, Math.round((Number(done ?? 0) / t) * 100)) : 0;
+  return `<span class="bar" data-kind="${kind}" data-pct="${pct}"><span style="width:${pct}%"></span></span> ${pct}%`;
+}
+
+/** Runs a watch stream for as long as `active()`, resuming with the last token after errors. */
+async function follow(
+  open: (token: string) => AsyncIterable<{ type: JobEventType; resumeToken: string }>,
+  onEvent: (event: any) => void,
+  active: () => boolean,
+  label: string,
+): Promise<void> {
+  let token = "";
+  let attempt = 0;
+  while (active()) {
+    setStatus(attempt ? "reconnecting" : "connecting", attempt ? `reconnecting (attempt ${attempt})…` : "connecting…");
+    try {
+      for await (const event of open(token)) {
+        if (!active()) return;
+        if (event.type === JobEventType.SYNCED) {
+          attempt = 0;
+          setStatus("live", `live · ${label}`);
+        }
+        token = event.resumeToken || token;
+        onEvent(event);
+      }
+      // The stream ended OK: a job page's job is finished.
+      setStatus("finished", "finished");
+      return;
+    } catch (e) {
+      if (!active()) return;
+      const err = ConnectError.from(e);
+      if (err.code === Code.NotFound || err.code === Code.InvalidArgument) {
+        setStatus("error", err.rawMessage);
+        return;
+      }
+      attempt++;
+      setStatus("reconnecting", `reconnecting (attempt ${attempt})…`);
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** Math.min(attempt, 5))));
+    }
+  }
+}
+
+let generation = 0;
+let dirty = false;
+let draw: () => void = () => {};
+function schedule() {
+  if (!dirty) {
+    dirty = true;
+    requestAnimationFrame(() => {
+      dirty = false;
+      draw();
+    });
+  }
+}
+
+// ---- the job list -------------------------------------------------------------------------
+
+interface ListFilter {
+  state: string;
+  type: string;
+  cluster: string;
+}
+
+function listView(filter: ListFilter) {
+  const gen = ++generation;
+  const jobs = new Map<string, Job>();
+  const where: Record<string, string> = {};
+  if (filter.type) where.type = filter.type;
+  if (filter.cluster) where.cluster = filter.cluster;
+  const whereText = Object.keys(where).length ? JSON.stringify(where) : "";
+  whereEl.textContent = whereText;
+  app.innerHTML = `
+    <div class="filters">
+      <label>type <select id="f-type"><option value="">any</option>${Object.keys(JobType)
+        .filter((k) => isNaN(Number(k)) && k !== "UNSPECIFIED")
+        .map((k) => `<option ${k === filter.type ? "selected" : ""}>${k}</option>`)
+        .join("")}</select></label>
+      <label>cluster <input id="f-cluster" size="26" placeholder="24-hex cluster id" value="${esc(filter.cluster)}"></label>
+      <span class="muted" id="shown"></span>
+    </div>
+    <div class="counts" id="counts"></div>
+    <table><thead><tr><th>created</th><th>name</th><th>type</th><th>state</th><th>cluster</th><th>copy</th><th>message</th></tr></thead>
+    <tbody id="rows"></tbody></table>`;
+  const go = (f: Partial<ListFilter>) => {
+    const next = { ...filter, ...f };
+    const q = new URLSearchParams(Object.entries(next).filter(([, v]) => v) as [string, string][]);
+    location.hash = `#/?${q}`;
+  };
+  (document.getElementById("f-type") as HTMLSelectElement).onchange = (e) =>
+    go({ type: (e.target as HTMLSelectElement).value });
+  (document.getElementById("f-cluster") as HTMLInputElement).onchange = (e) =>
+    go({ cluster: (e.target as HTMLInputElement).value.trim() });
+  const rowsEl = document.getElementById("rows")!;
+  const countsEl = document.getElementById("counts")!;
+  const shownEl = document.getElementById("shown")!;
+  countsEl.onclick = (e) => {
+    const state = (e.target as HTMLElement).closest<HTMLElement>(".count")?.dataset.state;
+    if (state !== undefined) go({ state: state === filter.state ? "" : state });
+  };
+  rowsEl.onclick = (e) => {
+    const id = (e.target as HTMLElement).closest<HTMLElement>("tr.job")?.dataset.jobId;
+    if (id) location.hash = `#/job/${id}`;
+  };
+
+  draw = () => {
+    const counts = new Map<string, number>();
+    for (const j of jobs.values()) counts.set(stateName(j.state), (counts.get(stateName(j.state)) ?? 0) + 1);
+    countsEl.innerHTML = [`<span class="count" data-state="" aria-pressed="${!filter.state}">all ${jobs.size}</span>`]
+      .concat(
+        ["PENDING", "RUNNING", "COMPLETED", "FAILED", "PARTIAL", "SKIPPED", "CANCELLED"].map(
+          (s) =>
+            `<span class="count" data-state="${s}" data-count="${counts.get(s) ?? 0}" aria-pressed="${filter.state === s}">${s.toLowerCase()} ${counts.get(s) ?? 0}</span>`,
+        ),
+      )
+      .join("");
+    const visible = [...jobs.values()].filter((j) => !filter.state || stateName(j.state) === filter.state);
+    visible.sort((a, b) => created(b) - created(a) || (a.id < b.id ? 1 : -1));
+    shownEl.textContent = `${Math.min(ROWS, visible.length)} of ${visible.length} shown, newest first`;
+    rowsEl.innerHTML = visible
+      .slice(0, ROWS)
+      .map((j) => {
+        const cp = j.kubeCopyProgress;
+        const copy = cp ? bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize) : "";
+        return `<tr class="job" data-job-id="${j.id}"><td>${new Date(created(j)).toLocaleTimeString()}</td><td>${esc(
+          j.name ?? "",
+        )}</td><td>${typeName(j.type)}</td><td class="state ${stateName(j.state)}">${stateName(j.state)}</td><td>${esc(
+          j.clusterName ?? j.cluster ?? "",
+        )}</td><td>${copy}</td><td class="muted">${esc(j.message ?? "")}</td></tr>`;
+      })
+      .join("");
+  };
+  schedule();
+
+  void follow(
+    (token) => client.watchJobs({ where: whereText, resumeToken: token }),
+    (event) => {
+      if (event.type === JobEventType.HEARTBEAT || event.type === JobEventType.SYNCED || !event.job) return;
+      if (event.type === JobEventType.DELETED) jobs.delete(event.job.id);
+      else jobs.set(event.job.id, event.job);
+      schedule();
+    },
+    () => gen === generation,
+    "all jobs",
+  );
+}
+
+// ---- one job --------------------------------------------------------------------------------
+
+function cancellable(j: Job) {
+  return j.state === JobState.RUNNING && (j.type === JobType.K8S_SNAP || j.type === JobType.K8S_COPY);
+}
+
+function jobView(id: string) {
+  const gen = ++generation;
+  whereEl.textContent = "";
+  let job: Job | undefined;
+  const pvcs = new Map<string, PvcProgress>();
+  let error = "";
+  app.innerHTML = `<p><a href="#/">← all jobs</a></p><div id="job"></div>`;
+  const el = document.getElementById("job")!;
+  el.onclick = async (e) => {
+    if ((e.target as HTMLElement).id !== "cancel" || !job) return;
+    try {
+      job = await client.cancelJob({ id: job.id });
+      error = "";
+    } catch (err) {
+      error = ConnectError.from(err).rawMessage;
+    }
+    schedule();
+  };
+  draw = () => {
+    if (!job) {
+      el.innerHTML = error ? `<p id="error">${esc(error)}</p>` : "<p class='muted'>loading…</p>";
+      return;
+    }
+    const j = job;
+    const field = (k: string, v: string | undefined) => (v ? `<div class="muted">${k}</div><div>${esc(v)}</div>` : "");
+    const cp = j.kubeCopyProgress;
+    const sp = j.kubeSnapshotProgress;
+    el.innerHTML = `
+      <h2>${esc(j.name ?? j.id)} <span class="state ${stateName(j.state)}" id="job-state">${stateName(j.state)}</span>
+        ${cancellable(j) ? '<button id="cancel">Cancel</button>' : ""}</h2>
+      ${error ? `<p id="error">${esc(error)}</p>` : ""}
+      <div class="fields">
+        ${field("id", j.id)}${field("type", typeName(j.type))}${field("message", j.message)}
+        ${field("cluster", [j.clusterName, j.cluster].filter(Boolean).join(" · "))}
+        ${field("backup", [j.backupdefName, j.backupdef].filter(Boolean).join(" · "))}
+        ${field("started", fmtTime(j.startTime))}${field("ended", fmtTime(j.endTime))}
+        ${field("resources", j.numTotalResources !== undefined ? `${j.numBackupResources ?? 0n} of ${j.numTotalResources}` : "")}
+        ${cp ? `<div class="muted">copy</div><div>${cp.completedPvs}/${cp.totalPvs} PVCs · ${bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize)} ${bytes(cp.stats?.transferredSize)} of ${bytes(cp.stats?.estimatedSize)}</div>` : ""}
+        ${sp ? `<div class="muted">snapshots</div><div>${sp.completedPvs}/${sp.totalPvs} done${sp.skippedPvs ? `, ${sp.skippedPvs} skipped` : ""}</div>` : ""}
+      </div>
+      <h3>Volumes</h3>
+      <table><thead><tr><th>namespace/name</th><th>op</th><th>state</th><th>bytes</th><th>files</th><th>snapshot</th><th>message</th></tr></thead><tbody>
+      ${[...pvcs.values()]
+        .map(
+          (p) => `<tr class="pvc" data-pvc="${esc(p.namespace)}/${esc(p.name)}"><td>${esc(p.namespace)}/${esc(p.name)}</td>
+          <td>${p.opType ? OpType[p.opType] : ""}</td><td>${pvcStateName(p.state)}</td>
+          <td>${bar("bytes", p.stats?.transferredSize, p.stats?.estimatedSize)} ${bytes(p.stats?.transferredSize)}</td>
+          <td>${bar("files", p.stats?.transferredNumberOfFiles, p.stats?.estimatedNumberOfFiles)}</td>
+          <td>${p.snapshotProgressPercentage !== undefined ? bar("snapshot", p.snapshotProgressPercentage, 100) : ""}</td>
+          <td class="muted">${esc(p.message ?? "")}</td></tr>`,
+        )
+        .join("")}
+      </tbody></table>
+      <h3>Activity</h3>
+      <ol class="activity" id="activity">${j.activity.map((a) => `<li>${esc(a)}</li>`).join("")}</ol>`;
+  };
+  schedule();
+  void follow(
+    (token) => client.watchJob({ id, resumeToken: token }),
+    (event) => {
+      if (event.job) job = event.job;
+      if (event.pvc) pvcs.set(`${event.pvc.namespace}/${event.pvc.name}`, event.pvc);
+      schedule();
+    },
+    () => gen === generation,
+    "this job",
+  ).then(() => {
+    if (gen === generation && statusEl.dataset.state === "error") {
+      error = statusEl.textContent ?? "";
+      schedule();
+    }
+  });
+}
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const job = hash.match(/^\/job\/([0-9a-fA-F]{24})$/);
+  if (job) return jobView(job[1]);
+  const q = new URLSearchParams(hash.split("?")[1] ?? "");
+  listView({ state: q.get("state") ?? "", type: q.get("type") ?? "", cluster: q.get("cluster") ?? "" });
+}
+
+window.addEventListener("hashchange", route);
+route();
