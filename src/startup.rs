@@ -105,6 +105,7 @@ impl Application {
                 }),
             )
             .merge(rest)
+            .merge(crate::dashboard::router())
             .fallback(crate::rest::not_found);
         let router = match cors(&config.cors_origins)? {
             Some(cors) => router.layer(cors),

@@ -1,0 +1,108 @@
+// The dashboard in a real browser: headless Chromium (Debian's package) driven by Playwright,
+// against the real server. Screenshots go to test-artifacts/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { JobService, JobState, JobType, OpType, PvcState } from "../src/gen/jobtrack/v1/jobtrack_pb";
+import { startServer, type Server } from "./server";
+
+const ARTIFACTS = "test-artifacts";
+let browser: Browser;
+let server: Server;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  server = await startServer();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const api = () => createClient(JobService, createGrpcWebTransport({ baseUrl: server.url }));
+
+async function pct(page: Page, selector: string): Promise<number> {
+  return Number(await page.locator(selector).first().getAttribute("data-pct"));
+}
+
+test("the dashboard follows jobs live, survives a server restart, and cancels", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(server.url + "/");
+  await page.waitForSelector('#status[data-state="live"]');
+
+  // A job created over gRPC appears without a reload.
+  const job = await api().createJob({
+    job: { name: "nightly-copy", type: JobType.K8S_COPY, state: JobState.RUNNING, cluster: "5f77218d44b03575ec17a5ae", clusterName: "prod-eu-1" },
+  });
+  const row = page.locator(`tr.job[data-job-id="${job.id}"]`);
+  await row.waitFor();
+  assert.equal(await row.locator(".state").textContent(), "RUNNING");
+  assert.equal(await page.locator('.count[data-state="RUNNING"]').getAttribute("data-count"), "1");
+
+  // Its page: progress bars move as PVC progress is reported.
+  await row.click();
+  await page.waitForSelector("#job-state");
+  const report = (transferred: bigint, files: bigint) =>
+    api().reportPvcProgress({
+      pvc: { jobId: job.id, namespace: "prod", name: "data-0", opType: OpType.K8S_COPY, state: PvcState.ACTIVE,
+        stats: { estimatedSize: 1000n, transferredSize: transferred, estimatedNumberOfFiles: 10n, transferredNumberOfFiles: files } },
+    });
+  await report(100n, 1n);
+  const bytesBar = 'tr.pvc[data-pvc="prod/data-0"] .bar[data-kind="bytes"]';
+  await page.waitForFunction((s) => document.querySelector(s)?.getAttribute("data-pct") === "10", bytesBar);
+  await report(600n, 6n);
+  await page.waitForFunction((s) => document.querySelector(s)?.getAttribute("data-pct") === "60", bytesBar);
+  assert.equal(await pct(page, 'tr.pvc[data-pvc="prod/data-0"] .bar[data-kind="files"]'), 60);
+  await page.screenshot({ path: `${ARTIFACTS}/job-page.png`, fullPage: true });
+
+  // The server restarts: the page says it is reconnecting, resumes with its token, and shows
+  // what changed meanwhile.
+  const { database, listen } = server;
+  await server.stop();
+  await page.waitForSelector('#status[data-state="reconnecting"]');
+  await page.screenshot({ path: `${ARTIFACTS}/reconnecting.png` });
+  server = await startServer(database, listen);
+  await report(900n, 9n);
+  await api().updateJob({ job: { id: job.id, message: "almost done" }, updateMask: { paths: ["message"] }, appendActivity: ["changed while the page was away"] });
+  await page.waitForSelector('#status[data-state="live"]', { timeout: 20000 });
+  await page.waitForFunction((s) => document.querySelector(s)?.getAttribute("data-pct") === "90", bytesBar);
+  await page.locator("#activity li", { hasText: "changed while the page was away" }).waitFor();
+
+  // Cancel: the button exists only while cancel is allowed, and turns the job CANCELLED.
+  await page.click("#cancel");
+  await page.waitForFunction(() => document.querySelector("#job-state")?.textContent === "CANCELLED");
+  assert.equal(await page.locator("#cancel").count(), 0);
+  assert.equal((await api().getJob({ id: job.id })).state, JobState.CANCELLED);
+
+  // Back to the list: the job is shown CANCELLED there too.
+  await page.click("header a");
+  await page.locator(`tr.job[data-job-id="${job.id}"] .state`, { hasText: "CANCELLED" }).waitFor();
+  await page.screenshot({ path: `${ARTIFACTS}/dashboard.png` });
+  assert.deepEqual(errors, []);
+});
+
+test("filters by type and state narrow the live list", async () => {
+  const page = await browser.newPage();
+  const client = api();
+  await client.createJob({ job: { name: "a-restore", type: JobType.RESTORE, state: JobState.PENDING } });
+  await client.createJob({ job: { name: "a-snap", type: JobType.K8S_SNAP, state: JobState.RUNNING } });
+  await page.goto(server.url + "/#/?type=RESTORE");
+  await page.waitForSelector('#status[data-state="live"]');
+  await page.locator("tr.job", { hasText: "a-restore" }).waitFor();
+  assert.equal(await page.locator("tr.job", { hasText: "a-snap" }).count(), 0);
+  const later = await client.createJob({ job: { name: "b-restore", type: JobType.RESTORE, state: JobState.RUNNING } });
+  await page.locator(`tr.job[data-job-id="${later.id}"]`).waitFor();
+  await page.click('.count[data-state="RUNNING"]');
+  await page.waitForFunction(() => document.querySelectorAll("tr.job").length === 1);
+  assert.equal(await page.locator("tr.job").first().getAttribute("data-job-id"), later.id);
+});
