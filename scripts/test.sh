@@ -66,6 +66,26 @@ provision_postgres() {
 }
 provision_postgres
 
+# The dashboard's tests: npm packages (web/package-lock.json) and Debian's Chromium.
+provision_web() {
+    command -v npm >/dev/null || { echo "Node.js 20+ and npm are required for the dashboard tests"; exit 1; }
+    if [ ! -x /usr/bin/chromium ]; then
+        say "installing Chromium (Debian's package) for the browser tests"
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
+                { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+                  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+        else
+            echo "Chromium is required: apt-get install chromium (as root)"; exit 1
+        fi
+    fi
+    if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+        say "installing the dashboard's npm packages (npm ci)"
+        (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+provision_web
+
 say "format"
 cargo fmt --all -- --check
 
@@ -79,5 +99,8 @@ cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}" --skip 
 say "the same integration tests on PostgreSQL, and the replica tests"
 JOBTRACK_TEST_POSTGRES="$PG_URL" \
     cargo test --locked --test api -- --test-threads "${TEST_THREADS:-4}"
+
+say "dashboard: every RPC over gRPC-web, the committed build is fresh, Chromium drives the page"
+(cd web && JOBTRACK_BIN=../target/debug/jobtrack node tests/run.mjs)
 
 say "all tests passed"
