@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod deploy;
 mod durability;
+mod grpc_web;
 mod helpers;
 mod http;
 mod jobs;
