@@ -157,9 +157,46 @@ function listView(filter: ListFilter) {
     if (id) location.hash = `#/job/${id}`;
   };
 
+  // Kept incrementally, so a frame costs the same with 5,000 jobs as with 50: the order
+  // (newest first; `created` never changes, so updates keep their place) and the counts.
+  const order: Job[] = [];
+  const counts = new Map<string, number>();
+  let rowsDirty = true;
+  const newer = (a: Job, b: Job) => created(b) - created(a) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+  const position = (j: Job) => {
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (newer(order[mid], j) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  };
+  const count = (j: Job, by: number) => counts.set(stateName(j.state), (counts.get(stateName(j.state)) ?? 0) + by);
+  const put = (j: Job) => {
+    const old = jobs.get(j.id);
+    const at = position(j);
+    if (old) {
+      count(old, -1);
+      order[at] = j;
+    } else {
+      order.splice(at, 0, j);
+    }
+    count(j, 1);
+    jobs.set(j.id, j);
+    if (!old || filter.state || at < ROWS) rowsDirty = true;
+  };
+  const remove = (id: string) => {
+    const old = jobs.get(id);
+    if (!old) return;
+    order.splice(position(old), 1);
+    count(old, -1);
+    jobs.delete(id);
+    rowsDirty = true;
+  };
+
   draw = () => {
-    const counts = new Map<string, number>();
-    for (const j of jobs.values()) counts.set(stateName(j.state), (counts.get(stateName(j.state)) ?? 0) + 1);
     countsEl.innerHTML = [`<span class="count" data-state="" aria-pressed="${!filter.state}">all ${jobs.size}</span>`]
       .concat(
         ["PENDING", "RUNNING", "COMPLETED", "FAILED", "PARTIAL", "SKIPPED", "CANCELLED"].map(
@@ -168,11 +205,16 @@ function listView(filter: ListFilter) {
         ),
       )
       .join("");
-    const visible = [...jobs.values()].filter((j) => !filter.state || stateName(j.state) === filter.state);
-    visible.sort((a, b) => created(b) - created(a) || (a.id < b.id ? 1 : -1));
-    shownEl.textContent = `${Math.min(ROWS, visible.length)} of ${visible.length} shown, newest first`;
+    if (!rowsDirty) return;
+    rowsDirty = false;
+    const total = filter.state ? (counts.get(filter.state) ?? 0) : jobs.size;
+    const visible: Job[] = [];
+    for (const j of order) {
+      if (visible.length === ROWS) break;
+      if (!filter.state || stateName(j.state) === filter.state) visible.push(j);
+    }
+    shownEl.textContent = `${visible.length} of ${total} shown, newest first`;
     rowsEl.innerHTML = visible
-      .slice(0, ROWS)
       .map((j) => {
         const cp = j.kubeCopyProgress;
         const copy = cp ? bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize) : "";
@@ -190,8 +232,8 @@ function listView(filter: ListFilter) {
     (token) => client.watchJobs({ where: whereText, resumeToken: token }),
     (event) => {
       if (event.type === JobEventType.HEARTBEAT || event.type === JobEventType.SYNCED || !event.job) return;
-      if (event.type === JobEventType.DELETED) jobs.delete(event.job.id);
-      else jobs.set(event.job.id, event.job);
+      if (event.type === JobEventType.DELETED) remove(event.job.id);
+      else put(event.job);
       schedule();
     },
     () => gen === generation,

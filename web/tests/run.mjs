@@ -4,8 +4,11 @@ import { build } from "esbuild";
 import { readdirSync, rmSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 
-const only = process.argv.slice(2);
-const tests = readdirSync("tests").filter((f) => f.endsWith(".test.ts") && (!only.length || only.some((o) => f.includes(o))));
+// `node tests/run.mjs --bench` runs the *.bench.ts measurements instead of the tests.
+const bench = process.argv.includes("--bench");
+const only = process.argv.slice(2).filter((a) => a !== "--bench");
+const suffix = bench ? ".bench.ts" : ".test.ts";
+const tests = readdirSync("tests").filter((f) => f.endsWith(suffix) && (!only.length || only.some((o) => f.includes(o))));
 rmSync(".test-build", { recursive: true, force: true });
 await build({
   entryPoints: tests.map((t) => `tests/${t}`),
@@ -19,5 +22,6 @@ await build({
   logLevel: "warning",
 });
 const files = tests.map((t) => `.test-build/${t.replace(/\.ts$/, ".mjs")}`);
-const run = spawnSync(process.execPath, ["--test", "--test-concurrency=1", ...files], { stdio: "inherit" });
+const args = bench ? files : ["--test", "--test-concurrency=1", ...files];
+const run = spawnSync(process.execPath, args, { stdio: "inherit" });
 process.exit(run.status ?? 1);
