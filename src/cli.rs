@@ -415,3 +415,107 @@ pub async fn jobs(command: JobsCommand) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The database the key commands work on: as `serve` finds it.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArg {
+    /// Database (as for `serve`); falls back to DATABASE_URL, then `jobtrack.db`.
+    #[arg(long, env = "JOBTRACK_DATABASE")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArg {
+    fn url(&self) -> String {
+        self.database
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "jobtrack.db".to_string())
+    }
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum KeysCommand {
+    /// Creates a key and prints it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer (read, watch), operator (+ cancel), executor (create, update, report), admin.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Lists the keys (never their secrets).
+    List {
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Revokes a key by its id; servers stop accepting it within a few seconds.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+pub async fn keys(command: KeysCommand) -> Result<(), String> {
+    let url = match &command {
+        KeysCommand::Create { database, .. }
+        | KeysCommand::List { database }
+        | KeysCommand::Revoke { database, .. } => database.url(),
+    };
+    let store = crate::store::Store::open(&url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = crate::domain::now_micros();
+    let outcome = match command {
+        KeysCommand::Create { name, role, .. } => {
+            let role = crate::auth::Role::parse(&role).ok_or_else(|| {
+                format!("unknown role {role:?}: use viewer, operator, executor or admin")
+            })?;
+            if name.trim().is_empty() {
+                return Err("--name must not be empty".into());
+            }
+            let (key, secret) = crate::auth::generate(name.trim(), role, now);
+            store.create_key(&key).await.map_err(|e| e.to_string())?;
+            println!("{secret}");
+            eprintln!(
+                "key {} ({}, {}) created; it is shown only this once",
+                key.id,
+                key.name,
+                role.as_str()
+            );
+            Ok(())
+        }
+        KeysCommand::List { .. } => {
+            for key in store.list_keys().await.map_err(|e| e.to_string())? {
+                println!(
+                    "{}  {:<9} {:<24} {}",
+                    key.id,
+                    key.role.as_str(),
+                    key.name,
+                    if key.revoked.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { id, .. } => {
+            if store
+                .revoke_key(&id, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("key {id} revoked");
+                Ok(())
+            } else {
+                Err(format!("no key {id}"))
+            }
+        }
+    };
+    store.close().await;
+    outcome
+}

@@ -16,7 +16,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve gRPC (JobService, health, reflection) and /metrics on one port.
+    /// Serve gRPC, gRPC-web, the REST gateway, the dashboard and /metrics on one port.
     Serve(ServeArgs),
     /// Load-test a running server and print throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
@@ -28,6 +28,9 @@ pub enum Command {
     Jobs(crate::cli::JobsCommand),
     /// Demo executor: drives realistic jobs through their life cycles against a server.
     Simulate(crate::cli::SimulateArgs),
+    /// API keys in the database: create (prints the key once), list, revoke.
+    #[command(subcommand)]
+    Keys(crate::cli::KeysCommand),
 }
 
 #[derive(Args, Clone, Debug)]

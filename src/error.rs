@@ -18,6 +18,12 @@ pub enum Error {
     /// A non-empty etag that no longer matches (optimistic concurrency).
     #[error("{0}")]
     Aborted(String),
+    /// No valid API key (missing, malformed, unknown or revoked).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The key's role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store cannot be reached right now; the call may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -34,6 +40,8 @@ pub enum ErrorKind {
     AlreadyExists,
     FailedPrecondition,
     Aborted,
+    Unauthenticated,
+    PermissionDenied,
     Unavailable,
     Internal,
 }
@@ -50,6 +58,8 @@ impl Error {
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::Aborted(_) => ErrorKind::Aborted,
+            Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
         }

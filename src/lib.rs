@@ -15,6 +15,7 @@
 //!   generator.
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
         Command::Watch(args) => jobtrack::cli::watch(args).await,
         Command::Jobs(command) => jobtrack::cli::jobs(command).await,
         Command::Simulate(args) => jobtrack::simulate::run(args).await,
+        Command::Keys(command) => jobtrack::cli::keys(command).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -222,6 +222,27 @@ impl Store {
         }
     }
 
+    pub async fn create_key(&self, key: &crate::auth::ApiKey) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.create_key(key).await,
+            Store::Postgres(s) => s.create_key(key).await,
+        }
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
+        match self {
+            Store::Sqlite(s) => s.list_keys().await,
+            Store::Postgres(s) => s.list_keys().await,
+        }
+    }
+
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
+        match self {
+            Store::Sqlite(s) => s.revoke_key(id, now).await,
+            Store::Postgres(s) => s.revoke_key(id, now).await,
+        }
+    }
+
     /// Whether the store answers a trivial query (for health checks).
     pub async fn ping(&self) -> Result<()> {
         match self {

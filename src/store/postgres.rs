@@ -666,6 +666,55 @@ impl PgStore {
         Ok(result.rows_affected())
     }
 
+    /// Stores a new API key (its hash only).
+    pub async fn create_key(&self, key: &crate::auth::ApiKey) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, role, hash, created) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(&key.hash)
+        .bind(key.created)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
+        let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, role, hash, created, revoked)| {
+                let role = crate::auth::Role::parse(&role).ok_or_else(|| {
+                    Error::Internal(format!("unreadable role {role:?} of key {id}"))
+                })?;
+                Ok(crate::auth::ApiKey {
+                    id,
+                    name,
+                    role,
+                    hash,
+                    created,
+                    revoked,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a key; false if there is no such key.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked = coalesce(revoked, $1) WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
         Ok(())

@@ -464,6 +464,53 @@ impl SqliteStore {
             .map_err(|_| Error::Unavailable("the store is shutting down".into()))?
     }
 
+    /// Stores a new API key (its hash only).
+    pub async fn create_key(&self, key: &crate::auth::ApiKey) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys (id, name, role, hash, created) VALUES (?, ?, ?, ?, ?)")
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(key.role.as_str())
+            .bind(&key.hash)
+            .bind(key.created)
+            .execute(&self.inner.readers)
+            .await?;
+        Ok(())
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
+        let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
+        )
+        .fetch_all(&self.inner.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(id, name, role, hash, created, revoked)| {
+                let role = crate::auth::Role::parse(&role).ok_or_else(|| {
+                    Error::Internal(format!("unreadable role {role:?} of key {id}"))
+                })?;
+                Ok(crate::auth::ApiKey {
+                    id,
+                    name,
+                    role,
+                    hash,
+                    created,
+                    revoked,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a key; false if there is no such key.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked = coalesce(revoked, ?) WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.inner.readers)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.inner.readers).await?;
         Ok(())

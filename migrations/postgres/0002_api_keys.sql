@@ -1,0 +1,9 @@
+-- API keys: only the SHA-256 of each key's secret is stored.
+CREATE TABLE api_keys (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    revoked BIGINT
+);

@@ -1,0 +1,303 @@
+//! Who may do what: API keys with roles, one policy for every transport.
+//!
+//! A key looks like `jt_<id>_<secret>`: the id (16 hex) finds the key, the secret (43 base64url
+//! characters, 256 random bits) proves it. Only SHA-256 of the secret is stored; with 256 bits of
+//! entropy a fast hash is enough (there is nothing to guess), and hashes compare in constant time.
+//! Transports pass the `Authorization: Bearer <key>` value to [`Keys::authenticate`] and each
+//! application method asks the resulting [`Principal`] for the one [`Permission`] it needs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Read and watch.
+    Viewer,
+    /// Viewer, and cancel.
+    Operator,
+    /// Create and update jobs, report PVC progress (and read, to do so).
+    Executor,
+    /// Everything, including delete.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Executor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Executor => "executor",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn allows(self, permission: Permission) -> bool {
+        match permission {
+            Permission::Read => true,
+            Permission::Cancel => matches!(self, Role::Operator | Role::Admin),
+            Permission::Write => matches!(self, Role::Executor | Role::Admin),
+            Permission::Delete => self == Role::Admin,
+        }
+    }
+}
+
+/// What an operation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// Get, list, watch.
+    Read,
+    /// CancelJob.
+    Cancel,
+    /// CreateJob, UpdateJob, ReportPvcProgress.
+    Write,
+    /// DeleteJob.
+    Delete,
+}
+
+impl Permission {
+    fn describe(self) -> &'static str {
+        match self {
+            Permission::Read => "read jobs",
+            Permission::Cancel => "cancel jobs (operator or admin)",
+            Permission::Write => "create and update jobs (executor or admin)",
+            Permission::Delete => "delete jobs (admin)",
+        }
+    }
+}
+
+/// A stored key (its secret only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// Microseconds since the epoch.
+    pub created: i64,
+    pub revoked: Option<i64>,
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// Authentication is off (a loopback server without keys, or `--insecure-no-auth`).
+    Anyone,
+    Key {
+        id: String,
+        name: String,
+        role: Role,
+    },
+}
+
+impl Principal {
+    /// `Ok` if this caller may do `permission`, else PERMISSION_DENIED.
+    pub fn require(&self, permission: Permission) -> Result<()> {
+        match self {
+            Principal::Anyone => Ok(()),
+            Principal::Key { name, role, .. } if !role.allows(permission) => {
+                Err(Error::PermissionDenied(format!(
+                    "key {name:?} has the role {}, which may not {}",
+                    role.as_str(),
+                    permission.describe()
+                )))
+            }
+            Principal::Key { .. } => Ok(()),
+        }
+    }
+
+    /// How activity lines name this caller.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Principal::Anyone => None,
+            Principal::Key { name, id, .. } => Some(format!("key {name:?} ({id})")),
+        }
+    }
+}
+
+/// Makes a new key: (stored record without name/role filled by the caller, the key to show once).
+pub fn generate(name: &str, role: Role, now: i64) -> (ApiKey, String) {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    // Without an entropy source there is no safe key: fail loudly rather than make a weak one.
+    getrandom::fill(&mut id).expect("the operating system's random source");
+    getrandom::fill(&mut secret).expect("the operating system's random source");
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = URL_SAFE_NO_PAD.encode(secret);
+    let key = ApiKey {
+        id: id.clone(),
+        name: name.to_string(),
+        role,
+        hash: hash(&secret),
+        created: now,
+        revoked: None,
+    };
+    (key, format!("jt_{id}_{secret}"))
+}
+
+fn hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equal in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The keys the server knows, refreshed from the store; and whether they are required.
+#[derive(Clone)]
+pub struct Keys {
+    inner: Arc<RwLock<HashMap<String, ApiKey>>>,
+    /// False: authentication is off and every caller is [`Principal::Anyone`].
+    required: Arc<std::sync::atomic::AtomicBool>,
+    forced_off: bool,
+}
+
+impl Keys {
+    /// `off`: `--insecure-no-auth`.
+    pub fn new(off: bool) -> Keys {
+        Keys {
+            inner: Arc::default(),
+            required: Arc::default(),
+            forced_off: off,
+        }
+    }
+
+    /// Replaces the known keys; keys are required as soon as one live key exists.
+    pub fn replace(&self, keys: Vec<ApiKey>) {
+        let live = keys.iter().any(|k| k.revoked.is_none());
+        let map = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = map;
+        self.required.store(
+            live && !self.forced_off,
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
+    pub fn required(&self) -> bool {
+        self.required.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The caller named by an `Authorization` header value (`Bearer jt_...`).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        if !self.required() {
+            return Ok(Principal::Anyone);
+        }
+        let missing = || {
+            Error::Unauthenticated(
+                "this server requires an API key: send `Authorization: Bearer <key>`".into(),
+            )
+        };
+        let value = authorization.ok_or_else(missing)?.trim();
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                Error::Unauthenticated("the Authorization header must be `Bearer <key>`".into())
+            })?
+            .trim();
+        let malformed = || Error::Unauthenticated("the API key is malformed".into());
+        let rest = token.strip_prefix("jt_").ok_or_else(malformed)?;
+        let (id, secret) = rest.split_once('_').ok_or_else(malformed)?;
+        let keys = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let unknown = || Error::Unauthenticated("unknown or revoked API key".into());
+        let key = keys.get(id).ok_or_else(unknown)?;
+        if !constant_time_eq(key.hash.as_bytes(), hash(secret).as_bytes()) || key.revoked.is_some()
+        {
+            return Err(unknown());
+        }
+        Ok(Principal::Key {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            role: key.role,
+        })
+    }
+
+    /// Whether a principal authenticated earlier still may call (its key not revoked since).
+    pub fn still_valid(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Anyone => !self.required(),
+            Principal::Key { id, .. } => self
+                .inner
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .is_some_and(|k| k.revoked.is_none()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_the_issue_says() {
+        use Permission::*;
+        let table = [
+            (Role::Viewer, [true, false, false, false]),
+            (Role::Operator, [true, true, false, false]),
+            (Role::Executor, [true, false, true, false]),
+            (Role::Admin, [true, true, true, true]),
+        ];
+        for (role, allowed) in table {
+            for (p, a) in [Read, Cancel, Write, Delete].into_iter().zip(allowed) {
+                assert_eq!(role.allows(p), a, "{role:?} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_authenticates_until_revoked_and_nothing_else_does() {
+        let keys = Keys::new(false);
+        let (mut stored, shown) = generate("ci", Role::Viewer, 1);
+        assert!(!shown.contains(&stored.hash));
+        keys.replace(vec![stored.clone()]);
+        let header = format!("Bearer {shown}");
+        let principal = keys.authenticate(Some(&header)).expect("valid");
+        assert!(matches!(
+            principal,
+            Principal::Key {
+                role: Role::Viewer,
+                ..
+            }
+        ));
+        for bad in [
+            None,
+            Some("Bearer"),
+            Some("Basic abc"),
+            Some("Bearer jt_x"),
+            Some("Bearer jt_00_00"),
+        ] {
+            assert!(
+                matches!(keys.authenticate(bad), Err(Error::Unauthenticated(_))),
+                "{bad:?}"
+            );
+        }
+        let wrong = format!("Bearer jt_{}_{}", stored.id, "A".repeat(43));
+        assert!(keys.authenticate(Some(&wrong)).is_err());
+        stored.revoked = Some(2);
+        keys.replace(vec![stored]);
+        // No live key left: authentication is off again.
+        assert_eq!(
+            keys.authenticate(Some(&header)).expect("off"),
+            Principal::Anyone
+        );
+    }
+}
