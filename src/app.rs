@@ -1,6 +1,7 @@
 //! The application layer: one method per operation, called by every transport, so that each rule
 //! exists once. Parses ids and queries, then lets the store run the change through the domain.
 
+use crate::auth::{Keys, Permission, Principal};
 use crate::domain::query::{CmpOp, Filter, ListQuery, PageAt, Value};
 use crate::domain::{Job, JobChange, JobUpdate, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
@@ -10,9 +11,10 @@ use crate::watch::{JobHub, WatchEvent};
 /// A watch stream's events, as the hub produces them.
 pub type Events = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 
-/// Who is calling, for activity lines ("Job cancelled by ...").
+/// Who is calling: the key (and so the role) and how activity lines name them.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    pub principal: Principal,
     pub description: String,
 }
 
@@ -22,15 +24,37 @@ pub struct App {
     hub: JobHub,
     /// Largest page a list returns; larger requests are clamped to it.
     max_page_size: usize,
+    keys: Keys,
 }
 
 impl App {
-    pub fn new(store: Store, hub: JobHub, max_page_size: usize) -> Self {
+    pub fn new(store: Store, hub: JobHub, max_page_size: usize, keys: Keys) -> Self {
         App {
             store,
             hub,
             max_page_size,
+            keys,
         }
+    }
+
+    /// The caller of a request with this `Authorization` header from this peer: the one
+    /// authentication step of every transport.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<std::net::SocketAddr>,
+        transport: &str,
+    ) -> Result<Caller> {
+        let principal = self.keys.authenticate(authorization)?;
+        let description = match (principal.describe(), peer) {
+            (Some(key), _) => key,
+            (None, Some(addr)) => format!("an anonymous {transport} client at {addr}"),
+            (None, None) => format!("an anonymous {transport} client"),
+        };
+        Ok(Caller {
+            principal,
+            description,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -38,12 +62,14 @@ impl App {
     }
 
     #[tracing::instrument(skip_all)]
-    pub async fn create_job(&self, job: NewJob) -> Result<Job> {
+    pub async fn create_job(&self, caller: &Caller, job: NewJob) -> Result<Job> {
+        caller.principal.require(Permission::Write)?;
         self.store.create_job(job).await
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn get_job(&self, id: &str) -> Result<Job> {
+    pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<Job> {
+        caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
         self.store
             .get_job(&id)
@@ -54,17 +80,26 @@ impl App {
     #[tracing::instrument(skip(self))]
     pub async fn list_jobs(
         &self,
+        caller: &Caller,
         where_: &str,
         sort: &str,
         page_size: i32,
         at: PageAt<'_>,
     ) -> Result<Page<Job>> {
+        caller.principal.require(Permission::Read)?;
         let query = ListQuery::<Job>::parse(where_, sort, page_size, at, self.max_page_size, None)?;
         self.store.list_jobs(&query).await
     }
 
     #[tracing::instrument(skip(self, update))]
-    pub async fn update_job(&self, id: &str, update: JobUpdate, etag: &str) -> Result<Job> {
+    pub async fn update_job(
+        &self,
+        caller: &Caller,
+        id: &str,
+        update: JobUpdate,
+        etag: &str,
+    ) -> Result<Job> {
+        caller.principal.require(Permission::Write)?;
         let id = ObjectId::parse("job.id", id)?;
         self.store
             .change_job(id, non_empty(etag), JobChange::Update(update))
@@ -72,7 +107,8 @@ impl App {
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn delete_job(&self, id: &str, etag: &str) -> Result<Job> {
+    pub async fn delete_job(&self, caller: &Caller, id: &str, etag: &str) -> Result<Job> {
+        caller.principal.require(Permission::Delete)?;
         let id = ObjectId::parse("job id", id)?;
         self.store.delete_job(id, non_empty(etag)).await
     }
@@ -80,6 +116,7 @@ impl App {
     /// Cancels the job; with `etag`, only if the job is still at that etag.
     #[tracing::instrument(skip(self))]
     pub async fn cancel_job(&self, id: &str, caller: &Caller, etag: Option<&str>) -> Result<Job> {
+        caller.principal.require(Permission::Cancel)?;
         let id = ObjectId::parse("job id", id)?;
         let change = JobChange::Cancel {
             by: caller.description.clone(),
@@ -90,13 +127,19 @@ impl App {
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %report.job_id))]
-    pub async fn report_pvc_progress(&self, report: PvcReport) -> Result<PvcProgress> {
+    pub async fn report_pvc_progress(
+        &self,
+        caller: &Caller,
+        report: PvcReport,
+    ) -> Result<PvcProgress> {
+        caller.principal.require(Permission::Write)?;
         report.validate()?;
         Ok(self.store.report_pvc(report).await?.pvc)
     }
 
     #[tracing::instrument(skip(self))]
-    pub async fn get_pvc_progress(&self, id: &str) -> Result<PvcProgress> {
+    pub async fn get_pvc_progress(&self, caller: &Caller, id: &str) -> Result<PvcProgress> {
+        caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("PVC progress id", id)?;
         self.store
             .get_pvc(&id)
@@ -108,12 +151,14 @@ impl App {
     #[tracing::instrument(skip(self))]
     pub async fn list_pvc_progress(
         &self,
+        caller: &Caller,
         job_id: &str,
         where_: &str,
         sort: &str,
         page_size: i32,
         at: PageAt<'_>,
     ) -> Result<Page<PvcProgress>> {
+        caller.principal.require(Permission::Read)?;
         let scope = if job_id.is_empty() {
             None
         } else {
@@ -139,18 +184,57 @@ impl App {
 impl App {
     /// WatchJob: the job's snapshot (or the changes since `resume_token`), SYNCED, then every change.
     #[tracing::instrument(skip(self))]
-    pub async fn watch_job(&self, id: &str, resume_token: &str) -> Result<Events> {
+    pub async fn watch_job(&self, caller: &Caller, id: &str, resume_token: &str) -> Result<Events> {
+        caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
-        self.hub.watch_job(id, resume_token).await
+        Ok(self.guard(caller, self.hub.watch_job(id, resume_token).await?))
     }
 
     /// WatchJobs: every job matching `where_`, with the same guarantees.
     #[tracing::instrument(skip(self))]
-    pub async fn watch_jobs(&self, where_: &str, resume_token: &str) -> Result<Events> {
+    pub async fn watch_jobs(
+        &self,
+        caller: &Caller,
+        where_: &str,
+        resume_token: &str,
+    ) -> Result<Events> {
+        caller.principal.require(Permission::Read)?;
         let filter = crate::domain::query::parse_where::<Job>(where_)?;
-        self.hub.watch_jobs(filter, resume_token).await
+        Ok(self.guard(caller, self.hub.watch_jobs(filter, resume_token).await?))
+    }
+
+    /// A stream opened with a key ends (UNAUTHENTICATED) within a second or two of the key's
+    /// revocation; without keys, the stream is passed through untouched.
+    fn guard(&self, caller: &Caller, mut events: Events) -> Events {
+        if caller.principal == Principal::Anyone {
+            return events;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (keys, principal) = (self.keys.clone(), caller.principal.clone());
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(KEY_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => if tx.send(event).await.is_err() { return },
+                        None => return,
+                    },
+                    _ = check.tick() => if !keys.still_valid(&principal) {
+                        let _ = tx.send(Err(Error::Unauthenticated(
+                            "the API key of this stream was revoked".into(),
+                        ))).await;
+                        return;
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        rx
     }
 }
+
+/// How often an open watch stream re-checks its key (keys are reloaded every second).
+const KEY_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())

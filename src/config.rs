@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// `*` allows any. Default: none, so only pages served by this server itself (same origin).
     #[arg(long, env = "JOBTRACK_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
+
+    /// Serve without API keys on a non-loopback address (and ignore keys that exist). Without
+    /// it, such a server refuses to start until a key exists (`jobtrack keys create`).
+    #[arg(long, env = "JOBTRACK_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 /// What the server needs to start; tests build it directly.
@@ -92,6 +97,8 @@ pub struct Config {
     pub health_check_interval: std::time::Duration,
     /// Cross-origin callers allowed (`*`: any); empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// Authentication off whatever keys exist.
+    pub insecure_no_auth: bool,
 }
 
 impl ServeArgs {
@@ -117,6 +124,7 @@ impl ServeArgs {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            insecure_no_auth: self.insecure_no_auth,
         }
     }
 }
@@ -135,6 +143,7 @@ impl Config {
             history_prune_interval: std::time::Duration::from_secs(60),
             health_check_interval: std::time::Duration::from_secs(2),
             cors_origins: Vec::new(),
+            insecure_no_auth: false,
         }
     }
 }

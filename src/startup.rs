@@ -40,6 +40,7 @@ pub struct Application {
     health: tonic_health::server::HealthReporter,
     shutdown_grace: Duration,
     health_every: Duration,
+    keys: crate::auth::Keys,
 }
 
 impl Application {
@@ -55,7 +56,9 @@ impl Application {
             },
             watchers_stopped,
         );
-        let app = App::new(store.clone(), hub, config.max_page_size);
+        let keys = crate::auth::Keys::new(config.insecure_no_auth);
+        keys.replace(store.list_keys().await?);
+        let app = App::new(store.clone(), hub, config.max_page_size, keys.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -112,6 +115,7 @@ impl Application {
             None => router,
         };
 
+        check_auth_is_safe(&config, &keys)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -132,6 +136,7 @@ impl Application {
             health,
             shutdown_grace: config.shutdown_grace,
             health_every: config.health_check_interval,
+            keys,
         })
     }
 
@@ -155,10 +160,12 @@ impl Application {
             health,
             shutdown_grace,
             health_every,
+            keys,
         } = self;
         tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, REST /api/v1, /metrics)");
 
         let monitor = tokio::spawn(monitor_health(store.clone(), health, health_every));
+        let key_refresher = tokio::spawn(refresh_keys(store.clone(), keys.clone()));
         let pruner = tokio::spawn(prune_history(store.clone(), history));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
@@ -211,6 +218,7 @@ impl Application {
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         drop(listener);
         monitor.abort();
+        key_refresher.abort();
         pruner.abort();
         // Watch streams never finish by themselves: end them first, so connections can close.
         let _ = stop_watchers.send(true);
@@ -291,6 +299,44 @@ async fn monitor_health(
             health
                 .set_service_status("jobtrack.v1.JobService", status)
                 .await;
+        }
+    }
+}
+
+/// Safe by default: a server reachable from other machines needs API keys unless told
+/// `--insecure-no-auth`; on loopback it may run without (and says so).
+fn check_auth_is_safe(config: &Config, keys: &crate::auth::Keys) -> Result<()> {
+    let loopback = config
+        .listen
+        .parse::<SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| config.listen.starts_with("localhost:"));
+    if keys.required() {
+        tracing::info!("API keys required on every interface");
+    } else if config.insecure_no_auth {
+        tracing::warn!("--insecure-no-auth: every caller may do everything");
+    } else if loopback {
+        tracing::warn!(
+            "no API keys exist: authentication is off (allowed on a loopback address); create one with `jobtrack keys create`"
+        );
+    } else {
+        return Err(Error::invalid(format!(
+            "refusing to serve {} without API keys: create one with `jobtrack keys create --name <name> --role admin`, or pass --insecure-no-auth",
+            config.listen
+        )));
+    }
+    Ok(())
+}
+
+/// Reloads the keys every second, so a created or revoked key takes effect on every replica.
+async fn refresh_keys(store: Store, keys: crate::auth::Keys) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match store.list_keys().await {
+            Ok(list) => keys.replace(list),
+            Err(e) => {
+                tracing::debug!(error = %e, "reloading API keys failed; keeping the last ones")
+            }
         }
     }
 }

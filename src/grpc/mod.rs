@@ -75,12 +75,13 @@ impl GrpcJobService {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Caller {
-    let description = match request.remote_addr() {
-        Some(addr) => format!("an anonymous client at {addr}"),
-        None => "an anonymous client".to_string(),
-    };
-    Caller { description }
+/// Authenticates a request from its `authorization` metadata (a header for gRPC-web).
+fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Error> {
+    let authorization = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    app.authenticate(authorization, request.remote_addr(), "gRPC")
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -115,10 +116,12 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&self.app, &request);
         let job = request.into_inner().job;
         self.call(0, async {
+            let caller = caller?;
             Ok(job_to_pb(
-                &self.app.create_job(new_job_from_pb(job)?).await?,
+                &self.app.create_job(&caller, new_job_from_pb(job)?).await?,
             ))
         })
         .await
@@ -128,20 +131,27 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(1, async { Ok(job_to_pb(&self.app.get_job(&r.id).await?)) })
-            .await
+        self.call(1, async {
+            let caller = caller?;
+            Ok(job_to_pb(&self.app.get_job(&caller, &r.id).await?))
+        })
+        .await
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(2, async {
+            let caller = caller?;
             let page = self
                 .app
                 .list_jobs(
+                    &caller,
                     &r.r#where,
                     &r.sort,
                     r.page_size,
@@ -161,10 +171,14 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::UpdateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(3, async {
+            let caller = caller?;
             let (id, update) = update_from_pb(r.job, r.update_mask, r.append_activity)?;
-            Ok(job_to_pb(&self.app.update_job(&id, update, &r.etag).await?))
+            Ok(job_to_pb(
+                &self.app.update_job(&caller, &id, update, &r.etag).await?,
+            ))
         })
         .await
     }
@@ -173,9 +187,11 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(4, async {
-            self.app.delete_job(&r.id, &r.etag).await?;
+            let caller = caller?;
+            self.app.delete_job(&caller, &r.id, &r.etag).await?;
             Ok(())
         })
         .await
@@ -185,9 +201,10 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let caller = caller(&request);
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(5, async {
+            let caller = caller?;
             Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller, None).await?))
         })
         .await
@@ -199,10 +216,12 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(6, async {
+            let caller = caller?;
             Ok(event_stream(
-                self.app.watch_job(&r.id, &r.resume_token).await?,
+                self.app.watch_job(&caller, &r.id, &r.resume_token).await?,
             ))
         })
         .await
@@ -214,10 +233,14 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(7, async {
+            let caller = caller?;
             Ok(event_stream(
-                self.app.watch_jobs(&r.r#where, &r.resume_token).await?,
+                self.app
+                    .watch_jobs(&caller, &r.r#where, &r.resume_token)
+                    .await?,
             ))
         })
         .await
@@ -227,10 +250,15 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::ReportPvcProgressRequest>,
     ) -> Result<Response<pb::PvcProgress>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(8, async {
+            let caller = caller?;
             Ok(pvc_to_pb(
-                &self.app.report_pvc_progress(report_from_pb(r.pvc)?).await?,
+                &self
+                    .app
+                    .report_pvc_progress(&caller, report_from_pb(r.pvc)?)
+                    .await?,
             ))
         })
         .await
@@ -240,9 +268,11 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::GetPvcProgressRequest>,
     ) -> Result<Response<pb::PvcProgress>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(9, async {
-            Ok(pvc_to_pb(&self.app.get_pvc_progress(&r.id).await?))
+            let caller = caller?;
+            Ok(pvc_to_pb(&self.app.get_pvc_progress(&caller, &r.id).await?))
         })
         .await
     }
@@ -251,11 +281,14 @@ impl JobService for GrpcJobService {
         &self,
         request: Request<pb::ListPvcProgressRequest>,
     ) -> Result<Response<pb::ListPvcProgressResponse>, Status> {
+        let caller = caller(&self.app, &request);
         let r = request.into_inner();
         self.call(10, async {
+            let caller = caller?;
             let page = self
                 .app
                 .list_pvc_progress(
+                    &caller,
                     &r.job_id,
                     &r.r#where,
                     &r.sort,

@@ -203,6 +203,19 @@ fn method_not_allowed(methods: &'static str) -> Response {
     response
 }
 
+/// Authenticates a request from its `Authorization` header: the same step as gRPC's.
+fn caller(rest: &Rest, request: &Request) -> Result<Caller, ApiError> {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let peer = request
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr);
+    Ok(rest.app.authenticate(authorization, peer, "REST")?)
+}
+
 /// The id of an item route. A malformed id names no item: 404, as the framework answers.
 fn item_id(what: &str, path: Result<Path<String>, PathRejection>) -> Result<ObjectId, ApiError> {
     let Ok(Path(raw)) = path else {
@@ -215,11 +228,13 @@ fn item_id(what: &str, path: Result<Path<String>, PathRejection>) -> Result<Obje
 }
 
 async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
+    let caller = caller(&rest, &request)?;
     let params = ListParams::parse(request.uri().query())?;
     let projection = Projection::parse(&params.projection, render::JOB_FIELDS)?;
     let page = rest
         .app
         .list_jobs(
+            &caller,
             &params.where_,
             &params.sort,
             params.max_results,
@@ -269,11 +284,13 @@ async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
 }
 
 async fn list_pvcs(State(rest): State<Rest>, request: Request) -> ApiResult {
+    let caller = caller(&rest, &request)?;
     let params = ListParams::parse(request.uri().query())?;
     let projection = Projection::parse(&params.projection, render::PVC_FIELDS)?;
     let page = rest
         .app
         .list_pvc_progress(
+            &caller,
             "",
             &params.where_,
             &params.sort,
@@ -326,8 +343,9 @@ async fn get_job(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> ApiResult {
+    let caller = caller(&rest, &request)?;
     let id = item_id("job", path)?;
-    let job = rest.app.get_job(id.as_str()).await?;
+    let job = rest.app.get_job(&caller, id.as_str()).await?;
     let projection = item_projection(&request, render::JOB_FIELDS)?;
     Ok(item_response(
         request.headers(),
@@ -342,8 +360,9 @@ async fn get_pvc(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> ApiResult {
+    let caller = caller(&rest, &request)?;
     let id = item_id("PVC progress record", path)?;
-    let pvc = rest.app.get_pvc_progress(id.as_str()).await?;
+    let pvc = rest.app.get_pvc_progress(&caller, id.as_str()).await?;
     let projection = item_projection(&request, render::PVC_FIELDS)?;
     Ok(item_response(
         request.headers(),
@@ -405,6 +424,7 @@ async fn cancel_job(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> ApiResult {
+    let caller = caller(&rest, &request)?;
     let id = item_id("job", path)?;
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -426,16 +446,6 @@ async fn cancel_job(
     let etag = match parts.headers.get(header::IF_MATCH) {
         None => None,
         Some(value) => if_match(value)?,
-    };
-    let caller = Caller {
-        description: match parts
-            .extensions
-            .get::<TcpConnectInfo>()
-            .and_then(|i| i.remote_addr)
-        {
-            Some(addr) => format!("a REST client at {addr}"),
-            None => "a REST client".to_string(),
-        },
     };
     let job: Job = rest
         .app
