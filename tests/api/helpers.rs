@@ -124,6 +124,11 @@ pub async fn connect(addr: SocketAddr) -> JobServiceClient<Channel> {
 }
 
 impl TestApp {
+    /// Keeps a database alive as long as the app (for apps started with [`spawn_app_on`]).
+    pub fn keep(&mut self, db: TestDb) {
+        self._db = Some(db);
+    }
+
     pub fn client(&self) -> JobServiceClient<Channel> {
         self.client.clone()
     }

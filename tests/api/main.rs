@@ -1,6 +1,7 @@
 //! One test binary: every test starts the real server on port 0 against a fresh SQLite file and
 //! talks to it with a real tonic client.
 
+mod auth;
 mod bad_input;
 mod cancel;
 mod cli;
