@@ -11,11 +11,23 @@ use crate::watch::{JobHub, WatchEvent};
 /// A watch stream's events, as the hub produces them.
 pub type Events = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
 
-/// Who is calling: the key (and so the role) and how activity lines name them.
+/// Who is calling: the key (and so the role), and from where.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub principal: Principal,
-    pub description: String,
+    pub peer: Option<std::net::SocketAddr>,
+    pub transport: &'static str,
+}
+
+impl Caller {
+    /// How activity lines name the caller ("Job cancelled by ...").
+    pub fn description(&self) -> String {
+        match (self.principal.describe(), self.peer) {
+            (Some(key), _) => key,
+            (None, Some(addr)) => format!("an anonymous {} client at {addr}", self.transport),
+            (None, None) => format!("an anonymous {} client", self.transport),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -43,17 +55,12 @@ impl App {
         &self,
         authorization: Option<&str>,
         peer: Option<std::net::SocketAddr>,
-        transport: &str,
+        transport: &'static str,
     ) -> Result<Caller> {
-        let principal = self.keys.authenticate(authorization)?;
-        let description = match (principal.describe(), peer) {
-            (Some(key), _) => key,
-            (None, Some(addr)) => format!("an anonymous {transport} client at {addr}"),
-            (None, None) => format!("an anonymous {transport} client"),
-        };
         Ok(Caller {
-            principal,
-            description,
+            principal: self.keys.authenticate(authorization)?,
+            peer,
+            transport,
         })
     }
 
@@ -119,7 +126,7 @@ impl App {
         caller.principal.require(Permission::Cancel)?;
         let id = ObjectId::parse("job id", id)?;
         let change = JobChange::Cancel {
-            by: caller.description.clone(),
+            by: caller.description(),
         };
         self.store
             .change_job(id, etag.map(str::to_string), change)

@@ -96,11 +96,16 @@ pub struct ApiKey {
 pub enum Principal {
     /// Authentication is off (a loopback server without keys, or `--insecure-no-auth`).
     Anyone,
-    Key {
-        id: String,
-        name: String,
-        role: Role,
-    },
+    /// Shared, so authenticating a call allocates nothing.
+    Key(Arc<KeyIdentity>),
+}
+
+/// A key as callers see it: never its secret or hash.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
 }
 
 impl Principal {
@@ -108,14 +113,15 @@ impl Principal {
     pub fn require(&self, permission: Permission) -> Result<()> {
         match self {
             Principal::Anyone => Ok(()),
-            Principal::Key { name, role, .. } if !role.allows(permission) => {
+            Principal::Key(key) if !key.role.allows(permission) => {
                 Err(Error::PermissionDenied(format!(
-                    "key {name:?} has the role {}, which may not {}",
-                    role.as_str(),
+                    "key {:?} has the role {}, which may not {}",
+                    key.name,
+                    key.role.as_str(),
                     permission.describe()
                 )))
             }
-            Principal::Key { .. } => Ok(()),
+            Principal::Key(_) => Ok(()),
         }
     }
 
@@ -123,7 +129,7 @@ impl Principal {
     pub fn describe(&self) -> Option<String> {
         match self {
             Principal::Anyone => None,
-            Principal::Key { name, id, .. } => Some(format!("key {name:?} ({id})")),
+            Principal::Key(key) => Some(format!("key {:?} ({})", key.name, key.id)),
         }
     }
 }
@@ -155,6 +161,25 @@ fn hash(secret: &str) -> String {
         .collect()
 }
 
+/// The stored hex hash as bytes (32 zero bytes, which no secret hashes to, if unreadable).
+fn hash_bytes(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+/// A key as the server checks it: its identity and the hash as bytes.
+struct Known {
+    identity: Arc<KeyIdentity>,
+    hash: [u8; 32],
+    revoked: bool,
+}
+
 /// Equal in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -163,7 +188,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The keys the server knows, refreshed from the store; and whether they are required.
 #[derive(Clone)]
 pub struct Keys {
-    inner: Arc<RwLock<HashMap<String, ApiKey>>>,
+    inner: Arc<RwLock<HashMap<String, Known>>>,
     /// False: authentication is off and every caller is [`Principal::Anyone`].
     required: Arc<std::sync::atomic::AtomicBool>,
     forced_off: bool,
@@ -182,7 +207,21 @@ impl Keys {
     /// Replaces the known keys; keys are required as soon as one live key exists.
     pub fn replace(&self, keys: Vec<ApiKey>) {
         let live = keys.iter().any(|k| k.revoked.is_none());
-        let map = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        let map = keys
+            .into_iter()
+            .map(|k| {
+                let known = Known {
+                    hash: hash_bytes(&k.hash),
+                    revoked: k.revoked.is_some(),
+                    identity: Arc::new(KeyIdentity {
+                        id: k.id.clone(),
+                        name: k.name,
+                        role: k.role,
+                    }),
+                };
+                (k.id, known)
+            })
+            .collect();
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = map;
         self.required.store(
             live && !self.forced_off,
@@ -218,27 +257,23 @@ impl Keys {
         let keys = self.inner.read().unwrap_or_else(|p| p.into_inner());
         let unknown = || Error::Unauthenticated("unknown or revoked API key".into());
         let key = keys.get(id).ok_or_else(unknown)?;
-        if !constant_time_eq(key.hash.as_bytes(), hash(secret).as_bytes()) || key.revoked.is_some()
-        {
+        let presented = Sha256::digest(secret.as_bytes());
+        if !constant_time_eq(&key.hash, &presented[..]) || key.revoked {
             return Err(unknown());
         }
-        Ok(Principal::Key {
-            id: key.id.clone(),
-            name: key.name.clone(),
-            role: key.role,
-        })
+        Ok(Principal::Key(key.identity.clone()))
     }
 
     /// Whether a principal authenticated earlier still may call (its key not revoked since).
     pub fn still_valid(&self, principal: &Principal) -> bool {
         match principal {
             Principal::Anyone => !self.required(),
-            Principal::Key { id, .. } => self
+            Principal::Key(key) => self
                 .inner
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .get(id)
-                .is_some_and(|k| k.revoked.is_none()),
+                .get(&key.id)
+                .is_some_and(|k| !k.revoked),
         }
     }
 }
@@ -271,13 +306,7 @@ mod tests {
         keys.replace(vec![stored.clone()]);
         let header = format!("Bearer {shown}");
         let principal = keys.authenticate(Some(&header)).expect("valid");
-        assert!(matches!(
-            principal,
-            Principal::Key {
-                role: Role::Viewer,
-                ..
-            }
-        ));
+        assert!(matches!(principal, Principal::Key(ref k) if k.role == Role::Viewer));
         for bad in [
             None,
             Some("Bearer"),

@@ -8,10 +8,9 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::pb;
-use crate::pb::job_service_client::JobServiceClient;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchOp {
@@ -135,7 +134,7 @@ fn sample_job(rng: &mut Rng, i: usize, state: Option<pb::JobState>) -> pb::Job {
     }
 }
 
-async fn connect(server: &str, n: usize) -> Result<Vec<JobServiceClient<Channel>>, String> {
+async fn connect(server: &str, n: usize) -> Result<Vec<crate::client::Client>, String> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         // Each Endpoint::connect opens its own TCP connection.
@@ -145,7 +144,7 @@ async fn connect(server: &str, n: usize) -> Result<Vec<JobServiceClient<Channel>
             .connect()
             .await
             .map_err(|e| format!("cannot connect to {server}: {e}"))?;
-        clients.push(JobServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024));
+        clients.push(crate::client::client(channel).max_decoding_message_size(64 * 1024 * 1024));
     }
     Ok(clients)
 }
@@ -355,7 +354,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn seed(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result<(), String> {
+async fn seed(args: &BenchArgs, clients: &[crate::client::Client]) -> Result<(), String> {
     let started = Instant::now();
     let workers = args.concurrency.max(1);
     let mut tasks = Vec::with_capacity(workers);
@@ -499,7 +498,7 @@ fn now_micros() -> i64 {
 
 /// Watch fan-out: delivery latency from the update's send time (carried in the job's message)
 /// to its arrival on each stream.
-async fn fanout(args: &BenchArgs, clients: &[JobServiceClient<Channel>]) -> Result<(), String> {
+async fn fanout(args: &BenchArgs, clients: &[crate::client::Client]) -> Result<(), String> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::pb;
-use crate::pb::job_service_client::JobServiceClient;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServerArg {
@@ -78,14 +77,14 @@ pub struct SimulateArgs {
     pub server: ServerArg,
 }
 
-async fn connect(server: &str) -> Result<JobServiceClient<Channel>, String> {
+async fn connect(server: &str) -> Result<crate::client::Client, String> {
     let channel = Endpoint::from_shared(server.to_string())
         .map_err(|e| format!("bad --server {server:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {server}: {e}"))?;
-    Ok(JobServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(crate::client::client(channel).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 fn rpc_error(status: tonic::Status) -> String {

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::cli::SimulateArgs;
 use crate::pb;
-use crate::pb::job_service_client::JobServiceClient;
 
 /// How a simulated job ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +34,7 @@ const ENDINGS: [Ending; 6] = [
 ];
 
 struct Sim {
-    client: JobServiceClient<Channel>,
+    client: crate::client::Client,
     speed: f64,
     rng: u64,
 }
@@ -373,7 +371,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", args.server.server))?;
-    let client = JobServiceClient::new(channel);
+    let client = crate::client::client(channel);
     loop {
         let mut tasks = Vec::new();
         for index in 0..args.jobs.max(1) {

@@ -1,0 +1,38 @@
+//! The gRPC client of the command line tools (`watch`, `jobs`, `simulate`, `bench`): it sends
+//! the API key from `JOBTRACK_KEY`, when set, as `Authorization: Bearer <key>` on every call.
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::pb::job_service_client::JobServiceClient;
+
+pub type Client = JobServiceClient<InterceptedService<Channel, KeyHeader>>;
+
+/// Adds the key to each request.
+#[derive(Clone)]
+pub struct KeyHeader(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for KeyHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client on `channel` carrying `JOBTRACK_KEY` (if set and well-formed).
+pub fn client(channel: Channel) -> Client {
+    let key = std::env::var("JOBTRACK_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .and_then(|k| format!("Bearer {}", k.trim()).parse().ok());
+    JobServiceClient::with_interceptor(channel, KeyHeader(key))
+}
