@@ -5,7 +5,7 @@
 // page is drawn at most once per animation frame, and the list draws at most ROWS rows, so a
 // list of thousands of jobs with hundreds of updates a second stays smooth.
 
-import { createClient, ConnectError, Code } from "@connectrpc/connect";
+import { createClient, ConnectError, Code, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
@@ -20,7 +20,32 @@ import {
 } from "./gen/jobtrack/v1/jobtrack_pb";
 
 const ROWS = 200;
-const client = createClient(JobService, createGrpcWebTransport({ baseUrl: location.origin }));
+// The API key, when the server requires one: asked for once, kept only for this browser session.
+const KEY = "jobtrack.key";
+const withKey: Interceptor = (next) => async (req) => {
+  const key = sessionStorage.getItem(KEY);
+  if (key) req.header.set("authorization", `Bearer ${key}`);
+  return next(req);
+};
+const client = createClient(
+  JobService,
+  createGrpcWebTransport({ baseUrl: location.origin, interceptors: [withKey] }),
+);
+
+/** Replaces the page with a form asking for an API key; `why` says what went wrong. */
+function askForKey(why: string) {
+  generation++;
+  setStatus("error", "API key needed");
+  app.innerHTML = `<form id="key-form" class="fields" style="max-width:40rem">
+    <div class="muted">API key</div><div><input id="key" type="password" size="60" autocomplete="off" placeholder="jt_..."></div>
+    <div></div><div><button type="submit">Use this key</button> <span class="muted">kept for this browser session only</span></div>
+    <div></div><div id="error">${esc(why)}</div></form>`;
+  (document.getElementById("key-form") as HTMLFormElement).onsubmit = (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, (document.getElementById("key") as HTMLInputElement).value.trim());
+    route();
+  };
+}
 
 const app = document.getElementById("app")!;
 const statusEl = document.getElementById("status")!;
@@ -84,7 +109,11 @@ async function follow(
     } catch (e) {
       if (!active()) return;
       const err = ConnectError.from(e);
-      if (err.code === Code.NotFound || err.code === Code.InvalidArgument) {
+      if (err.code === Code.Unauthenticated) {
+        askForKey(err.rawMessage);
+        return;
+      }
+      if (err.code === Code.NotFound || err.code === Code.InvalidArgument || err.code === Code.PermissionDenied) {
         setStatus("error", err.rawMessage);
         return;
       }
@@ -261,7 +290,9 @@ function jobView(id: string) {
       job = await client.cancelJob({ id: job.id });
       error = "";
     } catch (err) {
-      error = ConnectError.from(err).rawMessage;
+      const e = ConnectError.from(err);
+      // A role without the permission: say what it may not do.
+      error = e.code === Code.PermissionDenied ? `not allowed: ${e.rawMessage}` : e.rawMessage;
     }
     schedule();
   };

@@ -106,3 +106,39 @@ test("filters by type and state narrow the live list", async () => {
   await page.waitForFunction(() => document.querySelectorAll("tr.job").length === 1);
   assert.equal(await page.locator("tr.job").first().getAttribute("data-job-id"), later.id);
 });
+
+test("with API keys the page asks for one, keeps it for the session, and shows what the role may not do", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { freshDatabase, BIN } = await import("./server");
+  const database = freshDatabase();
+  const make = (role: string) =>
+    execFileSync(BIN, ["keys", "create", "--name", `${role}-key`, "--role", role, "--database", database], { stdio: ["ignore", "pipe", "ignore"] })
+      .toString()
+      .trim();
+  const viewer = make("viewer");
+  const admin = make("admin");
+  const keyed = await startServer(database);
+  try {
+    const asAdmin = createClient(
+      JobService,
+      createGrpcWebTransport({ baseUrl: keyed.url, interceptors: [(next) => (req) => { req.header.set("authorization", `Bearer ${admin}`); return next(req); }] }),
+    );
+    const job = await asAdmin.createJob({ job: { name: "guarded", type: JobType.K8S_SNAP, state: JobState.RUNNING } });
+    const page = await browser.newPage();
+    await page.goto(keyed.url + "/");
+    await page.waitForSelector("#key-form");
+    await page.fill("#key", viewer);
+    await page.click('#key-form button[type="submit"]');
+    await page.locator(`tr.job[data-job-id="${job.id}"]`).waitFor();
+    // A reload keeps the key (same browser session).
+    await page.reload();
+    await page.locator(`tr.job[data-job-id="${job.id}"]`).waitFor();
+    await page.click(`tr.job[data-job-id="${job.id}"]`);
+    await page.click("#cancel");
+    await page.locator("#error", { hasText: "viewer" }).waitFor();
+    await page.screenshot({ path: `${ARTIFACTS}/viewer-may-not-cancel.png` });
+    assert.equal((await asAdmin.getJob({ id: job.id })).state, JobState.RUNNING);
+  } finally {
+    await keyed.stop();
+  }
+});
