@@ -57,8 +57,10 @@ impl App {
         peer: Option<std::net::SocketAddr>,
         transport: &'static str,
     ) -> Result<Caller> {
+        let principal = self.keys.authenticate(authorization)?;
+        self.keys.admit(&principal)?;
         Ok(Caller {
-            principal: self.keys.authenticate(authorization)?,
+            principal,
             peer,
             transport,
         })
@@ -194,7 +196,8 @@ impl App {
     pub async fn watch_job(&self, caller: &Caller, id: &str, resume_token: &str) -> Result<Events> {
         caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
-        Ok(self.guard(caller, self.hub.watch_job(id, resume_token).await?))
+        let permit = self.keys.open_stream(&caller.principal)?;
+        Ok(self.guard(caller, permit, self.hub.watch_job(id, resume_token).await?))
     }
 
     /// WatchJobs: every job matching `where_`, with the same guarantees.
@@ -207,18 +210,30 @@ impl App {
     ) -> Result<Events> {
         caller.principal.require(Permission::Read)?;
         let filter = crate::domain::query::parse_where::<Job>(where_)?;
-        Ok(self.guard(caller, self.hub.watch_jobs(filter, resume_token).await?))
+        let permit = self.keys.open_stream(&caller.principal)?;
+        Ok(self.guard(
+            caller,
+            permit,
+            self.hub.watch_jobs(filter, resume_token).await?,
+        ))
     }
 
     /// A stream opened with a key ends (UNAUTHENTICATED) within a second or two of the key's
     /// revocation; without keys, the stream is passed through untouched.
-    fn guard(&self, caller: &Caller, mut events: Events) -> Events {
+    fn guard(
+        &self,
+        caller: &Caller,
+        permit: Option<crate::auth::StreamPermit>,
+        mut events: Events,
+    ) -> Events {
         if caller.principal == Principal::Anyone {
             return events;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (keys, principal) = (self.keys.clone(), caller.principal.clone());
         tokio::spawn(async move {
+            // Held while the stream is open: the key's count of open streams.
+            let _permit = permit;
             let mut check = tokio::time::interval(KEY_CHECK_EVERY);
             loop {
                 tokio::select! {

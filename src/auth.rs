@@ -185,10 +185,55 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Per-key limits, so that one client cannot hurt the rest.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Calls per second a key may make on average...
+    pub rate: f64,
+    /// ...and in a burst.
+    pub burst: f64,
+    /// Watch streams a key may hold open at once.
+    pub max_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rate: 1000.0,
+            burst: 2000.0,
+            max_streams: 1000,
+        }
+    }
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+/// One open watch stream of a key; the count drops when it is dropped.
+pub struct StreamPermit {
+    streams: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// The keys the server knows, refreshed from the store; and whether they are required.
 #[derive(Clone)]
 pub struct Keys {
     inner: Arc<RwLock<HashMap<String, Known>>>,
+    limits: Limits,
+    buckets: Arc<std::sync::Mutex<HashMap<String, Bucket>>>,
+    streams: Arc<std::sync::Mutex<HashMap<String, usize>>>,
     /// False: authentication is off and every caller is [`Principal::Anyone`].
     required: Arc<std::sync::atomic::AtomicBool>,
     forced_off: bool,
@@ -196,9 +241,12 @@ pub struct Keys {
 
 impl Keys {
     /// `off`: `--insecure-no-auth`.
-    pub fn new(off: bool) -> Keys {
+    pub fn new(off: bool, limits: Limits) -> Keys {
         Keys {
             inner: Arc::default(),
+            limits,
+            buckets: Arc::default(),
+            streams: Arc::default(),
             required: Arc::default(),
             forced_off: off,
         }
@@ -264,6 +312,59 @@ impl Keys {
         Ok(Principal::Key(key.identity.clone()))
     }
 
+    /// Takes one call from the key's bucket; RESOURCE_EXHAUSTED when it is empty.
+    pub fn admit(&self, principal: &Principal) -> Result<()> {
+        let Principal::Key(key) = principal else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(key.id.clone()).or_insert(Bucket {
+            tokens: self.limits.burst,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            let wait = ((1.0 - bucket.tokens) / self.limits.rate.max(0.001)).ceil() as u64;
+            return Err(Error::ResourceExhausted {
+                message: format!(
+                    "key {:?} is over its rate of {} calls/s; retry in {}s",
+                    key.name,
+                    self.limits.rate,
+                    wait.max(1)
+                ),
+                retry_after: wait.max(1),
+            });
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Counts one more open watch stream of the key; RESOURCE_EXHAUSTED past the limit.
+    pub fn open_stream(&self, principal: &Principal) -> Result<Option<StreamPermit>> {
+        let Principal::Key(key) = principal else {
+            return Ok(None);
+        };
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.entry(key.id.clone()).or_insert(0);
+        if *open >= self.limits.max_streams {
+            return Err(Error::ResourceExhausted {
+                message: format!(
+                    "key {:?} already holds {} watch streams, its limit; close one first",
+                    key.name, self.limits.max_streams
+                ),
+                retry_after: 5,
+            });
+        }
+        *open += 1;
+        Ok(Some(StreamPermit {
+            streams: self.streams.clone(),
+            key: key.id.clone(),
+        }))
+    }
+
     /// Whether a principal authenticated earlier still may call (its key not revoked since).
     pub fn still_valid(&self, principal: &Principal) -> bool {
         match principal {
@@ -300,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_key_authenticates_until_revoked_and_nothing_else_does() {
-        let keys = Keys::new(false);
+        let keys = Keys::new(false, Limits::default());
         let (mut stored, shown) = generate("ci", Role::Viewer, 1);
         assert!(!shown.contains(&stored.hash));
         keys.replace(vec![stored.clone()]);

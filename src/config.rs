@@ -79,6 +79,18 @@ pub struct ServeArgs {
     /// it, such a server refuses to start until a key exists (`jobtrack keys create`).
     #[arg(long, env = "JOBTRACK_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+
+    /// Calls per second one API key may make on average (then RESOURCE_EXHAUSTED / 429).
+    #[arg(long, env = "JOBTRACK_KEY_RATE", default_value_t = 1000.0)]
+    pub key_rate: f64,
+
+    /// Calls one API key may make in a burst.
+    #[arg(long, env = "JOBTRACK_KEY_BURST", default_value_t = 2000.0)]
+    pub key_burst: f64,
+
+    /// Watch streams one API key may hold open at once.
+    #[arg(long, env = "JOBTRACK_KEY_MAX_STREAMS", default_value_t = 1000)]
+    pub key_max_streams: usize,
 }
 
 /// What the server needs to start; tests build it directly.
@@ -99,6 +111,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Authentication off whatever keys exist.
     pub insecure_no_auth: bool,
+    /// Per-key limits.
+    pub key_limits: crate::auth::Limits,
 }
 
 impl ServeArgs {
@@ -125,6 +139,15 @@ impl ServeArgs {
                 .filter(|o| !o.is_empty())
                 .collect(),
             insecure_no_auth: self.insecure_no_auth,
+            key_limits: crate::auth::Limits {
+                rate: if self.key_rate > 0.0 {
+                    self.key_rate
+                } else {
+                    1000.0
+                },
+                burst: self.key_burst.max(1.0),
+                max_streams: self.key_max_streams.max(1),
+            },
         }
     }
 }
@@ -144,6 +167,7 @@ impl Config {
             health_check_interval: std::time::Duration::from_secs(2),
             cors_origins: Vec::new(),
             insecure_no_auth: false,
+            key_limits: crate::auth::Limits::default(),
         }
     }
 }

@@ -24,6 +24,9 @@ pub enum Error {
     /// The key's role may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A per-key limit was reached; retry after this many seconds.
+    #[error("{message}")]
+    ResourceExhausted { message: String, retry_after: u64 },
     /// The store cannot be reached right now; the call may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -42,6 +45,7 @@ pub enum ErrorKind {
     Aborted,
     Unauthenticated,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
     Internal,
 }
@@ -60,6 +64,7 @@ impl Error {
             Error::Aborted(_) => ErrorKind::Aborted,
             Error::Unauthenticated(_) => ErrorKind::Unauthenticated,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::ResourceExhausted { .. } => ErrorKind::ResourceExhausted,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
         }

@@ -56,7 +56,7 @@ impl Application {
             },
             watchers_stopped,
         );
-        let keys = crate::auth::Keys::new(config.insecure_no_auth);
+        let keys = crate::auth::Keys::new(config.insecure_no_auth, config.key_limits);
         keys.replace(store.list_keys().await?);
         let app = App::new(store.clone(), hub, config.max_page_size, keys.clone());
 

@@ -31,6 +31,7 @@ pub fn status(error: Error) -> Status {
         ErrorKind::Aborted => Code::Aborted,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => {
             tracing::error!(error = %error, "internal error");

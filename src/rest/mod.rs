@@ -112,6 +112,8 @@ pub async fn not_found(request: Request) -> Response {
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -119,6 +121,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -126,6 +129,10 @@ impl ApiError {
 /// The one mapping from [`Error`] to an HTTP status. Internal causes are logged, not returned.
 impl From<Error> for ApiError {
     fn from(error: Error) -> ApiError {
+        let retry_after = match &error {
+            Error::ResourceExhausted { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let status = match error.kind() {
             ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -133,13 +140,17 @@ impl From<Error> for ApiError {
             ErrorKind::Aborted => StatusCode::PRECONDITION_FAILED,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => {
                 tracing::error!(error = %error, "internal error");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        ApiError::new(status, error.public_message())
+        ApiError {
+            retry_after,
+            ..ApiError::new(status, error.public_message())
+        }
     }
 }
 
@@ -162,7 +173,11 @@ impl IntoResponse for ApiError {
             },
             _status: "ERR",
         };
-        json(self.status, &body, HeaderMap::new())
+        let mut headers = HeaderMap::new();
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        json(self.status, &body, headers)
     }
 }
 

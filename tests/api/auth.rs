@@ -15,6 +15,12 @@ use crate::http::request;
 
 /// A server whose database holds one key per role; returns the app and the keys by role.
 async fn app_with_keys() -> (TestApp, Vec<(Role, String)>) {
+    app_with_keys_and(|_| {}).await
+}
+
+async fn app_with_keys_and(
+    configure: impl FnOnce(&mut jobtrack::config::Config),
+) -> (TestApp, Vec<(Role, String)>) {
     let db = test_db().await;
     let mut shown = Vec::new();
     {
@@ -26,7 +32,7 @@ async fn app_with_keys() -> (TestApp, Vec<(Role, String)>) {
         }
         store.close().await;
     }
-    let mut app = spawn_app_on(&db.url, |_| {}).await;
+    let mut app = spawn_app_on(&db.url, configure).await;
     app.keep(db);
     (app, shown)
 }
@@ -376,4 +382,88 @@ async fn a_server_for_other_machines_refuses_to_start_without_keys() {
         .await
         .expect("starts when told");
     drop(app);
+}
+
+#[tokio::test]
+async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
+    let (app, keys) = app_with_keys_and(|c| {
+        c.key_limits = jobtrack::auth::Limits {
+            rate: 2.0,
+            burst: 5.0,
+            max_streams: 2,
+        }
+    })
+    .await;
+    let key = |role: Role| {
+        keys.iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, k)| k.clone())
+            .expect("key")
+    };
+    let (noisy, quiet) = (key(Role::Viewer), key(Role::Operator));
+    let mut client = app.client();
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(c(client
+            .list_jobs(with_key(pb::ListJobsRequest::default(), Some(&noisy)))
+            .await));
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == Code::Ok).count() <= 6,
+        "{codes:?}"
+    );
+    let rest = request(
+        app.addr,
+        "GET",
+        "/api/v1/jobs",
+        &[("Authorization", &format!("Bearer {noisy}"))],
+        b"",
+    )
+    .await;
+    rest.error(429);
+    assert!(
+        rest.header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1))
+    );
+    // Another key is not affected.
+    assert_eq!(
+        c(client
+            .list_jobs(with_key(pb::ListJobsRequest::default(), Some(&quiet)))
+            .await),
+        Code::Ok
+    );
+    // Streams: two at once for a key, a third refused until one closes.
+    let open = |client: &mut JobServiceClient<Channel>| {
+        let request = with_key(pb::WatchJobsRequest::default(), Some(&quiet));
+        let mut client = client.clone();
+        async move { client.watch_jobs(request).await }
+    };
+    let first = open(&mut client).await.expect("first stream");
+    let _second = open(&mut client).await.expect("second stream");
+    assert_eq!(
+        open(&mut client).await.expect_err("third").code(),
+        Code::ResourceExhausted
+    );
+    drop(first);
+    let mut reopened = false;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if open(&mut client).await.is_ok() {
+            reopened = true;
+            break;
+        }
+    }
+    assert!(reopened, "a closed stream gives its slot back");
+    // The server is healthy for everyone else.
+    let health = request(
+        app.addr,
+        "GET",
+        "/api/v1/jobs",
+        &[("Authorization", &format!("Bearer {}", key(Role::Admin)))],
+        b"",
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    app.stop().await;
 }
