@@ -36,6 +36,25 @@ pub struct Page<T> {
     pub page_size: usize,
 }
 
+impl<T: crate::domain::query::Resource> Page<T> {
+    /// The page from the rows a [`sql::page`] query returned (one more than the page size when
+    /// another page follows).
+    pub(crate) fn from_rows(mut items: Vec<T>, query: &ListQuery<T>, total: i64) -> Page<T> {
+        let next_page_token = if items.len() > query.page_size {
+            items.truncate(query.page_size);
+            items.last().map(|last| query.token_after(last))
+        } else {
+            None
+        };
+        Page {
+            items,
+            next_page_token,
+            total,
+            page_size: query.page_size,
+        }
+    }
+}
+
 /// A PVC record after a report, with its job (whose aggregates the report changed).
 #[derive(Clone, Debug)]
 pub struct PvcWritten {

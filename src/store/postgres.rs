@@ -421,37 +421,12 @@ impl PgStore {
         decode: impl Fn(&PgRow) -> Result<T>,
         total: impl Future<Output = Result<i64>>,
     ) -> Result<Page<T>> {
-        let mut page = Sql::new(
-            Dialect::Postgres,
-            &format!("SELECT {columns} FROM {table} WHERE "),
-        );
-        page.filter(&query.filter);
-        if let Some(after) = &query.after {
-            page.push(" AND ");
-            page.after(&query.order, after);
-        }
-        page.order_by(&query.order);
-        page.push(&format!(
-            " LIMIT {} OFFSET {}",
-            query.page_size + 1,
-            query.offset
-        ));
+        let page = crate::store::sql::page(Dialect::Postgres, query, table, columns);
         let rows_query = bind(sqlx::query(AssertSqlSafe(page.text)), page.params);
         let rows = async { Ok(rows_query.fetch_all(&self.inner.pool).await?) };
         let (rows, total) = tokio::try_join!(rows, total)?;
-        let mut items = rows.iter().map(decode).collect::<Result<Vec<T>>>()?;
-        let next_page_token = if items.len() > query.page_size {
-            items.truncate(query.page_size);
-            items.last().map(|last| query.token_after(last))
-        } else {
-            None
-        };
-        Ok(Page {
-            items,
-            next_page_token,
-            total,
-            page_size: query.page_size,
-        })
+        let items = rows.iter().map(decode).collect::<Result<Vec<T>>>()?;
+        Ok(Page::from_rows(items, query, total))
     }
 
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {

@@ -274,3 +274,26 @@ pub fn postgres_regex(pattern: &str) -> String {
     });
     format!("(?{options}){rest}")
 }
+
+/// The SQL of one page of `query` over `table`: the filter, the keyset or offset position, the
+/// order, and one row more than the page (it tells whether another page follows).
+pub fn page<T>(
+    dialect: Dialect,
+    query: &crate::domain::query::ListQuery<T>,
+    table: &str,
+    columns: &str,
+) -> Sql {
+    let mut page = Sql::new(dialect, &format!("SELECT {columns} FROM {table} WHERE "));
+    page.filter(&query.filter);
+    if let Some(after) = &query.after {
+        page.push(" AND ");
+        page.after(&query.order, after);
+    }
+    page.order_by(&query.order);
+    page.push(&format!(
+        " LIMIT {} OFFSET {}",
+        query.page_size + 1,
+        query.offset
+    ));
+    page
+}
