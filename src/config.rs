@@ -80,6 +80,14 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBTRACK_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
 
+    /// TLS certificate chain (PEM) for the one port: gRPC, gRPC-web, REST and the dashboard.
+    #[arg(long, env = "JOBTRACK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "JOBTRACK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+
     /// Calls per second one API key may make on average (then RESOURCE_EXHAUSTED / 429).
     #[arg(long, env = "JOBTRACK_KEY_RATE", default_value_t = 1000.0)]
     pub key_rate: f64,
@@ -113,6 +121,9 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// Per-key limits.
     pub key_limits: crate::auth::Limits,
+    /// TLS certificate and key files (PEM); both or neither.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl ServeArgs {
@@ -148,6 +159,8 @@ impl ServeArgs {
                 burst: self.key_burst.max(1.0),
                 max_streams: self.key_max_streams.max(1),
             },
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -168,6 +181,8 @@ impl Config {
             cors_origins: Vec::new(),
             insecure_no_auth: false,
             key_limits: crate::auth::Limits::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Application {
     shutdown_grace: Duration,
     health_every: Duration,
     keys: crate::auth::Keys,
+    /// TLS on the one port, when a certificate is configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Application {
@@ -116,6 +118,7 @@ impl Application {
         };
 
         check_auth_is_safe(&config, &keys)?;
+        let tls = tls_acceptor(&config)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -137,6 +140,7 @@ impl Application {
             shutdown_grace: config.shutdown_grace,
             health_every: config.health_check_interval,
             keys,
+            tls,
         })
     }
 
@@ -161,6 +165,7 @@ impl Application {
             shutdown_grace,
             health_every,
             keys,
+            tls,
         } = self;
         tracing::info!(%local_addr, "jobtrack listening (gRPC, gRPC health, reflection, REST /api/v1, /metrics)");
 
@@ -199,12 +204,29 @@ impl Application {
                         request.extensions_mut().insert(info.clone());
                         request
                     });
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                                        connections.spawn(async move {
-                        if let Err(e) = connection.await {
+                    let (watcher, builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
+                    connections.spawn(async move {
+                        let service = TowerToHyperService::new(service);
+                        let served = match tls {
+                            None => {
+                                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                // A client that never finishes its handshake holds nothing for long.
+                                let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => return,
+                                };
+                                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                watcher.watch(connection.into_owned()).await
+                            }
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(error = %e, %peer, "connection ended with an error");
                         }
                     });
@@ -326,6 +348,32 @@ fn check_auth_is_safe(config: &Config, keys: &crate::auth::Keys) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The TLS acceptor for `--tls-cert` / `--tls-key` (PEM), offering HTTP/2 and HTTP/1.1 by ALPN.
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => return Err(Error::invalid("--tls-cert and --tls-key go together")),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| Error::invalid(format!("--tls-cert {cert}: {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::invalid(format!("--tls-key {key}: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::invalid(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::invalid(format!("TLS certificate and key: {e}")))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }
 
 /// Reloads the keys every second, so a created or revoked key takes effect on every replica.

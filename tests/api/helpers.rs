@@ -97,13 +97,23 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_database(database);
     configure(&mut config);
+    let tls = config.tls_cert.is_some();
     let app = Application::build(config).await.expect("the server starts");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = connect(addr).await;
+    // A TLS server does not speak plain HTTP/2: its tests make their own clients.
+    let client = if tls {
+        JobServiceClient::new(
+            Channel::from_shared(format!("http://{addr}"))
+                .expect("a valid URL")
+                .connect_lazy(),
+        )
+    } else {
+        connect(addr).await
+    };
     TestApp {
         addr,
         client,

@@ -129,3 +129,16 @@ pub fn encode(value: &str) -> String {
         })
         .collect()
 }
+
+/// Sends `raw` bytes and returns whatever comes back within 5 s (for protocol-level checks).
+pub async fn request_raw(addr: SocketAddr, raw: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(raw.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -20,5 +20,6 @@ mod replicas;
 mod rest;
 mod rest_openapi;
 mod server;
+mod tls;
 mod totals;
 mod watch;
