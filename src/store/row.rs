@@ -284,3 +284,19 @@ where
         etag: c.text()?,
     })
 }
+
+/// A row of `SELECT id, name, role, hash, created, revoked FROM api_keys`.
+pub type KeyRow = (String, String, String, String, i64, Option<i64>);
+
+/// Decodes an API key row (shared by both backends).
+pub fn api_key((id, name, role, hash, created, revoked): KeyRow) -> Result<crate::auth::ApiKey> {
+    let role = crate::auth::Role::parse(&role).ok_or_else(|| corrupt("key role", &role))?;
+    Ok(crate::auth::ApiKey {
+        id,
+        name,
+        role,
+        hash,
+        created,
+        revoked,
+    })
+}

@@ -452,26 +452,12 @@ impl SqliteStore {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
-        let rows: Vec<(String, String, String, String, i64, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<crate::store::row::KeyRow> = sqlx::query_as(
             "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
         )
         .fetch_all(&self.inner.readers)
         .await?;
-        rows.into_iter()
-            .map(|(id, name, role, hash, created, revoked)| {
-                let role = crate::auth::Role::parse(&role).ok_or_else(|| {
-                    Error::Internal(format!("unreadable role {role:?} of key {id}"))
-                })?;
-                Ok(crate::auth::ApiKey {
-                    id,
-                    name,
-                    role,
-                    hash,
-                    created,
-                    revoked,
-                })
-            })
-            .collect()
+        rows.into_iter().map(crate::store::row::api_key).collect()
     }
 
     /// Revokes a key; false if there is no such key.
