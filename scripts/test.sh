@@ -11,6 +11,17 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*"; }
 
+# Installs Debian packages (as root; refreshing the package lists once if the first try fails).
+apt_install() {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
+            { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+    else
+        echo "needed: apt-get install $* (as root)"; exit 1
+    fi
+}
+
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
 # The OpenAPI test validates /api-docs and real answers with openapi-spec-validator and jsonschema.
@@ -20,15 +31,8 @@ provision_python() {
         say "provisioning a Python environment for the OpenAPI check ($venv)"
         command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
         mkdir -p target
-        python3 -m venv "$venv" || {
-            # Debian's python3 keeps venv in a separate package.
-            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-                DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
-                python3 -m venv "$venv"
-            else
-                echo "python3 -m venv failed: install python3-venv"; exit 1
-            fi
-        }
+        # Debian's python3 keeps venv in a separate package.
+        python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
         "$venv/bin/pip" install -q --disable-pip-version-check 'openapi-spec-validator>=0.7,<0.8'
     fi
     export JOBTRACK_TEST_PYTHON="$PWD/$venv/bin/python"
@@ -42,13 +46,7 @@ provision_postgres() {
     bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
     if [ -z "$bin" ]; then
         say "installing PostgreSQL (Debian packages)"
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null ||
-                { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
-                  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
-        else
-            echo "PostgreSQL is required: apt-get install postgresql (as root)"; exit 1
-        fi
+        apt_install postgresql
         bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
     fi
     PG_DIR=$(mktemp -d /tmp/jobtrack-test-pg.XXXXXX)
@@ -71,13 +69,7 @@ provision_web() {
     command -v npm >/dev/null || { echo "Node.js 20+ and npm are required for the dashboard tests"; exit 1; }
     if [ ! -x /usr/bin/chromium ]; then
         say "installing Chromium (Debian's package) for the browser tests"
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
-                { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
-                  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
-        else
-            echo "Chromium is required: apt-get install chromium (as root)"; exit 1
-        fi
+        apt_install chromium
     fi
     if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
         say "installing the dashboard's npm packages (npm ci)"

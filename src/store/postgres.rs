@@ -430,17 +430,10 @@ impl PgStore {
     }
 
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
-        let rows = sqlx::query("SELECT state, count(*) FROM jobs GROUP BY state")
+        let rows = sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
             .fetch_all(&self.inner.pool)
             .await?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for row in rows {
-            let state: String = row.try_get(0)?;
-            if let Some(state) = JobState::parse(&state) {
-                counts.push((state, row.try_get(1)?));
-            }
-        }
-        Ok(counts)
+        Ok(crate::store::row::states(rows))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {

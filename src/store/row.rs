@@ -300,3 +300,11 @@ pub fn api_key((id, name, role, hash, created, revoked): KeyRow) -> Result<crate
         revoked,
     })
 }
+
+/// Jobs by state from `SELECT state, count(*) FROM jobs GROUP BY state` rows; unknown states are
+/// left out.
+pub fn states(rows: Vec<(String, i64)>) -> Vec<(JobState, i64)> {
+    rows.into_iter()
+        .filter_map(|(state, n)| JobState::parse(&state).map(|s| (s, n)))
+        .collect()
+}
