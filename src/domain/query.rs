@@ -635,7 +635,93 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// This filter as a `where` document that [`parse_where`] reads back to an equal filter, for
+    /// every filter it produced: one operator per object, dates as RFC 1123 strings (date
+    /// comparisons are stored as microsecond bounds on whole seconds), enums in their documented
+    /// spelling, regex flags inline (`(?i)...`).
+    pub fn to_where<T: Resource>(&self) -> Json {
+        let name = |column: &str| {
+            T::fields()
+                .iter()
+                .find(|f| f.column == column)
+                .map_or_else(|| column.to_string(), |f| f.name.to_string())
+        };
+        let kind = |column: &str| {
+            T::fields()
+                .iter()
+                .find(|f| f.column == column)
+                .map(|f| f.kind)
+        };
+        let one =
+            |key: String, value: Json| Json::Object(serde_json::Map::from_iter([(key, value)]));
+        let list =
+            |parts: &[Filter]| Json::Array(parts.iter().map(Filter::to_where::<T>).collect());
+        match self {
+            Filter::And(parts) if parts.is_empty() => Json::Object(serde_json::Map::new()),
+            Filter::And(parts) => one("$and".into(), list(parts)),
+            // `$or` needs a non-empty list; an empty `$in` on a date is the one `where` that
+            // parses to an empty disjunction.
+            Filter::Or(parts) if parts.is_empty() => {
+                match T::fields().iter().find(|f| f.kind == Kind::Time) {
+                    Some(date) => one(date.name.into(), one("$in".into(), Json::Array(Vec::new()))),
+                    None => one("$or".into(), Json::Array(Vec::new())),
+                }
+            }
+            Filter::Or(parts) => one("$or".into(), list(parts)),
+            Filter::Not(inner) => one("$not".into(), inner.to_where::<T>()),
+            Filter::Compare { column, op, value } => {
+                let op = match op {
+                    CmpOp::Eq => "$eq",
+                    CmpOp::Ne => "$ne",
+                    CmpOp::Gt => "$gt",
+                    CmpOp::Gte => "$gte",
+                    CmpOp::Lt => "$lt",
+                    CmpOp::Lte => "$lte",
+                };
+                let value = value.to_json(kind(column));
+                one(name(column), one(op.into(), value))
+            }
+            Filter::In {
+                column,
+                values,
+                negated,
+            } => {
+                let op = if *negated { "$nin" } else { "$in" };
+                let values = values.iter().map(|v| v.to_json(kind(column))).collect();
+                one(name(column), one(op.into(), Json::Array(values)))
+            }
+            Filter::Exists { column, exists } => {
+                one(name(column), one("$exists".into(), Json::Bool(*exists)))
+            }
+            Filter::Regex { column, pattern } => one(
+                name(column),
+                one("$regex".into(), Json::String(pattern.as_str().to_string())),
+            ),
+        }
+    }
+}
+
 impl Value {
+    /// The value as written in a `where`: a date field's microseconds as an RFC 1123 string of
+    /// their whole second.
+    fn to_json(&self, kind: Option<Kind>) -> Json {
+        match (self, kind) {
+            (Value::Null, _) => Json::Null,
+            (Value::Int(micros), Some(Kind::Time)) => {
+                let secs = micros.div_euclid(1_000_000);
+                match u64::try_from(secs) {
+                    Ok(secs) => Json::String(httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                    )),
+                    Err(_) => Json::from(secs),
+                }
+            }
+            (Value::Int(i), _) => Json::from(*i),
+            (Value::Text(s), _) => Json::String(s.clone()),
+        }
+    }
+
     /// SQLite's order of the values of one column: integers before text, text bytewise.
     fn cmp_sql(&self, other: &Value) -> std::cmp::Ordering {
         use std::cmp::Ordering;
