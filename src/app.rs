@@ -30,6 +30,15 @@ impl Caller {
     }
 }
 
+/// What [`App::get_caller`] answers.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub keys_required: bool,
+    pub principal: Principal,
+    pub allowed: Vec<Permission>,
+    pub denied: Vec<Permission>,
+}
+
 #[derive(Clone)]
 pub struct App {
     store: Store,
@@ -64,6 +73,19 @@ impl App {
             peer,
             transport,
         })
+    }
+
+    /// Who `caller` is and what it may do; any authenticated caller may ask.
+    pub fn get_caller(&self, caller: &Caller) -> Access {
+        let (allowed, denied) = Permission::ALL
+            .into_iter()
+            .partition(|p| caller.principal.may(*p));
+        Access {
+            keys_required: self.keys.required(),
+            principal: caller.principal.clone(),
+            allowed,
+            denied,
+        }
     }
 
     pub fn store(&self) -> &Store {

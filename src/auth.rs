@@ -68,7 +68,24 @@ pub enum Permission {
 }
 
 impl Permission {
-    fn describe(self) -> &'static str {
+    pub const ALL: [Permission; 4] = [
+        Permission::Read,
+        Permission::Cancel,
+        Permission::Write,
+        Permission::Delete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Cancel => "cancel",
+            Permission::Write => "write",
+            Permission::Delete => "delete",
+        }
+    }
+
+    /// In words, with the roles that have it.
+    pub fn describe(self) -> &'static str {
         match self {
             Permission::Read => "read jobs",
             Permission::Cancel => "cancel jobs (operator or admin)",
@@ -112,7 +129,6 @@ impl Principal {
     /// `Ok` if this caller may do `permission`, else PERMISSION_DENIED.
     pub fn require(&self, permission: Permission) -> Result<()> {
         match self {
-            Principal::Anyone => Ok(()),
             Principal::Key(key) if !key.role.allows(permission) => {
                 Err(Error::PermissionDenied(format!(
                     "key {:?} has the role {}, which may not {}",
@@ -121,7 +137,15 @@ impl Principal {
                     permission.describe()
                 )))
             }
-            Principal::Key(_) => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this caller may do `permission`.
+    pub fn may(&self, permission: Permission) -> bool {
+        match self {
+            Principal::Anyone => true,
+            Principal::Key(key) => key.role.allows(permission),
         }
     }
 
@@ -292,12 +316,14 @@ impl Keys {
             )
         };
         let value = authorization.ok_or_else(missing)?.trim();
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .ok_or_else(|| {
                 Error::Unauthenticated("the Authorization header must be `Bearer <key>`".into())
             })?
+            .1
             .trim();
         let malformed = || Error::Unauthenticated("the API key is malformed".into());
         let rest = token.strip_prefix("jt_").ok_or_else(malformed)?;
@@ -408,6 +434,13 @@ mod tests {
         let header = format!("Bearer {shown}");
         let principal = keys.authenticate(Some(&header)).expect("valid");
         assert!(matches!(principal, Principal::Key(ref k) if k.role == Role::Viewer));
+        for scheme in ["bearer", "BEARER"] {
+            let header = format!("{scheme} {shown}");
+            assert_eq!(
+                keys.authenticate(Some(&header)).expect("any case"),
+                principal
+            );
+        }
         for bad in [
             None,
             Some("Bearer"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::domain::JobState;
 
 /// The RPCs of `jobtrack.v1.JobService`, in the order of their metric slots.
-pub const METHODS: [&str; 11] = [
+pub const METHODS: [&str; 12] = [
     "CreateJob",
     "GetJob",
     "ListJobs",
@@ -21,6 +21,7 @@ pub const METHODS: [&str; 11] = [
     "ReportPvcProgress",
     "GetPvcProgress",
     "ListPvcProgress",
+    "GetCaller",
 ];
 
 /// gRPC status code names, indexed by code number.

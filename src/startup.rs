@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::grpc::GrpcJobService;
 use crate::metrics::Metrics;
+use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::Store;
 use crate::watch::{JobHub, WatchConfig};
@@ -66,6 +67,9 @@ impl Application {
         health
             .set_serving::<JobServiceServer<GrpcJobService>>()
             .await;
+        health
+            .set_serving::<AccessServiceServer<GrpcJobService>>()
+            .await;
         health.set_service_status("", ServingStatus::Serving).await;
 
         let reflection = || {
@@ -81,9 +85,12 @@ impl Application {
             .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
 
         let rest = crate::rest::router(app.clone(), metrics.clone());
+        let access_service =
+            AccessServiceServer::new(GrpcJobService::new(app.clone(), metrics.clone()));
         let job_service = JobServiceServer::new(GrpcJobService::new(app, metrics.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let grpc = tonic::service::Routes::new(job_service)
+            .add_service(access_service)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,4 +1,4 @@
-//! The gRPC transport: `jobtrack.v1.JobService` over the application layer. Each call is
+//! The gRPC transport: `jobtrack.v1.JobService` and `AccessService` over the application layer. Each call is
 //! converted, run, mapped to a status once ([`status`]), logged in one line and counted.
 
 pub mod convert;
@@ -13,10 +13,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::{App, Caller};
+use crate::auth::{Permission, Principal};
 use crate::domain::query::PageAt;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{METHODS, Metrics};
 use crate::pb;
+use crate::pb::access_service_server::AccessService;
 use crate::pb::job_service_server::JobService;
 use crate::watch::{EventKind, WatchEvent};
 use convert::{job_to_pb, new_job_from_pb, pvc_to_pb, report_from_pb, update_from_pb};
@@ -301,6 +303,44 @@ impl JobService for GrpcJobService {
                 pvcs: page.items.iter().map(pvc_to_pb).collect(),
                 next_page_token: page.next_page_token.unwrap_or_default(),
                 total: page.total,
+            })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl AccessService for GrpcJobService {
+    async fn get_caller(
+        &self,
+        request: Request<pb::GetCallerRequest>,
+    ) -> Result<Response<pb::Caller>, Status> {
+        let caller = caller(&self.app, &request);
+        self.call(11, async {
+            let access = self.app.get_caller(&caller?);
+            let permissions = |list: &[Permission]| {
+                list.iter()
+                    .map(|p| pb::Permission {
+                        name: p.as_str().to_string(),
+                        description: p.describe().to_string(),
+                    })
+                    .collect()
+            };
+            let (key_id, key_name, role) = match &access.principal {
+                Principal::Anyone => Default::default(),
+                Principal::Key(key) => (
+                    key.id.clone(),
+                    key.name.clone(),
+                    key.role.as_str().to_string(),
+                ),
+            };
+            Ok(pb::Caller {
+                keys_required: access.keys_required,
+                key_id,
+                key_name,
+                role,
+                allowed: permissions(&access.allowed),
+                denied: permissions(&access.denied),
             })
         })
         .await

@@ -7,43 +7,111 @@ use jobtrack::pb;
 use jobtrack::pb::job_service_client::JobServiceClient;
 use jobtrack::store::Store;
 use tonic::Code;
+use tonic::codegen::{Body, Bytes, StdError};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::http::request;
 
-/// A server whose database holds one key per role; returns the app and the keys by role.
-async fn app_with_keys() -> (TestApp, Vec<(Role, String)>) {
+/// The keys a test server knows: one per role, and a revoked admin key.
+struct TestKeys {
+    by_role: Vec<(Role, String)>,
+    revoked: String,
+}
+
+impl TestKeys {
+    fn of(&self, role: Role) -> String {
+        self.by_role
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, k)| k.clone())
+            .expect("a key per role")
+    }
+
+    fn header(&self, role: Role) -> String {
+        format!("Bearer {}", self.of(role))
+    }
+
+    /// Every `Authorization` a server must refuse as UNAUTHENTICATED, by what is wrong with it.
+    fn refused(&self) -> Vec<(&'static str, Option<String>)> {
+        let admin = self.of(Role::Admin);
+        let admin_id = admin.split('_').nth(1).expect("jt_<id>_<secret>");
+        vec![
+            ("missing", None),
+            ("not bearer", Some("Basic dXNlcjpwYXNz".into())),
+            ("empty bearer", Some("Bearer ".into())),
+            ("malformed", Some("Bearer garbage".into())),
+            ("unknown", Some("Bearer jt_0000000000000000_nope".into())),
+            (
+                "wrong secret",
+                Some(format!("Bearer jt_{admin_id}_{}", "A".repeat(43))),
+            ),
+            ("revoked", Some(format!("Bearer {}", self.revoked))),
+        ]
+    }
+
+    /// Every principal of a matrix: each role with its key, then each refused header.
+    fn principals(&self) -> Vec<(String, Option<Role>, Option<String>)> {
+        let mut out: Vec<_> = self
+            .by_role
+            .iter()
+            .map(|(role, key)| {
+                (
+                    role.as_str().to_string(),
+                    Some(*role),
+                    Some(format!("Bearer {key}")),
+                )
+            })
+            .collect();
+        for (what, header) in self.refused() {
+            out.push((format!("{what} key"), None, header));
+        }
+        out
+    }
+}
+
+/// A server whose database holds one key per role and a revoked one.
+async fn app_with_keys() -> (TestApp, TestKeys) {
     app_with_keys_and(|_| {}).await
 }
 
 async fn app_with_keys_and(
     configure: impl FnOnce(&mut jobtrack::config::Config),
-) -> (TestApp, Vec<(Role, String)>) {
+) -> (TestApp, TestKeys) {
     let db = test_db().await;
-    let mut shown = Vec::new();
+    let mut by_role = Vec::new();
+    let revoked;
     {
         let store = Store::open(&db.url).await.expect("store");
         for role in Role::ALL {
             let (key, secret) = generate(role.as_str(), role, 1);
             store.create_key(&key).await.expect("key");
-            shown.push((role, secret));
+            by_role.push((role, secret));
         }
+        let (key, secret) = generate("gone", Role::Admin, 1);
+        store.create_key(&key).await.expect("key");
+        assert!(store.revoke_key(&key.id, 2).await.expect("revoke"));
+        revoked = secret;
         store.close().await;
     }
     let mut app = spawn_app_on(&db.url, configure).await;
     app.keep(db);
-    (app, shown)
+    (app, TestKeys { by_role, revoked })
 }
 
-fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+/// `message` with `authorization` metadata when `header` is given.
+fn with_auth<T>(message: T, header: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Some(key) = key {
-        let value: MetadataValue<_> = format!("Bearer {key}").parse().expect("ascii");
+    if let Some(header) = header {
+        let value: MetadataValue<_> = header.parse().expect("ascii");
         request.metadata_mut().insert("authorization", value);
     }
     request
+}
+
+fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+    with_auth(message, key.map(|k| format!("Bearer {k}")).as_deref())
 }
 
 fn c<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
@@ -53,41 +121,47 @@ fn c<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     }
 }
 
-/// Calls every RPC once with `key` and returns the codes in a fixed order.
-async fn every_rpc(
-    client: &mut JobServiceClient<Channel>,
-    key: Option<&str>,
+/// Calls every RPC once with `header` and returns the codes in a fixed order.
+async fn every_rpc<T>(
+    client: &mut JobServiceClient<T>,
+    header: Option<&str>,
     running: &pb::Job,
-) -> Vec<(&'static str, Code)> {
+) -> Vec<(&'static str, Code)>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
     let id = running.id.clone();
     let mut out = Vec::new();
     out.push((
         "CreateJob",
         c(client
-            .create_job(with_key(
+            .create_job(with_auth(
                 pb::CreateJobRequest {
                     job: Some(job(JobType::K8sCopy, JobState::Running)),
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "GetJob",
         c(client
-            .get_job(with_key(pb::GetJobRequest { id: id.clone() }, key))
+            .get_job(with_auth(pb::GetJobRequest { id: id.clone() }, header))
             .await),
     ));
     out.push((
         "ListJobs",
         c(client
-            .list_jobs(with_key(pb::ListJobsRequest::default(), key))
+            .list_jobs(with_auth(pb::ListJobsRequest::default(), header))
             .await),
     ));
     out.push((
         "UpdateJob",
         c(client
-            .update_job(with_key(
+            .update_job(with_auth(
                 pb::UpdateJobRequest {
                     job: Some(pb::Job {
                         id: id.clone(),
@@ -99,246 +173,350 @@ async fn every_rpc(
                     }),
                     ..Default::default()
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "ReportPvcProgress",
         c(client
-            .report_pvc_progress(with_key(
+            .report_pvc_progress(with_auth(
                 pb::ReportPvcProgressRequest {
                     pvc: Some(pvc(&id, "data", OpType::K8sCopy, PvcState::Active)),
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "ListPvcProgress",
         c(client
-            .list_pvc_progress(with_key(
+            .list_pvc_progress(with_auth(
                 pb::ListPvcProgressRequest {
                     job_id: id.clone(),
                     ..Default::default()
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "GetPvcProgress",
         c(client
-            .get_pvc_progress(with_key(
+            .get_pvc_progress(with_auth(
                 pb::GetPvcProgressRequest {
                     id: "5f431ef6a7690b60975f6664".into(),
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "WatchJob",
         c(client
-            .watch_job(with_key(
+            .watch_job(with_auth(
                 pb::WatchJobRequest {
                     id: id.clone(),
                     resume_token: String::new(),
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out.push((
         "WatchJobs",
         c(client
-            .watch_jobs(with_key(pb::WatchJobsRequest::default(), key))
+            .watch_jobs(with_auth(pb::WatchJobsRequest::default(), header))
             .await),
     ));
     out.push((
         "CancelJob",
         c(client
-            .cancel_job(with_key(pb::CancelJobRequest { id: id.clone() }, key))
+            .cancel_job(with_auth(pb::CancelJobRequest { id: id.clone() }, header))
             .await),
     ));
     out.push((
         "DeleteJob",
         c(client
-            .delete_job(with_key(
+            .delete_job(with_auth(
                 pb::DeleteJobRequest {
                     id,
                     etag: String::new(),
                 },
-                key,
+                header,
             ))
             .await),
     ));
     out
 }
 
-#[tokio::test]
-async fn every_role_may_call_exactly_its_rpcs_and_bad_keys_none() {
-    let (app, keys) = app_with_keys().await;
-    let admin = keys
-        .iter()
-        .find(|(r, _)| *r == Role::Admin)
-        .map(|(_, k)| k.clone())
-        .expect("admin");
-    let mut client = app.client();
-    for (role, key) in keys
-        .iter()
-        .map(|(r, k)| (Some(*r), Some(k.as_str())))
-        .chain([
-            (None, None),
-            (None, Some("jt_0000_nope")),
-            (None, Some("garbage")),
-        ])
-    {
+/// Whether `role` may call `rpc`: the issue's table.
+fn role_may_call(role: Role, rpc: &str) -> bool {
+    match rpc {
+        "GetJob" | "ListJobs" | "ListPvcProgress" | "GetPvcProgress" | "WatchJob" | "WatchJobs" => {
+            true
+        }
+        "CancelJob" => matches!(role, Role::Operator | Role::Admin),
+        "CreateJob" | "UpdateJob" | "ReportPvcProgress" => {
+            matches!(role, Role::Executor | Role::Admin)
+        }
+        "DeleteJob" => role == Role::Admin,
+        other => panic!("no such RPC {other}"),
+    }
+}
+
+/// Every principal calls every RPC over one transport: a role gets exactly its calls, a refused
+/// key none, and whoever may write nothing has written nothing when the round ends.
+async fn rpc_matrix<T>(mut client: JobServiceClient<T>, transport: &str, keys: &TestKeys)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    let admin = keys.header(Role::Admin);
+    let admin = Some(admin.as_str());
+    for (who, role, header) in keys.principals() {
         // A fresh RUNNING job each round, made by the admin, so cancel and delete have work.
         let running = client
-            .create_job(with_key(
+            .create_job(with_auth(
+                pb::CreateJobRequest {
+                    job: Some(job(JobType::K8sCopy, JobState::Running)),
+                },
+                admin,
+            ))
+            .await
+            .expect("admin creates")
+            .into_inner();
+        let jobs_before = client
+            .list_jobs(with_auth(pb::ListJobsRequest::default(), admin))
+            .await
+            .expect("admin lists")
+            .into_inner()
+            .total;
+        for (rpc, code) in every_rpc(&mut client, header.as_deref(), &running).await {
+            let expected = match role {
+                None => vec![Code::Unauthenticated],
+                Some(r) if !role_may_call(r, rpc) => vec![Code::PermissionDenied],
+                // Allowed: whatever the call itself answers (a missing PVC record is NOT_FOUND,
+                // a job cancelled or deleted earlier in the round refuses an update).
+                Some(_) => vec![Code::Ok, Code::NotFound, Code::FailedPrecondition],
+            };
+            assert!(
+                expected.contains(&code),
+                "{transport}, {who}: {rpc} answered {code:?}"
+            );
+        }
+        if role.is_none_or(|r| r == Role::Viewer) {
+            let after = client
+                .get_job(with_auth(
+                    pb::GetJobRequest {
+                        id: running.id.clone(),
+                    },
+                    admin,
+                ))
+                .await
+                .expect("still there")
+                .into_inner();
+            assert_eq!(after, running, "{transport}, {who}: the job was changed");
+            let jobs_after = client
+                .list_jobs(with_auth(pb::ListJobsRequest::default(), admin))
+                .await
+                .expect("admin lists")
+                .into_inner()
+                .total;
+            assert_eq!(
+                jobs_after, jobs_before,
+                "{transport}, {who}: a job was created"
+            );
+            let pvcs = client
+                .list_pvc_progress(with_auth(
+                    pb::ListPvcProgressRequest {
+                        job_id: running.id.clone(),
+                        ..Default::default()
+                    },
+                    admin,
+                ))
+                .await
+                .expect("admin lists")
+                .into_inner()
+                .total;
+            assert_eq!(pvcs, 0, "{transport}, {who}: a PVC record was written");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_role_may_call_exactly_its_rpcs_over_grpc_and_grpc_web_and_bad_keys_none() {
+    let (app, keys) = app_with_keys().await;
+    rpc_matrix(app.client(), "gRPC", &keys).await;
+    let origin: tonic::codegen::http::Uri = format!("http://{}", app.addr).parse().expect("uri");
+    for http2 in [true, false] {
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(http2)
+                .build_http();
+        let web = tower::ServiceBuilder::new()
+            .layer(tonic_web::GrpcWebClientLayer::new())
+            .service(http);
+        let transport = if http2 {
+            "gRPC-web over HTTP/2"
+        } else {
+            "gRPC-web over HTTP/1.1"
+        };
+        rpc_matrix(
+            JobServiceClient::with_origin(web, origin.clone()),
+            transport,
+            &keys,
+        )
+        .await;
+    }
+    app.stop().await;
+}
+
+/// The gateway's routes and the permission each needs (`None`: public).
+fn rest_endpoints(job: &str, pvc: &str) -> Vec<(&'static str, String, Option<&'static str>)> {
+    let mut out = Vec::new();
+    for method in ["GET", "HEAD"] {
+        for target in [
+            "/api/v1/jobs".to_string(),
+            "/api/v1/jobs/".to_string(),
+            format!(
+                "/api/v1/jobs?where={}",
+                crate::http::encode(r#"{"state":"RUNNING"}"#)
+            ),
+            format!("/api/v1/jobs/{job}"),
+            "/api/v1/kubepvcprogress".to_string(),
+            format!(
+                "/api/v1/kubepvcprogress?where={}",
+                crate::http::encode(&format!(r#"{{"job_id":"{job}"}}"#))
+            ),
+            format!("/api/v1/kubepvcprogress/{pvc}"),
+        ] {
+            out.push((method, target, Some("read")));
+        }
+    }
+    out.push((
+        "POST",
+        format!("/api/v1/jobs/{job}/action/cancel"),
+        Some("cancel"),
+    ));
+    // Public: the API description, the metrics, the dashboard's files and CORS preflights.
+    out.push(("GET", "/api-docs".into(), None));
+    out.push(("GET", "/metrics".into(), None));
+    out.push(("GET", "/".into(), None));
+    out.push(("OPTIONS", "/api/v1/jobs".into(), None));
+    out
+}
+
+#[tokio::test]
+async fn every_role_gets_exactly_its_rest_endpoints_and_bad_keys_401_in_the_envelope() {
+    let (app, keys) = app_with_keys().await;
+    let admin = keys.header(Role::Admin);
+    let mut client = app.client();
+    for (who, role, header) in keys.principals() {
+        let running = client
+            .create_job(with_auth(
                 pb::CreateJobRequest {
                     job: Some(job(JobType::K8sCopy, JobState::Running)),
                 },
                 Some(&admin),
             ))
             .await
-            .expect("admin creates")
+            .expect("create")
             .into_inner();
-        for (rpc, code) in every_rpc(&mut client, key, &running).await {
-            let allowed = match (role, rpc) {
-                (None, _) => false,
-                (
-                    Some(_),
-                    "GetJob" | "ListJobs" | "ListPvcProgress" | "GetPvcProgress" | "WatchJob"
-                    | "WatchJobs",
-                ) => true,
-                (Some(r), "CancelJob") => matches!(r, Role::Operator | Role::Admin),
-                (Some(r), "CreateJob" | "UpdateJob" | "ReportPvcProgress") => {
-                    matches!(r, Role::Executor | Role::Admin)
+        let record = client
+            .report_pvc_progress(with_auth(
+                pb::ReportPvcProgressRequest {
+                    pvc: Some(pvc(&running.id, "data", OpType::K8sCopy, PvcState::Active)),
+                },
+                Some(&admin),
+            ))
+            .await
+            .expect("report")
+            .into_inner();
+        // The report changed the job's aggregates: this is the job the round must leave alone.
+        let before = client
+            .get_job(with_auth(
+                pb::GetJobRequest {
+                    id: running.id.clone(),
+                },
+                Some(&admin),
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        let headers: Vec<(&str, &str)> = header
+            .as_deref()
+            .map(|h| vec![("Authorization", h)])
+            .unwrap_or_default();
+        for (method, target, needs) in rest_endpoints(&running.id, &record.id) {
+            let reply = request(app.addr, method, &target, &headers, b"").await;
+            let at = format!("{who}: {method} {target}");
+            let allowed = match (needs, role) {
+                (None, _) => {
+                    assert!(
+                        reply.status == 200 || reply.status == 204,
+                        "{at}: {reply:?}"
+                    );
+                    continue;
                 }
-                (Some(r), "DeleteJob") => r == Role::Admin,
-                _ => unreachable!(),
+                (Some(_), None) => {
+                    assert_eq!(reply.status, 401, "{at}");
+                    assert_eq!(
+                        reply.header("www-authenticate"),
+                        Some("Bearer realm=\"jobtrack\""),
+                        "{at}"
+                    );
+                    if method != "HEAD" {
+                        reply.error(401);
+                    }
+                    continue;
+                }
+                (Some("cancel"), Some(r)) => matches!(r, Role::Operator | Role::Admin),
+                (Some(_), Some(_)) => true,
             };
-            let expected = match (role, allowed) {
-                (None, _) => vec![Code::Unauthenticated],
-                (Some(_), false) => vec![Code::PermissionDenied],
-                // Allowed: whatever the call itself answers (a missing PVC record is NOT_FOUND,
-                // a job cancelled or deleted earlier in the round refuses an update).
-                (Some(_), true) => vec![Code::Ok, Code::NotFound, Code::FailedPrecondition],
-            };
-            assert!(expected.contains(&code), "{role:?} {rpc}: {code:?}");
+            if allowed {
+                assert_eq!(reply.status, 200, "{at}: {}", reply.text());
+                if method == "GET" {
+                    reply.json();
+                }
+            } else {
+                let message = reply.error(403);
+                let role = role.expect("a role").as_str();
+                assert!(message.contains(role), "{at}: {message}");
+            }
+        }
+        let stored = request(
+            app.addr,
+            "GET",
+            &format!("/api/v1/jobs/{}", running.id),
+            &[("Authorization", &admin)],
+            b"",
+        )
+        .await
+        .json();
+        let cancelled = role.is_some_and(|r| matches!(r, Role::Operator | Role::Admin));
+        let expected = if cancelled { "CANCELLED" } else { "RUNNING" };
+        assert_eq!(stored["state"], expected, "{who}: state after the round");
+        if cancelled {
+            let activity = stored["activity"].as_array().expect("activity");
+            let line = activity.last().and_then(|l| l.as_str()).expect("a line");
+            assert!(
+                line.contains(&format!("key \"{}\"", role.expect("a role").as_str())),
+                "{who}: the activity names the key: {line}"
+            );
+        } else {
+            assert_eq!(stored["_etag"], before.etag, "{who}: the job was changed");
         }
     }
     app.stop().await;
 }
 
 #[tokio::test]
-async fn rest_answers_401_and_403_in_the_envelope_and_writes_nothing() {
-    let (app, keys) = app_with_keys().await;
-    let key = |role: Role| {
-        keys.iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, k)| format!("Bearer {k}"))
-            .expect("key")
-    };
-    let admin = key(Role::Admin);
-    let mut client = app.client();
-    let running = client
-        .create_job(with_key(
-            pb::CreateJobRequest {
-                job: Some(job(JobType::K8sCopy, JobState::Running)),
-            },
-            Some(admin.trim_start_matches("Bearer ")),
-        ))
-        .await
-        .expect("create")
-        .into_inner();
-    let list = "/api/v1/jobs";
-    let item = format!("/api/v1/jobs/{}", running.id);
-    let cancel = format!("/api/v1/jobs/{}/action/cancel", running.id);
-    for target in [
-        list.to_string(),
-        item.clone(),
-        "/api/v1/kubepvcprogress".into(),
-    ] {
-        request(app.addr, "GET", &target, &[], b"").await.error(401);
-        request(
-            app.addr,
-            "GET",
-            &target,
-            &[("Authorization", "Bearer jt_00_00")],
-            b"",
-        )
-        .await
-        .error(401);
-        let ok = request(
-            app.addr,
-            "GET",
-            &target,
-            &[("Authorization", &key(Role::Viewer))],
-            b"",
-        )
-        .await;
-        assert_eq!(ok.status, 200, "{target}");
-    }
-    let message = request(
-        app.addr,
-        "POST",
-        &cancel,
-        &[("Authorization", &key(Role::Viewer))],
-        b"",
-    )
-    .await
-    .error(403);
-    assert!(message.contains("viewer"), "{message}");
-    request(
-        app.addr,
-        "POST",
-        &cancel,
-        &[("Authorization", &key(Role::Executor))],
-        b"",
-    )
-    .await
-    .error(403);
-    request(app.addr, "POST", &cancel, &[], b"")
-        .await
-        .error(401);
-    let stored = request(app.addr, "GET", &item, &[("Authorization", &admin)], b"")
-        .await
-        .json();
-    assert_eq!(stored["state"], "RUNNING", "nothing was written");
-    let done = request(
-        app.addr,
-        "POST",
-        &cancel,
-        &[("Authorization", &key(Role::Operator))],
-        b"",
-    )
-    .await;
-    assert_eq!(done.status, 200);
-    let line = done.json()["activity"]
-        .as_array()
-        .expect("activity")
-        .last()
-        .expect("line")
-        .as_str()
-        .expect("text")
-        .to_string();
-    assert!(
-        line.contains("key \"operator\""),
-        "the activity names the key: {line}"
-    );
-    app.stop().await;
-}
-
-#[tokio::test]
 async fn a_revoked_key_stops_working_and_its_open_stream_ends() {
     let (app, keys) = app_with_keys().await;
-    let (_, viewer) = keys
-        .iter()
-        .find(|(r, _)| *r == Role::Viewer)
-        .expect("viewer");
+    let viewer = &keys.of(Role::Viewer);
     let mut client = app.client();
     let mut stream = client
         .watch_jobs(with_key(pb::WatchJobsRequest::default(), Some(viewer)))
@@ -394,12 +572,7 @@ async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
         }
     })
     .await;
-    let key = |role: Role| {
-        keys.iter()
-            .find(|(r, _)| *r == role)
-            .map(|(_, k)| k.clone())
-            .expect("key")
-    };
+    let key = |role: Role| keys.of(role);
     let (noisy, quiet) = (key(Role::Viewer), key(Role::Operator));
     let mut client = app.client();
     let mut codes = Vec::new();
@@ -466,4 +639,83 @@ async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
     .await;
     assert_eq!(health.status, 200);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
+    use jobtrack::pb::access_service_client::AccessServiceClient;
+    let (app, keys) = app_with_keys().await;
+    let mut access = AccessServiceClient::connect(format!("http://{}", app.addr))
+        .await
+        .expect("connect");
+    let names = |list: &[pb::Permission]| list.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    for (role, allowed, denied) in [
+        (
+            Role::Viewer,
+            vec!["read"],
+            vec!["cancel", "write", "delete"],
+        ),
+        (
+            Role::Operator,
+            vec!["read", "cancel"],
+            vec!["write", "delete"],
+        ),
+        (
+            Role::Executor,
+            vec!["read", "write"],
+            vec!["cancel", "delete"],
+        ),
+        (
+            Role::Admin,
+            vec!["read", "cancel", "write", "delete"],
+            vec![],
+        ),
+    ] {
+        let key = keys.of(role);
+        let caller = access
+            .get_caller(with_key(pb::GetCallerRequest {}, Some(&key)))
+            .await
+            .expect("a valid key")
+            .into_inner();
+        assert!(caller.keys_required);
+        assert_eq!(caller.role, role.as_str());
+        assert_eq!(caller.key_name, role.as_str());
+        assert!(
+            key.starts_with(&format!("jt_{}_", caller.key_id)),
+            "{caller:?}"
+        );
+        assert_eq!(names(&caller.allowed), allowed, "{role:?}");
+        assert_eq!(names(&caller.denied), denied, "{role:?}");
+        assert!(
+            caller.denied.iter().all(|p| !p.description.is_empty()),
+            "{caller:?}"
+        );
+    }
+    for (what, header) in keys.refused() {
+        let refused = access
+            .get_caller(with_auth(pb::GetCallerRequest {}, header.as_deref()))
+            .await
+            .expect_err(what);
+        assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
+    }
+    app.stop().await;
+
+    // A server without keys: anyone may do everything.
+    let open = spawn_app().await;
+    let mut access = AccessServiceClient::connect(format!("http://{}", open.addr))
+        .await
+        .expect("connect");
+    let caller = access
+        .get_caller(pb::GetCallerRequest {})
+        .await
+        .expect("open")
+        .into_inner();
+    assert!(!caller.keys_required);
+    assert_eq!(caller.role, "");
+    assert_eq!(
+        names(&caller.allowed),
+        ["read", "cancel", "write", "delete"]
+    );
+    assert!(caller.denied.is_empty());
+    open.stop().await;
 }

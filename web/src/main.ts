@@ -9,12 +9,14 @@ import { createClient, ConnectError, Code, type Interceptor } from "@connectrpc/
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
+  AccessService,
   JobService,
   JobEventType,
   JobState,
   JobType,
   PvcState,
   OpType,
+  type Caller,
   type Job,
   type PvcProgress,
 } from "./gen/jobtrack/v1/jobtrack_pb";
@@ -27,10 +29,32 @@ const withKey: Interceptor = (next) => async (req) => {
   if (key) req.header.set("authorization", `Bearer ${key}`);
   return next(req);
 };
-const client = createClient(
-  JobService,
-  createGrpcWebTransport({ baseUrl: location.origin, interceptors: [withKey] }),
-);
+const transport = createGrpcWebTransport({ baseUrl: location.origin, interceptors: [withKey] });
+const client = createClient(JobService, transport);
+const access = createClient(AccessService, transport);
+
+// Who the key is and what its role may not do (GetCaller), asked once per key.
+let caller: Caller | undefined;
+const mayNot = (permission: string) => caller?.denied.find((p) => p.name === permission);
+
+/** Shows the key's name and role, and what the role may not do, in the header. */
+function showCaller() {
+  const who = document.getElementById("who")!;
+  if (!caller?.keysRequired) {
+    who.innerHTML = "";
+    return;
+  }
+  const denied = caller.denied.map((p) => p.description).join("; ");
+  who.innerHTML = `key <b>${esc(caller.keyName)}</b> · ${esc(caller.role)}${
+    denied ? ` · <span id="may-not">may not ${esc(denied)}</span>` : ""
+  } <button id="forget-key" type="button">forget key</button>`;
+  (document.getElementById("forget-key") as HTMLButtonElement).onclick = () => {
+    sessionStorage.removeItem(KEY);
+    caller = undefined;
+    showCaller();
+    askForKey("");
+  };
+}
 
 /** Replaces the page with a form asking for an API key; `why` says what went wrong. */
 function askForKey(why: string) {
@@ -43,6 +67,7 @@ function askForKey(why: string) {
   (document.getElementById("key-form") as HTMLFormElement).onsubmit = (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY, (document.getElementById("key") as HTMLInputElement).value.trim());
+    caller = undefined;
     route();
   };
 }
@@ -276,6 +301,15 @@ function cancellable(j: Job) {
   return j.state === JobState.RUNNING && (j.type === JobType.K8S_SNAP || j.type === JobType.K8S_COPY);
 }
 
+/** The Cancel button of a cancellable job; disabled, saying why, when the key's role may not. */
+function cancelButton(j: Job) {
+  if (!cancellable(j)) return "";
+  const denied = mayNot("cancel");
+  if (!denied) return '<button id="cancel">Cancel</button>';
+  const why = `your key's role (${caller?.role}) may not ${denied.description}`;
+  return `<button id="cancel" disabled title="${esc(why)}">Cancel</button> <span class="muted" id="cancel-denied">${esc(why)}</span>`;
+}
+
 function jobView(id: string) {
   const gen = ++generation;
   whereEl.textContent = "";
@@ -307,7 +341,7 @@ function jobView(id: string) {
     const sp = j.kubeSnapshotProgress;
     el.innerHTML = `
       <h2>${esc(j.name ?? j.id)} <span class="state ${stateName(j.state)}" id="job-state">${stateName(j.state)}</span>
-        ${cancellable(j) ? '<button id="cancel">Cancel</button>' : ""}</h2>
+        ${cancelButton(j)}</h2>
       ${error ? `<p id="error">${esc(error)}</p>` : ""}
       <div class="fields">
         ${field("id", j.id)}${field("type", typeName(j.type))}${field("message", j.message)}
@@ -352,7 +386,19 @@ function jobView(id: string) {
   });
 }
 
-function route() {
+async function route() {
+  if (!caller) {
+    const gen = ++generation;
+    try {
+      caller = await access.getCaller({});
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (err.code === Code.Unauthenticated) return askForKey(err.rawMessage);
+      // The server may be older or unreachable: carry on; the calls themselves will say.
+    }
+    if (gen !== generation) return;
+    showCaller();
+  }
   const hash = location.hash.replace(/^#/, "") || "/";
   const job = hash.match(/^\/job\/([0-9a-fA-F]{24})$/);
   if (job) return jobView(job[1]);
@@ -360,5 +406,5 @@ function route() {
   listView({ state: q.get("state") ?? "", type: q.get("type") ?? "", cluster: q.get("cluster") ?? "" });
 }
 
-window.addEventListener("hashchange", route);
-route();
+window.addEventListener("hashchange", () => void route());
+void route();

@@ -117,6 +117,7 @@ test("with API keys the page asks for one, keeps it for the session, and shows w
       .trim();
   const viewer = make("viewer");
   const admin = make("admin");
+  const operator = make("operator");
   const keyed = await startServer(database);
   try {
     const asAdmin = createClient(
@@ -133,11 +134,26 @@ test("with API keys the page asks for one, keeps it for the session, and shows w
     // A reload keeps the key (same browser session).
     await page.reload();
     await page.locator(`tr.job[data-job-id="${job.id}"]`).waitFor();
+    // The header names the key and what its role may not do, before anything is tried.
+    await page.locator("#who", { hasText: "viewer-key" }).waitFor();
+    assert.match(await page.locator("#may-not").innerText(), /may not cancel jobs.*create and update jobs.*delete jobs/);
     await page.click(`tr.job[data-job-id="${job.id}"]`);
-    await page.click("#cancel");
-    await page.locator("#error", { hasText: "viewer" }).waitFor();
+    // A viewer's Cancel button is disabled and says why.
+    await page.locator("#cancel[disabled]").waitFor();
+    assert.match(await page.locator("#cancel-denied").innerText(), /role \(viewer\) may not cancel jobs/);
     await page.screenshot({ path: `${ARTIFACTS}/viewer-may-not-cancel.png` });
     assert.equal((await asAdmin.getJob({ id: job.id })).state, JobState.RUNNING);
+    // Forgetting the key asks for one again; an operator's key may cancel.
+    await page.click("#forget-key");
+    await page.waitForSelector("#key-form");
+    await page.fill("#key", operator);
+    await page.click('#key-form button[type="submit"]');
+    await page.locator("#who", { hasText: "operator-key" }).waitFor();
+    await page.click("#cancel:not([disabled])");
+    await page.locator("#job-state", { hasText: "CANCELLED" }).waitFor();
+    const cancelled = await asAdmin.getJob({ id: job.id });
+    assert.equal(cancelled.state, JobState.CANCELLED);
+    assert.match(cancelled.activity.at(-1) ?? "", /key "operator-key"/);
   } finally {
     await keyed.stop();
   }

@@ -15,7 +15,101 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file jobtrack/v1/jobtrack.proto.
  */
 export const file_jobtrack_v1_jobtrack: GenFile = /*@__PURE__*/
-  fileDesc("Chpqb2J0cmFjay92MS9qb2J0cmFjay5wcm90bxILam9idHJhY2sudjEi3QIKDVRyYW5zZmVyU3RhdHMSGwoOZXN0aW1hdGVkX3NpemUYASABKANIAIgBARImChllc3RpbWF0ZWRfbnVtYmVyX29mX2ZpbGVzGAIgASgDSAGIAQESFAoHaW9fc2l6ZRgDIAEoA0gCiAEBEh8KEmlvX251bWJlcl9vZl9maWxlcxgEIAEoA0gDiAEBEh0KEHRyYW5zZmVycmVkX3NpemUYBSABKANIBIgBARIoCht0cmFuc2ZlcnJlZF9udW1iZXJfb2ZfZmlsZXMYBiABKANIBYgBAUIRCg9fZXN0aW1hdGVkX3NpemVCHAoaX2VzdGltYXRlZF9udW1iZXJfb2ZfZmlsZXNCCgoIX2lvX3NpemVCFQoTX2lvX251bWJlcl9vZl9maWxlc0ITChFfdHJhbnNmZXJyZWRfc2l6ZUIeChxfdHJhbnNmZXJyZWRfbnVtYmVyX29mX2ZpbGVzIqQBChBLdWJlQ29weVByb2dyZXNzEikKBXN0YXRzGAEgASgLMhouam9idHJhY2sudjEuVHJhbnNmZXJTdGF0cxIRCgl0b3RhbF9wdnMYAiABKAMSEwoLcGVuZGluZ19wdnMYAyABKAMSEgoKYWN0aXZlX3B2cxgEIAEoAxIVCg1jb21wbGV0ZWRfcHZzGAUgASgDEhIKCmZhaWxlZF9wdnMYBiABKAMikgEKFEt1YmVTbmFwc2hvdFByb2dyZXNzEhEKCXRvdGFsX3B2cxgBIAEoAxITCgtwZW5kaW5nX3B2cxgCIAEoAxISCgphY3RpdmVfcHZzGAMgASgDEhUKDWNvbXBsZXRlZF9wdnMYBCABKAMSEgoKZmFpbGVkX3B2cxgFIAEoAxITCgtza2lwcGVkX3B2cxgGIAEoAyLxBgoDSm9iEgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIUCgdtZXNzYWdlGAMgASgJSAGIAQESIgoEdHlwZRgEIAEoDjIULmpvYnRyYWNrLnYxLkpvYlR5cGUSJAoFc3RhdGUYBSABKA4yFS5qb2J0cmFjay52MS5Kb2JTdGF0ZRIXCgpzdGFydF90aW1lGAYgASgDSAKIAQESFQoIZW5kX3RpbWUYByABKANIA4gBARIgChNudW1fdG90YWxfcmVzb3VyY2VzGAggASgDSASIAQESIQoUbnVtX2JhY2t1cF9yZXNvdXJjZXMYCSABKANIBYgBARIUCgdjbHVzdGVyGAogASgJSAaIAQESGQoMY2x1c3Rlcl9uYW1lGAsgASgJSAeIAQESFgoJYmFja3VwZGVmGAwgASgJSAiIAQESGwoOYmFja3VwZGVmX25hbWUYDSABKAlICYgBARIcCg9yZXN0b3JlZGVmX25hbWUYDiABKAlICogBARIeChFzZWN1cml0eXNjYW5fbmFtZRgPIAEoCUgLiAEBEhAKCGFjdGl2aXR5GBAgAygJEjkKEmt1YmVfY29weV9wcm9ncmVzcxgRIAEoCzIdLmpvYnRyYWNrLnYxLkt1YmVDb3B5UHJvZ3Jlc3MSQQoWa3ViZV9zbmFwc2hvdF9wcm9ncmVzcxgSIAEoCzIhLmpvYnRyYWNrLnYxLkt1YmVTbmFwc2hvdFByb2dyZXNzEisKB2NyZWF0ZWQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYFSABKAkSEAoIcmV2aXNpb24YFiABKARCBwoFX25hbWVCCgoIX21lc3NhZ2VCDQoLX3N0YXJ0X3RpbWVCCwoJX2VuZF90aW1lQhYKFF9udW1fdG90YWxfcmVzb3VyY2VzQhcKFV9udW1fYmFja3VwX3Jlc291cmNlc0IKCghfY2x1c3RlckIPCg1fY2x1c3Rlcl9uYW1lQgwKCl9iYWNrdXBkZWZCEQoPX2JhY2t1cGRlZl9uYW1lQhIKEF9yZXN0b3JlZGVmX25hbWVCFAoSX3NlY3VyaXR5c2Nhbl9uYW1lIuMDCgtQdmNQcm9ncmVzcxIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSJAoFc3RhdGUYBSABKA4yFS5qb2J0cmFjay52MS5QdmNTdGF0ZRIXCgpzdGFydF90aW1lGAYgASgDSACIAQESFQoIZW5kX3RpbWUYByABKANIAYgBARIUCgdtZXNzYWdlGAggASgJSAKIAQESJAoHb3BfdHlwZRgJIAEoDjITLmpvYnRyYWNrLnYxLk9wVHlwZRIpChxzbmFwc2hvdF9wcm9ncmVzc19wZXJjZW50YWdlGAogASgFSAOIAQESKQoFc3RhdHMYCyABKAsyGi5qb2J0cmFjay52MS5UcmFuc2ZlclN0YXRzEisKB2NyZWF0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAlCDQoLX3N0YXJ0X3RpbWVCCwoJX2VuZF90aW1lQgoKCF9tZXNzYWdlQh8KHV9zbmFwc2hvdF9wcm9ncmVzc19wZXJjZW50YWdlIjEKEENyZWF0ZUpvYlJlcXVlc3QSHQoDam9iGAEgASgLMhAuam9idHJhY2sudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiVQoPTGlzdEpvYnNSZXF1ZXN0Eg0KBXdoZXJlGAEgASgJEgwKBHNvcnQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoQTGlzdEpvYnNSZXNwb25zZRIeCgRqb2JzGAEgAygLMhAuam9idHJhY2sudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyKJAQoQVXBkYXRlSm9iUmVxdWVzdBIdCgNqb2IYASABKAsyEC5qb2J0cmFjay52MS5Kb2ISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhcKD2FwcGVuZF9hY3Rpdml0eRgDIAMoCRIMCgRldGFnGAQgASgJIiwKEERlbGV0ZUpvYlJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjMKD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkiNwoQV2F0Y2hKb2JzUmVxdWVzdBINCgV3aGVyZRgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkijwEKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5qb2J0cmFjay52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAuam9idHJhY2sudjEuSm9iEiUKA3B2YxgDIAEoCzIYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEhQKDHJlc3VtZV90b2tlbhgEIAEoCSJBChhSZXBvcnRQdmNQcm9ncmVzc1JlcXVlc3QSJQoDcHZjGAEgASgLMhguam9idHJhY2sudjEuUHZjUHJvZ3Jlc3MiIwoVR2V0UHZjUHJvZ3Jlc3NSZXF1ZXN0EgoKAmlkGAEgASgJImwKFkxpc3RQdmNQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEg0KBXdoZXJlGAIgASgJEgwKBHNvcnQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiaQoXTGlzdFB2Y1Byb2dyZXNzUmVzcG9uc2USJgoEcHZjcxgBIAMoCzIYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyrOAgoHSm9iVHlwZRIYChRKT0JfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUpPQl9UWVBFX0s4U19TTkFQEAESFAoQSk9CX1RZUEVfUkVTVE9SRRACEhUKEUpPQl9UWVBFX0s4U19DT1BZEAMSGgoWSk9CX1RZUEVfREVMRVRFX0JBQ0tVUBAEEhoKFkpPQl9UWVBFX0FXU19JTlZFTlRPUlkQBRIaChZKT0JfVFlQRV9BV1NSRFNfQkFDS1VQEAYSGwoXSk9CX1RZUEVfQVdTUkRTX1JFU1RPUkUQBxIhCh1KT0JfVFlQRV9BV1NSRFNfQkFDS1VQX0RFTEVURRAIEhgKFEpPQl9UWVBFX0FXU1JEU19DT1BZEAkSGwoXSk9CX1RZUEVfQVdTRUtTX1JFU1RPUkUQChIaChZKT0JfVFlQRV9TRUNVUklUWV9TQ0FOEAsqxQEKCEpvYlN0YXRlEhUKEUpPQl9TVEFURV9VTktOT1dOEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFQoRSk9CX1NUQVRFX1NLSVBQRUQQBRIVChFKT0JfU1RBVEVfUEFSVElBTBAGEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQByq1AgoIUHZjU3RhdGUSGQoVUFZDX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUFZDX1NUQVRFX1BFTkRJTkcQARIUChBQVkNfU1RBVEVfQUNUSVZFEAISFwoTUFZDX1NUQVRFX0NPTVBMRVRFRBADEhQKEFBWQ19TVEFURV9GQUlMRUQQBBIzCi9QVkNfU1RBVEVfU0tJUFBFRF9NSVNTSU5HX1ZPTFVNRV9GUk9NX0lOVkVOVE9SWRAFEiUKIVBWQ19TVEFURV9TS0lQUEVEX01JU1NJTkdfQUNDT1VOVBAGEiYKIlBWQ19TVEFURV9TS0lQUEVEX0FDQ09VTlRfSU5BQ1RJVkUQBxIuCipQVkNfU1RBVEVfU0tJUFBFRF9WT0xVTUVfRlJPTV9PVEhFUl9SRUdJT04QCCpNCgZPcFR5cGUSFwoTT1BfVFlQRV9VTlNQRUNJRklFRBAAEhQKEE9QX1RZUEVfSzhTX0NPUFkQARIUChBPUF9UWVBFX0s4U19TTkFQEAIq+AEKDEpvYkV2ZW50VHlwZRIeChpKT0JfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0pPQl9FVkVOVF9UWVBFX1NOQVBTSE9UEAESGQoVSk9CX0VWRU5UX1RZUEVfU1lOQ0VEEAISGgoWSk9CX0VWRU5UX1RZUEVfQ1JFQVRFRBADEhoKFkpPQl9FVkVOVF9UWVBFX1VQREFURUQQBBIeChpKT0JfRVZFTlRfVFlQRV9QVkNfVVBEQVRFRBAFEhoKFkpPQl9FVkVOVF9UWVBFX0RFTEVURUQQBhIcChhKT0JfRVZFTlRfVFlQRV9IRUFSVEJFQVQQBzKXBgoKSm9iU2VydmljZRI8CglDcmVhdGVKb2ISHS5qb2J0cmFjay52MS5DcmVhdGVKb2JSZXF1ZXN0GhAuam9idHJhY2sudjEuSm9iEjYKBkdldEpvYhIaLmpvYnRyYWNrLnYxLkdldEpvYlJlcXVlc3QaEC5qb2J0cmFjay52MS5Kb2ISRwoITGlzdEpvYnMSHC5qb2J0cmFjay52MS5MaXN0Sm9ic1JlcXVlc3QaHS5qb2J0cmFjay52MS5MaXN0Sm9ic1Jlc3BvbnNlEjwKCVVwZGF0ZUpvYhIdLmpvYnRyYWNrLnYxLlVwZGF0ZUpvYlJlcXVlc3QaEC5qb2J0cmFjay52MS5Kb2ISQgoJRGVsZXRlSm9iEh0uam9idHJhY2sudjEuRGVsZXRlSm9iUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI8CglDYW5jZWxKb2ISHS5qb2J0cmFjay52MS5DYW5jZWxKb2JSZXF1ZXN0GhAuam9idHJhY2sudjEuSm9iEkEKCFdhdGNoSm9iEhwuam9idHJhY2sudjEuV2F0Y2hKb2JSZXF1ZXN0GhUuam9idHJhY2sudjEuSm9iRXZlbnQwARJDCglXYXRjaEpvYnMSHS5qb2J0cmFjay52MS5XYXRjaEpvYnNSZXF1ZXN0GhUuam9idHJhY2sudjEuSm9iRXZlbnQwARJUChFSZXBvcnRQdmNQcm9ncmVzcxIlLmpvYnRyYWNrLnYxLlJlcG9ydFB2Y1Byb2dyZXNzUmVxdWVzdBoYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEk4KDkdldFB2Y1Byb2dyZXNzEiIuam9idHJhY2sudjEuR2V0UHZjUHJvZ3Jlc3NSZXF1ZXN0Ghguam9idHJhY2sudjEuUHZjUHJvZ3Jlc3MSXAoPTGlzdFB2Y1Byb2dyZXNzEiMuam9idHJhY2sudjEuTGlzdFB2Y1Byb2dyZXNzUmVxdWVzdBokLmpvYnRyYWNrLnYxLkxpc3RQdmNQcm9ncmVzc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Chpqb2J0cmFjay92MS9qb2J0cmFjay5wcm90bxILam9idHJhY2sudjEiEgoQR2V0Q2FsbGVyUmVxdWVzdCKiAQoGQ2FsbGVyEhUKDWtleXNfcmVxdWlyZWQYASABKAgSDgoGa2V5X2lkGAIgASgJEhAKCGtleV9uYW1lGAMgASgJEgwKBHJvbGUYBCABKAkSKAoHYWxsb3dlZBgFIAMoCzIXLmpvYnRyYWNrLnYxLlBlcm1pc3Npb24SJwoGZGVuaWVkGAYgAygLMhcuam9idHJhY2sudjEuUGVybWlzc2lvbiIvCgpQZXJtaXNzaW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAki3QIKDVRyYW5zZmVyU3RhdHMSGwoOZXN0aW1hdGVkX3NpemUYASABKANIAIgBARImChllc3RpbWF0ZWRfbnVtYmVyX29mX2ZpbGVzGAIgASgDSAGIAQESFAoHaW9fc2l6ZRgDIAEoA0gCiAEBEh8KEmlvX251bWJlcl9vZl9maWxlcxgEIAEoA0gDiAEBEh0KEHRyYW5zZmVycmVkX3NpemUYBSABKANIBIgBARIoCht0cmFuc2ZlcnJlZF9udW1iZXJfb2ZfZmlsZXMYBiABKANIBYgBAUIRCg9fZXN0aW1hdGVkX3NpemVCHAoaX2VzdGltYXRlZF9udW1iZXJfb2ZfZmlsZXNCCgoIX2lvX3NpemVCFQoTX2lvX251bWJlcl9vZl9maWxlc0ITChFfdHJhbnNmZXJyZWRfc2l6ZUIeChxfdHJhbnNmZXJyZWRfbnVtYmVyX29mX2ZpbGVzIqQBChBLdWJlQ29weVByb2dyZXNzEikKBXN0YXRzGAEgASgLMhouam9idHJhY2sudjEuVHJhbnNmZXJTdGF0cxIRCgl0b3RhbF9wdnMYAiABKAMSEwoLcGVuZGluZ19wdnMYAyABKAMSEgoKYWN0aXZlX3B2cxgEIAEoAxIVCg1jb21wbGV0ZWRfcHZzGAUgASgDEhIKCmZhaWxlZF9wdnMYBiABKAMikgEKFEt1YmVTbmFwc2hvdFByb2dyZXNzEhEKCXRvdGFsX3B2cxgBIAEoAxITCgtwZW5kaW5nX3B2cxgCIAEoAxISCgphY3RpdmVfcHZzGAMgASgDEhUKDWNvbXBsZXRlZF9wdnMYBCABKAMSEgoKZmFpbGVkX3B2cxgFIAEoAxITCgtza2lwcGVkX3B2cxgGIAEoAyLxBgoDSm9iEgoKAmlkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIUCgdtZXNzYWdlGAMgASgJSAGIAQESIgoEdHlwZRgEIAEoDjIULmpvYnRyYWNrLnYxLkpvYlR5cGUSJAoFc3RhdGUYBSABKA4yFS5qb2J0cmFjay52MS5Kb2JTdGF0ZRIXCgpzdGFydF90aW1lGAYgASgDSAKIAQESFQoIZW5kX3RpbWUYByABKANIA4gBARIgChNudW1fdG90YWxfcmVzb3VyY2VzGAggASgDSASIAQESIQoUbnVtX2JhY2t1cF9yZXNvdXJjZXMYCSABKANIBYgBARIUCgdjbHVzdGVyGAogASgJSAaIAQESGQoMY2x1c3Rlcl9uYW1lGAsgASgJSAeIAQESFgoJYmFja3VwZGVmGAwgASgJSAiIAQESGwoOYmFja3VwZGVmX25hbWUYDSABKAlICYgBARIcCg9yZXN0b3JlZGVmX25hbWUYDiABKAlICogBARIeChFzZWN1cml0eXNjYW5fbmFtZRgPIAEoCUgLiAEBEhAKCGFjdGl2aXR5GBAgAygJEjkKEmt1YmVfY29weV9wcm9ncmVzcxgRIAEoCzIdLmpvYnRyYWNrLnYxLkt1YmVDb3B5UHJvZ3Jlc3MSQQoWa3ViZV9zbmFwc2hvdF9wcm9ncmVzcxgSIAEoCzIhLmpvYnRyYWNrLnYxLkt1YmVTbmFwc2hvdFByb2dyZXNzEisKB2NyZWF0ZWQYEyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYFCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYFSABKAkSEAoIcmV2aXNpb24YFiABKARCBwoFX25hbWVCCgoIX21lc3NhZ2VCDQoLX3N0YXJ0X3RpbWVCCwoJX2VuZF90aW1lQhYKFF9udW1fdG90YWxfcmVzb3VyY2VzQhcKFV9udW1fYmFja3VwX3Jlc291cmNlc0IKCghfY2x1c3RlckIPCg1fY2x1c3Rlcl9uYW1lQgwKCl9iYWNrdXBkZWZCEQoPX2JhY2t1cGRlZl9uYW1lQhIKEF9yZXN0b3JlZGVmX25hbWVCFAoSX3NlY3VyaXR5c2Nhbl9uYW1lIuMDCgtQdmNQcm9ncmVzcxIKCgJpZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBG5hbWUYBCABKAkSJAoFc3RhdGUYBSABKA4yFS5qb2J0cmFjay52MS5QdmNTdGF0ZRIXCgpzdGFydF90aW1lGAYgASgDSACIAQESFQoIZW5kX3RpbWUYByABKANIAYgBARIUCgdtZXNzYWdlGAggASgJSAKIAQESJAoHb3BfdHlwZRgJIAEoDjITLmpvYnRyYWNrLnYxLk9wVHlwZRIpChxzbmFwc2hvdF9wcm9ncmVzc19wZXJjZW50YWdlGAogASgFSAOIAQESKQoFc3RhdHMYCyABKAsyGi5qb2J0cmFjay52MS5UcmFuc2ZlclN0YXRzEisKB2NyZWF0ZWQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKB3VwZGF0ZWQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAlCDQoLX3N0YXJ0X3RpbWVCCwoJX2VuZF90aW1lQgoKCF9tZXNzYWdlQh8KHV9zbmFwc2hvdF9wcm9ncmVzc19wZXJjZW50YWdlIjEKEENyZWF0ZUpvYlJlcXVlc3QSHQoDam9iGAEgASgLMhAuam9idHJhY2sudjEuSm9iIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiVQoPTGlzdEpvYnNSZXF1ZXN0Eg0KBXdoZXJlGAEgASgJEgwKBHNvcnQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiWgoQTGlzdEpvYnNSZXNwb25zZRIeCgRqb2JzGAEgAygLMhAuam9idHJhY2sudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyKJAQoQVXBkYXRlSm9iUmVxdWVzdBIdCgNqb2IYASABKAsyEC5qb2J0cmFjay52MS5Kb2ISLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhcKD2FwcGVuZF9hY3Rpdml0eRgDIAMoCRIMCgRldGFnGAQgASgJIiwKEERlbGV0ZUpvYlJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjMKD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkiNwoQV2F0Y2hKb2JzUmVxdWVzdBINCgV3aGVyZRgBIAEoCRIUCgxyZXN1bWVfdG9rZW4YAiABKAkijwEKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5qb2J0cmFjay52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAuam9idHJhY2sudjEuSm9iEiUKA3B2YxgDIAEoCzIYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEhQKDHJlc3VtZV90b2tlbhgEIAEoCSJBChhSZXBvcnRQdmNQcm9ncmVzc1JlcXVlc3QSJQoDcHZjGAEgASgLMhguam9idHJhY2sudjEuUHZjUHJvZ3Jlc3MiIwoVR2V0UHZjUHJvZ3Jlc3NSZXF1ZXN0EgoKAmlkGAEgASgJImwKFkxpc3RQdmNQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEg0KBXdoZXJlGAIgASgJEgwKBHNvcnQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiaQoXTGlzdFB2Y1Byb2dyZXNzUmVzcG9uc2USJgoEcHZjcxgBIAMoCzIYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgV0b3RhbBgDIAEoAyrOAgoHSm9iVHlwZRIYChRKT0JfVFlQRV9VTlNQRUNJRklFRBAAEhUKEUpPQl9UWVBFX0s4U19TTkFQEAESFAoQSk9CX1RZUEVfUkVTVE9SRRACEhUKEUpPQl9UWVBFX0s4U19DT1BZEAMSGgoWSk9CX1RZUEVfREVMRVRFX0JBQ0tVUBAEEhoKFkpPQl9UWVBFX0FXU19JTlZFTlRPUlkQBRIaChZKT0JfVFlQRV9BV1NSRFNfQkFDS1VQEAYSGwoXSk9CX1RZUEVfQVdTUkRTX1JFU1RPUkUQBxIhCh1KT0JfVFlQRV9BV1NSRFNfQkFDS1VQX0RFTEVURRAIEhgKFEpPQl9UWVBFX0FXU1JEU19DT1BZEAkSGwoXSk9CX1RZUEVfQVdTRUtTX1JFU1RPUkUQChIaChZKT0JfVFlQRV9TRUNVUklUWV9TQ0FOEAsqxQEKCEpvYlN0YXRlEhUKEUpPQl9TVEFURV9VTktOT1dOEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFQoRSk9CX1NUQVRFX1NLSVBQRUQQBRIVChFKT0JfU1RBVEVfUEFSVElBTBAGEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQByq1AgoIUHZjU3RhdGUSGQoVUFZDX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRUFZDX1NUQVRFX1BFTkRJTkcQARIUChBQVkNfU1RBVEVfQUNUSVZFEAISFwoTUFZDX1NUQVRFX0NPTVBMRVRFRBADEhQKEFBWQ19TVEFURV9GQUlMRUQQBBIzCi9QVkNfU1RBVEVfU0tJUFBFRF9NSVNTSU5HX1ZPTFVNRV9GUk9NX0lOVkVOVE9SWRAFEiUKIVBWQ19TVEFURV9TS0lQUEVEX01JU1NJTkdfQUNDT1VOVBAGEiYKIlBWQ19TVEFURV9TS0lQUEVEX0FDQ09VTlRfSU5BQ1RJVkUQBxIuCipQVkNfU1RBVEVfU0tJUFBFRF9WT0xVTUVfRlJPTV9PVEhFUl9SRUdJT04QCCpNCgZPcFR5cGUSFwoTT1BfVFlQRV9VTlNQRUNJRklFRBAAEhQKEE9QX1RZUEVfSzhTX0NPUFkQARIUChBPUF9UWVBFX0s4U19TTkFQEAIq+AEKDEpvYkV2ZW50VHlwZRIeChpKT0JfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF0pPQl9FVkVOVF9UWVBFX1NOQVBTSE9UEAESGQoVSk9CX0VWRU5UX1RZUEVfU1lOQ0VEEAISGgoWSk9CX0VWRU5UX1RZUEVfQ1JFQVRFRBADEhoKFkpPQl9FVkVOVF9UWVBFX1VQREFURUQQBBIeChpKT0JfRVZFTlRfVFlQRV9QVkNfVVBEQVRFRBAFEhoKFkpPQl9FVkVOVF9UWVBFX0RFTEVURUQQBhIcChhKT0JfRVZFTlRfVFlQRV9IRUFSVEJFQVQQBzKXBgoKSm9iU2VydmljZRI8CglDcmVhdGVKb2ISHS5qb2J0cmFjay52MS5DcmVhdGVKb2JSZXF1ZXN0GhAuam9idHJhY2sudjEuSm9iEjYKBkdldEpvYhIaLmpvYnRyYWNrLnYxLkdldEpvYlJlcXVlc3QaEC5qb2J0cmFjay52MS5Kb2ISRwoITGlzdEpvYnMSHC5qb2J0cmFjay52MS5MaXN0Sm9ic1JlcXVlc3QaHS5qb2J0cmFjay52MS5MaXN0Sm9ic1Jlc3BvbnNlEjwKCVVwZGF0ZUpvYhIdLmpvYnRyYWNrLnYxLlVwZGF0ZUpvYlJlcXVlc3QaEC5qb2J0cmFjay52MS5Kb2ISQgoJRGVsZXRlSm9iEh0uam9idHJhY2sudjEuRGVsZXRlSm9iUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI8CglDYW5jZWxKb2ISHS5qb2J0cmFjay52MS5DYW5jZWxKb2JSZXF1ZXN0GhAuam9idHJhY2sudjEuSm9iEkEKCFdhdGNoSm9iEhwuam9idHJhY2sudjEuV2F0Y2hKb2JSZXF1ZXN0GhUuam9idHJhY2sudjEuSm9iRXZlbnQwARJDCglXYXRjaEpvYnMSHS5qb2J0cmFjay52MS5XYXRjaEpvYnNSZXF1ZXN0GhUuam9idHJhY2sudjEuSm9iRXZlbnQwARJUChFSZXBvcnRQdmNQcm9ncmVzcxIlLmpvYnRyYWNrLnYxLlJlcG9ydFB2Y1Byb2dyZXNzUmVxdWVzdBoYLmpvYnRyYWNrLnYxLlB2Y1Byb2dyZXNzEk4KDkdldFB2Y1Byb2dyZXNzEiIuam9idHJhY2sudjEuR2V0UHZjUHJvZ3Jlc3NSZXF1ZXN0Ghguam9idHJhY2sudjEuUHZjUHJvZ3Jlc3MSXAoPTGlzdFB2Y1Byb2dyZXNzEiMuam9idHJhY2sudjEuTGlzdFB2Y1Byb2dyZXNzUmVxdWVzdBokLmpvYnRyYWNrLnYxLkxpc3RQdmNQcm9ncmVzc1Jlc3BvbnNlMlAKDUFjY2Vzc1NlcnZpY2USPwoJR2V0Q2FsbGVyEh0uam9idHJhY2sudjEuR2V0Q2FsbGVyUmVxdWVzdBoTLmpvYnRyYWNrLnYxLkNhbGxlcmIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * Request of GetCaller.
+ *
+ * @generated from message jobtrack.v1.GetCallerRequest
+ */
+export type GetCallerRequest = Message<"jobtrack.v1.GetCallerRequest"> & {
+};
+
+/**
+ * Describes the message jobtrack.v1.GetCallerRequest.
+ * Use `create(GetCallerRequestSchema)` to create a new message.
+ */
+export const GetCallerRequestSchema: GenMessage<GetCallerRequest> = /*@__PURE__*/
+  messageDesc(file_jobtrack_v1_jobtrack, 0);
+
+/**
+ * The caller of GetCaller.
+ *
+ * @generated from message jobtrack.v1.Caller
+ */
+export type Caller = Message<"jobtrack.v1.Caller"> & {
+  /**
+   * Whether this server requires an API key. When false, anyone may do everything and the key
+   * fields are empty.
+   *
+   * @generated from field: bool keys_required = 1;
+   */
+  keysRequired: boolean;
+
+  /**
+   * The key's id (the part after `jt_`), its name and its role: viewer, operator, executor, admin.
+   *
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: string key_name = 3;
+   */
+  keyName: string;
+
+  /**
+   * @generated from field: string role = 4;
+   */
+  role: string;
+
+  /**
+   * What the caller may do, and what it may not.
+   *
+   * @generated from field: repeated jobtrack.v1.Permission allowed = 5;
+   */
+  allowed: Permission[];
+
+  /**
+   * @generated from field: repeated jobtrack.v1.Permission denied = 6;
+   */
+  denied: Permission[];
+};
+
+/**
+ * Describes the message jobtrack.v1.Caller.
+ * Use `create(CallerSchema)` to create a new message.
+ */
+export const CallerSchema: GenMessage<Caller> = /*@__PURE__*/
+  messageDesc(file_jobtrack_v1_jobtrack, 1);
+
+/**
+ * One thing a role may or may not do.
+ *
+ * @generated from message jobtrack.v1.Permission
+ */
+export type Permission = Message<"jobtrack.v1.Permission"> & {
+  /**
+   * `read` (get, list, watch), `cancel`, `write` (create, update, report PVC progress), `delete`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * In words, with the roles that have it: "cancel jobs (operator or admin)".
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message jobtrack.v1.Permission.
+ * Use `create(PermissionSchema)` to create a new message.
+ */
+export const PermissionSchema: GenMessage<Permission> = /*@__PURE__*/
+  messageDesc(file_jobtrack_v1_jobtrack, 2);
 
 /**
  * Data transfer statistics. Sizes are in bytes. "io" reads as READ for a COPY and WRITE for a RESTORE.
@@ -71,7 +165,7 @@ export type TransferStats = Message<"jobtrack.v1.TransferStats"> & {
  * Use `create(TransferStatsSchema)` to create a new message.
  */
 export const TransferStatsSchema: GenMessage<TransferStats> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 0);
+  messageDesc(file_jobtrack_v1_jobtrack, 3);
 
 /**
  * Summary of the job's COPY PVC records (op_type K8S_COPY or unset). Derived by the service.
@@ -127,7 +221,7 @@ export type KubeCopyProgress = Message<"jobtrack.v1.KubeCopyProgress"> & {
  * Use `create(KubeCopyProgressSchema)` to create a new message.
  */
 export const KubeCopyProgressSchema: GenMessage<KubeCopyProgress> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 1);
+  messageDesc(file_jobtrack_v1_jobtrack, 4);
 
 /**
  * Summary of the job's K8S_SNAP PVC records. Derived by the service.
@@ -183,7 +277,7 @@ export type KubeSnapshotProgress = Message<"jobtrack.v1.KubeSnapshotProgress"> &
  * Use `create(KubeSnapshotProgressSchema)` to create a new message.
  */
 export const KubeSnapshotProgressSchema: GenMessage<KubeSnapshotProgress> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 2);
+  messageDesc(file_jobtrack_v1_jobtrack, 5);
 
 /**
  * One backup, copy or restore job. Fields never set are absent (REST omits them).
@@ -352,7 +446,7 @@ export type Job = Message<"jobtrack.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 3);
+  messageDesc(file_jobtrack_v1_jobtrack, 6);
 
 /**
  * Progress of one PVC (persistent volume claim) of a job. REST resource `kubepvcprogress`.
@@ -464,7 +558,7 @@ export type PvcProgress = Message<"jobtrack.v1.PvcProgress"> & {
  * Use `create(PvcProgressSchema)` to create a new message.
  */
 export const PvcProgressSchema: GenMessage<PvcProgress> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 4);
+  messageDesc(file_jobtrack_v1_jobtrack, 7);
 
 /**
  * Request of CreateJob.
@@ -485,7 +579,7 @@ export type CreateJobRequest = Message<"jobtrack.v1.CreateJobRequest"> & {
  * Use `create(CreateJobRequestSchema)` to create a new message.
  */
 export const CreateJobRequestSchema: GenMessage<CreateJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 5);
+  messageDesc(file_jobtrack_v1_jobtrack, 8);
 
 /**
  * Request of GetJob.
@@ -506,7 +600,7 @@ export type GetJobRequest = Message<"jobtrack.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 6);
+  messageDesc(file_jobtrack_v1_jobtrack, 9);
 
 /**
  * Request of ListJobs.
@@ -548,7 +642,7 @@ export type ListJobsRequest = Message<"jobtrack.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 7);
+  messageDesc(file_jobtrack_v1_jobtrack, 10);
 
 /**
  * Response of ListJobs.
@@ -583,7 +677,7 @@ export type ListJobsResponse = Message<"jobtrack.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 8);
+  messageDesc(file_jobtrack_v1_jobtrack, 11);
 
 /**
  * Request of UpdateJob.
@@ -626,7 +720,7 @@ export type UpdateJobRequest = Message<"jobtrack.v1.UpdateJobRequest"> & {
  * Use `create(UpdateJobRequestSchema)` to create a new message.
  */
 export const UpdateJobRequestSchema: GenMessage<UpdateJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 9);
+  messageDesc(file_jobtrack_v1_jobtrack, 12);
 
 /**
  * Request of DeleteJob.
@@ -654,7 +748,7 @@ export type DeleteJobRequest = Message<"jobtrack.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 10);
+  messageDesc(file_jobtrack_v1_jobtrack, 13);
 
 /**
  * Request of CancelJob.
@@ -675,7 +769,7 @@ export type CancelJobRequest = Message<"jobtrack.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 11);
+  messageDesc(file_jobtrack_v1_jobtrack, 14);
 
 /**
  * Request of WatchJob.
@@ -703,7 +797,7 @@ export type WatchJobRequest = Message<"jobtrack.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 12);
+  messageDesc(file_jobtrack_v1_jobtrack, 15);
 
 /**
  * Request of WatchJobs.
@@ -731,7 +825,7 @@ export type WatchJobsRequest = Message<"jobtrack.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 13);
+  messageDesc(file_jobtrack_v1_jobtrack, 16);
 
 /**
  * One event of a watch stream.
@@ -773,7 +867,7 @@ export type JobEvent = Message<"jobtrack.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 14);
+  messageDesc(file_jobtrack_v1_jobtrack, 17);
 
 /**
  * Request of ReportPvcProgress.
@@ -794,7 +888,7 @@ export type ReportPvcProgressRequest = Message<"jobtrack.v1.ReportPvcProgressReq
  * Use `create(ReportPvcProgressRequestSchema)` to create a new message.
  */
 export const ReportPvcProgressRequestSchema: GenMessage<ReportPvcProgressRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 15);
+  messageDesc(file_jobtrack_v1_jobtrack, 18);
 
 /**
  * Request of GetPvcProgress.
@@ -815,7 +909,7 @@ export type GetPvcProgressRequest = Message<"jobtrack.v1.GetPvcProgressRequest">
  * Use `create(GetPvcProgressRequestSchema)` to create a new message.
  */
 export const GetPvcProgressRequestSchema: GenMessage<GetPvcProgressRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 16);
+  messageDesc(file_jobtrack_v1_jobtrack, 19);
 
 /**
  * Request of ListPvcProgress.
@@ -864,7 +958,7 @@ export type ListPvcProgressRequest = Message<"jobtrack.v1.ListPvcProgressRequest
  * Use `create(ListPvcProgressRequestSchema)` to create a new message.
  */
 export const ListPvcProgressRequestSchema: GenMessage<ListPvcProgressRequest> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 17);
+  messageDesc(file_jobtrack_v1_jobtrack, 20);
 
 /**
  * Response of ListPvcProgress.
@@ -899,7 +993,7 @@ export type ListPvcProgressResponse = Message<"jobtrack.v1.ListPvcProgressRespon
  * Use `create(ListPvcProgressResponseSchema)` to create a new message.
  */
 export const ListPvcProgressResponseSchema: GenMessage<ListPvcProgressResponse> = /*@__PURE__*/
-  messageDesc(file_jobtrack_v1_jobtrack, 18);
+  messageDesc(file_jobtrack_v1_jobtrack, 21);
 
 /**
  * The kind of work a job does.
@@ -1375,4 +1469,25 @@ export const JobService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_jobtrack_v1_jobtrack, 0);
+
+/**
+ * Who is calling and what the caller may do, so a client (the dashboard) can show what its key's
+ * role may not do before the user tries. The same key rules as JobService apply: without a valid
+ * key on a server that requires one, UNAUTHENTICATED.
+ *
+ * @generated from service jobtrack.v1.AccessService
+ */
+export const AccessService: GenService<{
+  /**
+   * The calling key and what its role allows and denies.
+   *
+   * @generated from rpc jobtrack.v1.AccessService.GetCaller
+   */
+  getCaller: {
+    methodKind: "unary";
+    input: typeof GetCallerRequestSchema;
+    output: typeof CallerSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_jobtrack_v1_jobtrack, 1);
 
