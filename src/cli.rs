@@ -77,14 +77,42 @@ pub struct SimulateArgs {
     pub server: ServerArg,
 }
 
-async fn connect(server: &str) -> Result<crate::client::Client, String> {
-    let channel = Endpoint::from_shared(server.to_string())
+async fn channel(server: &str) -> Result<tonic::transport::Channel, String> {
+    Endpoint::from_shared(server.to_string())
         .map_err(|e| format!("bad --server {server:?}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {server}: {e}"))?;
-    Ok(crate::client::client(channel).max_decoding_message_size(64 * 1024 * 1024))
+        .map_err(|e| format!("cannot connect to {server}: {e}"))
+}
+
+async fn connect(server: &str) -> Result<crate::client::Client, String> {
+    Ok(crate::client::client(channel(server).await?).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// `jobtrack whoami`: which key `JOBTRACK_KEY` is, and what its role may and may not do.
+pub async fn whoami(server: ServerArg) -> Result<(), String> {
+    let mut access = crate::client::access_client(channel(&server.server).await?);
+    let caller = access
+        .get_caller(pb::GetCallerRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if !caller.keys_required {
+        println!(
+            "{} requires no API key: anyone may do everything",
+            server.server
+        );
+        return Ok(());
+    }
+    println!("key:      {:?} ({})", caller.key_name, caller.key_id);
+    println!("role:     {}", caller.role);
+    for (label, list) in [("may:", &caller.allowed), ("may not:", &caller.denied)] {
+        for (i, p) in list.iter().enumerate() {
+            println!("{:<9} {}", if i == 0 { label } else { "" }, p.description);
+        }
+    }
+    Ok(())
 }
 
 fn rpc_error(status: tonic::Status) -> String {

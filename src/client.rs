@@ -6,6 +6,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::pb::access_service_client::AccessServiceClient;
 use crate::pb::job_service_client::JobServiceClient;
 
 pub type Client = JobServiceClient<InterceptedService<Channel, KeyHeader>>;
@@ -28,11 +29,23 @@ impl Interceptor for KeyHeader {
     }
 }
 
-/// A client on `channel` carrying `JOBTRACK_KEY` (if set and well-formed).
-pub fn client(channel: Channel) -> Client {
+pub type AccessClient = AccessServiceClient<InterceptedService<Channel, KeyHeader>>;
+
+/// `JOBTRACK_KEY` (if set and well-formed) as an `Authorization` value.
+fn key_header() -> KeyHeader {
     let key = std::env::var("JOBTRACK_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty())
         .and_then(|k| format!("Bearer {}", k.trim()).parse().ok());
-    JobServiceClient::with_interceptor(channel, KeyHeader(key))
+    KeyHeader(key)
+}
+
+/// A client on `channel` carrying `JOBTRACK_KEY`.
+pub fn client(channel: Channel) -> Client {
+    JobServiceClient::with_interceptor(channel, key_header())
+}
+
+/// An `AccessService` client on `channel` carrying `JOBTRACK_KEY`.
+pub fn access_client(channel: Channel) -> AccessClient {
+    AccessServiceClient::with_interceptor(channel, key_header())
 }

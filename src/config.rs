@@ -31,6 +31,8 @@ pub enum Command {
     /// API keys in the database: create (prints the key once), list, revoke.
     #[command(subcommand)]
     Keys(crate::cli::KeysCommand),
+    /// Which key JOBTRACK_KEY is, and what its role may and may not do (asks the server).
+    Whoami(crate::cli::ServerArg),
 }
 
 #[derive(Args, Clone, Debug)]

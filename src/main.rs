@@ -9,6 +9,7 @@ use jobtrack::startup::{Application, shutdown_signal};
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     jobtrack::telemetry::init();
+    let serving = matches!(cli.command, Command::Serve(_));
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => jobtrack::bench::run(args).await,
@@ -16,11 +17,15 @@ async fn main() -> std::process::ExitCode {
         Command::Jobs(command) => jobtrack::cli::jobs(command).await,
         Command::Simulate(args) => jobtrack::simulate::run(args).await,
         Command::Keys(command) => jobtrack::cli::keys(command).await,
+        Command::Whoami(server) => jobtrack::cli::whoami(server).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
-            tracing::error!("{message}");
+            // A server's failure belongs in its log too; a command's is said once, on stderr.
+            if serving {
+                tracing::error!("{message}");
+            }
             eprintln!("jobtrack: {message}");
             std::process::ExitCode::FAILURE
         }

@@ -719,3 +719,37 @@ async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
     assert!(caller.denied.is_empty());
     open.stop().await;
 }
+
+#[tokio::test]
+async fn jobtrack_whoami_shows_the_key_of_jobtrack_key_and_what_it_may_not_do() {
+    let (app, keys) = app_with_keys().await;
+    let server = format!("http://{}", app.addr);
+    let run = |key: Option<String>| {
+        let server = server.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jobtrack"));
+                command.args(["whoami", "--server", &server]);
+                command.env_remove("JOBTRACK_KEY");
+                if let Some(key) = key {
+                    command.env("JOBTRACK_KEY", key);
+                }
+                command.output().expect("jobtrack whoami runs")
+            })
+            .await
+            .expect("joined")
+        }
+    };
+    let shown = run(Some(keys.of(Role::Executor))).await;
+    assert!(shown.status.success(), "{shown:?}");
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(out.contains("role:     executor"), "{out}");
+    assert!(out.contains("may not:  cancel jobs"), "{out}");
+    assert!(out.contains("create and update jobs"), "{out}");
+    let refused = run(None).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    assert_eq!(err.lines().count(), 1, "said once: {err}");
+    app.stop().await;
+}
