@@ -345,10 +345,19 @@ impl Keys {
         };
         let now = std::time::Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // A lookup by reference first, so a call allocates nothing once its key has a bucket.
+        if let Some(bucket) = buckets.get_mut(&key.id) {
+            return self.take(bucket, key, now);
+        }
         let bucket = buckets.entry(key.id.clone()).or_insert(Bucket {
             tokens: self.limits.burst,
             at: now,
         });
+        self.take(bucket, key, now)
+    }
+
+    /// Refills `bucket` for the time since its last call and takes one token from it.
+    fn take(&self, bucket: &mut Bucket, key: &KeyIdentity, now: std::time::Instant) -> Result<()> {
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.rate;
         bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
         bucket.at = now;
