@@ -20,6 +20,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The key's name for log spans; empty for an anonymous caller. Cheap: no formatting.
+    pub fn key_name(&self) -> &str {
+        match &self.principal {
+            Principal::Key(key) => &key.name,
+            Principal::Anyone => "",
+        }
+    }
+
     /// How activity lines name the caller ("Job cancelled by ...").
     pub fn description(&self) -> String {
         match (self.principal.describe(), self.peer) {
@@ -92,13 +100,13 @@ impl App {
         &self.store
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(skip_all, fields(key = caller.key_name()))]
     pub async fn create_job(&self, caller: &Caller, job: NewJob) -> Result<Job> {
         caller.principal.require(Permission::Write)?;
         self.store.create_job(job).await
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn get_job(&self, caller: &Caller, id: &str) -> Result<Job> {
         caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
@@ -108,7 +116,7 @@ impl App {
             .ok_or_else(|| job_not_found(&id))
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn list_jobs(
         &self,
         caller: &Caller,
@@ -122,7 +130,7 @@ impl App {
         self.store.list_jobs(&query).await
     }
 
-    #[tracing::instrument(skip(self, update))]
+    #[tracing::instrument(skip(self, caller, update), fields(key = caller.key_name()))]
     pub async fn update_job(
         &self,
         caller: &Caller,
@@ -137,7 +145,7 @@ impl App {
             .await
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn delete_job(&self, caller: &Caller, id: &str, etag: &str) -> Result<Job> {
         caller.principal.require(Permission::Delete)?;
         let id = ObjectId::parse("job id", id)?;
@@ -145,7 +153,7 @@ impl App {
     }
 
     /// Cancels the job; with `etag`, only if the job is still at that etag.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn cancel_job(&self, id: &str, caller: &Caller, etag: Option<&str>) -> Result<Job> {
         caller.principal.require(Permission::Cancel)?;
         let id = ObjectId::parse("job id", id)?;
@@ -157,7 +165,7 @@ impl App {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %report.job_id))]
+    #[tracing::instrument(skip_all, fields(key = caller.key_name(), job_id = %report.job_id))]
     pub async fn report_pvc_progress(
         &self,
         caller: &Caller,
@@ -168,7 +176,7 @@ impl App {
         Ok(self.store.report_pvc(report).await?.pvc)
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn get_pvc_progress(&self, caller: &Caller, id: &str) -> Result<PvcProgress> {
         caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("PVC progress id", id)?;
@@ -179,7 +187,7 @@ impl App {
     }
 
     /// Lists PVC records, of one job when `job_id` is not empty.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn list_pvc_progress(
         &self,
         caller: &Caller,
@@ -214,7 +222,7 @@ impl App {
 
 impl App {
     /// WatchJob: the job's snapshot (or the changes since `resume_token`), SYNCED, then every change.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn watch_job(&self, caller: &Caller, id: &str, resume_token: &str) -> Result<Events> {
         caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
@@ -223,7 +231,7 @@ impl App {
     }
 
     /// WatchJobs: every job matching `where_`, with the same guarantees.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(skip(self, caller), fields(key = caller.key_name()))]
     pub async fn watch_jobs(
         &self,
         caller: &Caller,
