@@ -13,7 +13,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
 use crate::app::{App, Caller};
-use crate::auth::{Permission, Principal};
+use crate::auth::{KeyIdentity, Permission, Principal};
 use crate::domain::query::PageAt;
 use crate::error::{Error, ErrorKind};
 use crate::metrics::{METHODS, Metrics};
@@ -53,10 +53,11 @@ impl GrpcJobService {
         GrpcJobService { app, metrics }
     }
 
-    /// Runs one call: times it, logs one line with method, code and duration, counts it.
+    /// Runs one call: times it, logs one line with method, key, code and duration, counts it.
     async fn call<T>(
         &self,
         method: usize,
+        key: Option<Arc<KeyIdentity>>,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
@@ -66,12 +67,13 @@ impl GrpcJobService {
         self.metrics.record(method, code as i32, elapsed);
         let name = METHODS[method];
         let micros = elapsed.as_micros() as u64;
+        let key = key.as_deref().map(|k| k.name.as_str());
         match &result {
             Ok(_) => {
-                tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, "call")
+                tracing::info!(target: "jobtrack::rpc", method = name, key, code = ?code, micros, "call")
             }
             Err(s) => {
-                tracing::info!(target: "jobtrack::rpc", method = name, code = ?code, micros, error = s.message(), "call")
+                tracing::info!(target: "jobtrack::rpc", method = name, key, code = ?code, micros, error = s.message(), "call")
             }
         }
         result.map(Response::new)
@@ -85,6 +87,17 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Error> {
         .get("authorization")
         .and_then(|v| v.to_str().ok());
     app.authenticate(authorization, request.remote_addr(), "gRPC")
+}
+
+/// The key of an authenticated caller, for the call's log line.
+fn key_of(caller: &Result<Caller, Error>) -> Option<Arc<KeyIdentity>> {
+    match caller {
+        Ok(Caller {
+            principal: Principal::Key(key),
+            ..
+        }) => Some(key.clone()),
+        _ => None,
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
@@ -121,7 +134,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let job = request.into_inner().job;
-        self.call(0, async {
+        self.call(0, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(
                 &self.app.create_job(&caller, new_job_from_pb(job)?).await?,
@@ -136,7 +149,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(1, async {
+        self.call(1, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(&self.app.get_job(&caller, &r.id).await?))
         })
@@ -149,7 +162,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(2, async {
+        self.call(2, key_of(&caller), async {
             let caller = caller?;
             let page = self
                 .app
@@ -176,7 +189,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(3, async {
+        self.call(3, key_of(&caller), async {
             let caller = caller?;
             let (id, update) = update_from_pb(r.job, r.update_mask, r.append_activity)?;
             Ok(job_to_pb(
@@ -192,7 +205,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<()>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(4, async {
+        self.call(4, key_of(&caller), async {
             let caller = caller?;
             self.app.delete_job(&caller, &r.id, &r.etag).await?;
             Ok(())
@@ -206,7 +219,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(5, async {
+        self.call(5, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller, None).await?))
         })
@@ -221,7 +234,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(6, async {
+        self.call(6, key_of(&caller), async {
             let caller = caller?;
             Ok(event_stream(
                 self.app.watch_job(&caller, &r.id, &r.resume_token).await?,
@@ -238,7 +251,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(7, async {
+        self.call(7, key_of(&caller), async {
             let caller = caller?;
             Ok(event_stream(
                 self.app
@@ -255,7 +268,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::PvcProgress>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(8, async {
+        self.call(8, key_of(&caller), async {
             let caller = caller?;
             Ok(pvc_to_pb(
                 &self
@@ -273,7 +286,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::PvcProgress>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(9, async {
+        self.call(9, key_of(&caller), async {
             let caller = caller?;
             Ok(pvc_to_pb(&self.app.get_pvc_progress(&caller, &r.id).await?))
         })
@@ -286,7 +299,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::ListPvcProgressResponse>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(10, async {
+        self.call(10, key_of(&caller), async {
             let caller = caller?;
             let page = self
                 .app
@@ -316,7 +329,7 @@ impl AccessService for GrpcJobService {
         request: Request<pb::GetCallerRequest>,
     ) -> Result<Response<pb::Caller>, Status> {
         let caller = caller(&self.app, &request);
-        self.call(11, async {
+        self.call(11, key_of(&caller), async {
             let access = self.app.get_caller(&caller?);
             let permissions = |list: &[Permission]| {
                 list.iter()

@@ -27,6 +27,7 @@ use serde::Serialize;
 use tonic::transport::server::TcpConnectInfo;
 
 use crate::app::{App, Caller};
+use crate::auth::{KeyIdentity, Principal};
 use crate::domain::query::PageAt;
 use crate::domain::{Job, ObjectId};
 use crate::error::{Error, ErrorKind};
@@ -235,8 +236,18 @@ fn caller(rest: &Rest, request: &Request) -> Result<Caller, ApiError> {
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr);
-    Ok(rest.app.authenticate(authorization, peer, "REST")?)
+    let caller = rest.app.authenticate(authorization, peer, "REST")?;
+    if let (Some(slot), Principal::Key(key)) =
+        (request.extensions().get::<KeySlot>(), &caller.principal)
+    {
+        let _ = slot.0.set(key.clone());
+    }
+    Ok(caller)
 }
+
+/// Where [`caller`] leaves the request's key for its log line ([`log_request`]).
+#[derive(Clone, Default)]
+struct KeySlot(Arc<std::sync::OnceLock<Arc<KeyIdentity>>>);
 
 /// The id of an item route. A malformed id names no item: 404, as the framework answers.
 fn item_id(what: &str, path: Result<Path<String>, PathRejection>) -> Result<ObjectId, ApiError> {
@@ -514,10 +525,12 @@ async fn openapi() -> Response {
 /// One log line and one metrics sample per request.
 async fn log_request(
     State(metrics): State<Arc<Metrics>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let key = KeySlot::default();
+    request.extensions_mut().insert(key.clone());
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -532,6 +545,7 @@ async fn log_request(
             target: "jobtrack::http",
             method = %method,
             route,
+            key = key.0.get().map(|k| k.name.as_str()),
             status,
             micros = elapsed.as_micros() as u64,
             "request"

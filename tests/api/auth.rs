@@ -753,3 +753,82 @@ async fn jobtrack_whoami_shows_the_key_of_jobtrack_key_and_what_it_may_not_do() 
     assert_eq!(err.lines().count(), 1, "said once: {err}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_log_line_of_each_call_names_its_key() {
+    use std::io::BufRead;
+    let db = test_db().await;
+    let key = {
+        let store = Store::open(&db.url).await.expect("store");
+        let (key, secret) = generate("nightly-ops", Role::Operator, 1);
+        store.create_key(&key).await.expect("key");
+        store.close().await;
+        secret
+    };
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = server.stderr.take().expect("stderr");
+    let (lines, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let next_line = |want: &dyn Fn(&str) -> bool| loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a log line");
+        if want(&line) {
+            return line;
+        }
+    };
+    let started = next_line(&|l: &str| l.contains("local_addr="));
+    let addr: std::net::SocketAddr = started
+        .split("local_addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("an address")
+        .parse()
+        .expect("a socket address");
+
+    let mut client = JobServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    client
+        .list_jobs(with_key(pb::ListJobsRequest::default(), Some(&key)))
+        .await
+        .expect("list");
+    let rpc = next_line(&|l: &str| l.contains("jobtrack::rpc") && l.contains("ListJobs"));
+    assert!(rpc.contains("key=\"nightly-ops\""), "{rpc}");
+    let reply = request(
+        addr,
+        "GET",
+        "/api/v1/jobs",
+        &[("Authorization", &format!("Bearer {key}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let http = next_line(&|l: &str| l.contains("jobtrack::http"));
+    assert!(http.contains("key=\"nightly-ops\""), "{http}");
+    // A refused call has no key to name.
+    request(addr, "GET", "/api/v1/jobs", &[], b"")
+        .await
+        .error(401);
+    let refused = next_line(&|l: &str| l.contains("jobtrack::http"));
+    assert!(
+        refused.contains("status=401") && !refused.contains("key="),
+        "{refused}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
