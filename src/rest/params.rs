@@ -195,11 +195,12 @@ mod tests {
 
     #[test]
     fn raw_and_encoded_where_decode_alike() {
-        let raw = ListParams::parse(Some(r#"where={"cluster":"5f77"}&sort=-_created"#)).unwrap();
+        let raw =
+            ListParams::parse(Some(r#"where={"cluster":"5f77"}&sort=-_created"#)).expect("valid");
         let encoded = ListParams::parse(Some(
             "where=%7B%22cluster%22%3A%225f77%22%7D&sort=-_created",
         ))
-        .unwrap();
+        .expect("valid");
         assert_eq!(raw.where_, r#"{"cluster":"5f77"}"#);
         assert_eq!(raw.where_, encoded.where_);
         assert_eq!(raw.sort, "-_created");
@@ -210,18 +211,18 @@ mod tests {
         let p = ListParams::parse(Some(
             r#"page=2&sort=-_created&where={"state":"RUNNING"}&max_results=10&x=1"#,
         ))
-        .unwrap();
+        .expect("valid");
         let links = p.envelope_links("jobs", 10, 35);
         let find = |rel: &str| links.iter().find(|l| l.0 == rel).map(|l| l.1.clone());
         assert_eq!(
-            find("self").unwrap(),
+            find("self").expect("valid"),
             r#"v1/jobs?max_results=10&where={"state":"RUNNING"}&sort=-_created&page=2&x=1"#
         );
         assert_eq!(
-            find("prev").unwrap(),
+            find("prev").expect("valid"),
             r#"v1/jobs?max_results=10&where={"state":"RUNNING"}&sort=-_created&x=1"#
         );
-        assert!(find("last").unwrap().contains("&page=4"));
+        assert!(find("last").expect("valid").contains("&page=4"));
         let header = p.link_header("jobs", 10, 35);
         assert!(header.contains(
             "</api/v1/jobs?max_results=10&where=%7B%22state%22:%22RUNNING%22%7D&sort=-_created&page=3&x=1>; rel=\"next\""
@@ -236,7 +237,7 @@ mod tests {
         assert!(ListParams::parse(Some("sort=a&sort=b")).is_err());
         assert_eq!(
             ListParams::parse(Some("max_results=99999999999"))
-                .unwrap()
+                .expect("valid")
                 .max_results,
             i32::MAX
         );

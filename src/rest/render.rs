@@ -423,10 +423,10 @@ mod tests {
 
     #[test]
     fn projections_include_or_exclude_but_never_both() {
-        let only = Projection::parse(r#"{"name": 1, "_id": 0}"#, JOB_FIELDS).unwrap();
+        let only = Projection::parse(r#"{"name": 1, "_id": 0}"#, JOB_FIELDS).expect("valid");
         assert!(only.shows(JOB_FIELDS, "name"));
         assert!(!only.shows(JOB_FIELDS, "state"));
-        let but = Projection::parse(r#"{"activity": false}"#, JOB_FIELDS).unwrap();
+        let but = Projection::parse(r#"{"activity": false}"#, JOB_FIELDS).expect("valid");
         assert!(!but.shows(JOB_FIELDS, "activity"));
         assert!(but.shows(JOB_FIELDS, "state"));
         for bad in [
