@@ -8,6 +8,7 @@
 mod batch;
 mod counts;
 mod postgres;
+mod postgres_writer;
 mod row;
 pub mod sql;
 mod sqlite;

@@ -1,10 +1,10 @@
 //! The Postgres store: many `jobtrack serve` replicas on one database.
 //!
-//! Writes: one transaction per operation. It locks the job's row (`FOR UPDATE`), so changes of
-//! one job are serialised across the whole fleet; applies the operation through the same
-//! in-memory batch as SQLite ([`BatchState`]); writes the rows and a change-log entry *without a
-//! position*; commits (Postgres flushes the WAL before COMMIT returns, and groups concurrent
-//! flushes itself).
+//! Writes: group commit ([`postgres_writer`](crate::store::postgres_writer)). The operations a
+//! replica receives at once share one transaction, which locks their jobs' rows (`FOR UPDATE`,
+//! in id order), so changes of one job are serialised across the whole fleet; applies them
+//! through the same in-memory batch as SQLite (`BatchState`); writes the rows and the change-log
+//! entries *without a position*; commits (Postgres flushes the WAL before COMMIT returns).
 //!
 //! Positions: transactions commit in any order, so a position cannot be taken inside one without
 //! serialising every commit. Instead a *sequencer* numbers committed entries afterwards: under an
@@ -39,19 +39,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::query::{Filter, ListQuery};
-use crate::domain::{
-    Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, now_micros,
-};
+use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
-use crate::store::batch::{BatchState, Done, Op, decode_change, encode_change, pvc_key};
+use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
-use crate::store::row::{
-    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
-};
+use crate::store::postgres_writer::{Pending, run_writer};
+use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
 use crate::store::sql::{Dialect, Param, Sql};
 use crate::store::{History, JobSnapshot, JobsSnapshot, Page, PvcWritten};
 
@@ -68,27 +65,18 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long a write waits for its entry to be numbered before it is acknowledged anyway (it is
 /// committed; only the freshness of totals elsewhere depends on the numbering).
 const SEQUENCE_WAIT: Duration = Duration::from_secs(2);
+/// Writes waiting for the group-commit writer.
+const WRITE_QUEUE: usize = 4096;
 /// The doorbell's channel.
 const CHANNEL: &str = "jobtrack_changes";
 
 static SELECT_JOB: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"));
-static SELECT_JOB_FOR_UPDATE: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"));
 static SELECT_PVC: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = $1"));
-static SELECT_PVC_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = $1 AND namespace = $2 AND name = $3"
-    )
-});
 static SELECT_PVCS_OF_JOB: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = $1 ORDER BY created, id")
 });
-static INSERT_JOB: LazyLock<String> = LazyLock::new(|| insert_sql("jobs", JOB_COLUMNS));
-static UPDATE_JOB: LazyLock<String> = LazyLock::new(|| update_sql("jobs", JOB_COLUMNS));
-static INSERT_PVC: LazyLock<String> = LazyLock::new(|| insert_sql("pvc_progress", PVC_COLUMNS));
-static UPDATE_PVC: LazyLock<String> = LazyLock::new(|| update_sql("pvc_progress", PVC_COLUMNS));
 
 /// Numbers every visible change-log entry without a position, after the highest position, in
 /// insertion order; answers (entries numbered, the head after numbering).
@@ -98,26 +86,6 @@ const SEQUENCE: &str = "WITH base AS (SELECT coalesce(max(pos), 0) AS b FROM cha
               WHERE c.id = todo.id RETURNING c.pos) \
      SELECT (SELECT count(*) FROM done), \
             (SELECT coalesce(max(pos), (SELECT b FROM base)) FROM done)";
-
-fn insert_sql(table: &str, columns: &str) -> String {
-    let n = columns.split(',').count();
-    let values: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO {table} ({columns}) VALUES ({})",
-        values.join(", ")
-    )
-}
-
-fn update_sql(table: &str, columns: &str) -> String {
-    let sets: Vec<String> = columns
-        .split(',')
-        .map(str::trim)
-        .enumerate()
-        .skip(1)
-        .map(|(i, c)| format!("{c} = ${}", i + 1))
-        .collect();
-    format!("UPDATE {table} SET {} WHERE id = $1", sets.join(", "))
-}
 
 fn bind(
     mut query: Query<'_, Postgres, PgArguments>,
@@ -158,7 +126,7 @@ async fn sequence(pool: &PgPool) -> Result<u64> {
 
 /// The per-replica sequencer: runs are counted, so a writer can wait for one that started after
 /// its commit.
-struct Sequencer {
+pub(super) struct Sequencer {
     started: std::sync::Mutex<u64>,
     finished: tokio::sync::watch::Sender<u64>,
     wake: Notify,
@@ -166,7 +134,7 @@ struct Sequencer {
 
 impl Sequencer {
     /// Waits until a sequencer run that started after this call has finished.
-    async fn after_commit(&self) {
+    pub(super) async fn after_commit(&self) {
         let ticket = *self
             .started
             .lock()
@@ -190,8 +158,9 @@ struct Inner {
     /// The newest position this replica has read from the log and published.
     head: Arc<AtomicU64>,
     counts: JobCounts,
-    sequencer: Arc<Sequencer>,
     follower_wake: Arc<Notify>,
+    /// The queue of the group-commit writer.
+    writes: mpsc::Sender<Pending>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -228,7 +197,9 @@ impl PgStore {
             wake: Notify::new(),
         });
         let follower_wake = Arc::new(Notify::new());
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let tasks = vec![
+            tokio::spawn(run_writer(pool.clone(), queue, sequencer.clone())),
             tokio::spawn(run_sequencer(
                 sequencer_pool.clone(),
                 sequencer.clone(),
@@ -249,71 +220,25 @@ impl PgStore {
                 feed,
                 head: head_cell,
                 counts,
-                sequencer,
                 follower_wake,
+                writes,
                 tasks: std::sync::Mutex::new(tasks),
             }),
         })
     }
 
-    /// One operation in one transaction; acknowledged after the commit and its numbering.
+    /// One operation, committed with whatever else this replica is writing at the moment
+    /// ([`postgres_writer`](crate::store::postgres_writer)); acknowledged after the commit and
+    /// its numbering.
     async fn write(&self, op: Op) -> Result<Done> {
-        let mut tx = self.inner.pool.begin().await?;
-        let mut state = BatchState::default();
-        let lock = |id: &ObjectId| {
-            sqlx::query(AssertSqlSafe(SELECT_JOB_FOR_UPDATE.as_str())).bind(id.to_string())
-        };
-        match &op {
-            Op::Create(new) => {
-                if let Some(id) = &new.id {
-                    let row = sqlx::query(AssertSqlSafe(SELECT_JOB.as_str()))
-                        .bind(id.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(row) = row {
-                        state.stored_jobs.insert(id.clone(), job_from_row(&row)?);
-                    }
-                }
-            }
-            Op::Change { id, .. } | Op::Delete { id, .. } => {
-                if let Some(row) = lock(id).fetch_optional(&mut *tx).await? {
-                    state.stored_jobs.insert(id.clone(), job_from_row(&row)?);
-                }
-            }
-            Op::Report(report) => {
-                if let Some(row) = lock(&report.job_id).fetch_optional(&mut *tx).await? {
-                    state
-                        .stored_jobs
-                        .insert(report.job_id.clone(), job_from_row(&row)?);
-                    let pvc = sqlx::query(AssertSqlSafe(SELECT_PVC_BY_KEY.as_str()))
-                        .bind(report.job_id.as_str())
-                        .bind(&report.namespace)
-                        .bind(&report.name)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(row) = pvc {
-                        let pvc = pvc_from_row(&row)?;
-                        state.stored_pvcs.insert(pvc_key(&pvc), pvc);
-                    }
-                }
-            }
-        }
-        let done = state.apply(&op, now_micros())?;
-        if let Err(e) = flush(&mut tx, &state).await {
-            // Two replicas created the same client-supplied id at once: the later insert loses.
-            if let (Op::Create(_), Done::Job(job), true) = (&op, &done, is_unique_violation(&e)) {
-                return Err(Error::AlreadyExists(format!(
-                    "job {} already exists",
-                    job.id
-                )));
-            }
-            return Err(e.into());
-        }
-        tx.commit().await?;
-        if !state.changes.is_empty() {
-            self.inner.sequencer.after_commit().await;
-        }
-        Ok(done)
+        let (reply, answer) = oneshot::channel();
+        let gone = || Error::Unavailable("the store is shutting down".into());
+        self.inner
+            .writes
+            .send(Pending { op, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {
@@ -695,63 +620,6 @@ fn positioned(pos: i64, bytes: &[u8]) -> Result<Change> {
     let mut change = decode_change(bytes)?;
     change.seq = pos.max(0) as u64;
     Ok(change)
-}
-
-/// Writes what one operation changed: deletions, rows, then its change-log entries.
-async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::Error> {
-    for id in &state.deleted_jobs {
-        sqlx::query("DELETE FROM pvc_progress WHERE job_id = $1")
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM jobs WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await?;
-    }
-    for id in &state.dirty_jobs {
-        let Some(Some(job)) = state.jobs.get(id) else {
-            continue;
-        };
-        let sql = if state.stored_jobs.contains_key(id) {
-            UPDATE_JOB.as_str()
-        } else {
-            INSERT_JOB.as_str()
-        };
-        bind(sqlx::query(AssertSqlSafe(sql)), job_params(job))
-            .execute(&mut *conn)
-            .await?;
-    }
-    for key in &state.dirty_pvcs {
-        let Some(Some(pvc)) = state.pvcs.get(key) else {
-            continue;
-        };
-        let sql = if state.stored_pvcs.contains_key(key) {
-            UPDATE_PVC.as_str()
-        } else {
-            INSERT_PVC.as_str()
-        };
-        bind(sqlx::query(AssertSqlSafe(sql)), pvc_params(pvc))
-            .execute(&mut *conn)
-            .await?;
-    }
-    for change in &state.changes {
-        let body = encode_change(change).map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
-        sqlx::query("INSERT INTO changes (job_id, kind, at, change) VALUES ($1, $2, $3, $4)")
-            .bind(change.job.id.as_str())
-            .bind(change.kind.as_str())
-            .bind(change.at)
-            .bind(body)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|code| code == "23505")
 }
 
 /// Numbers entries after this replica's commits (woken) and once a second (anyone's).

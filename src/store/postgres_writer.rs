@@ -1,0 +1,403 @@
+//! Group commit on Postgres: the writes a replica receives while its earlier batches are in
+//! their transactions go together into the next one.
+//!
+//! A writer task takes the queued operations (up to [`MAX_BATCH`]) as soon as one of
+//! [`BATCHES_IN_FLIGHT`] slots is free, so under load batches grow and an idle replica still
+//! writes a lone operation at once. A batch is one transaction of a fixed number of statements,
+//! whatever its size: lock and read the jobs it names (`FOR UPDATE`, in id order, so batches on
+//! any replica never deadlock), read the PVC records it reports, apply every operation in memory
+//! through the same [`BatchState`] as SQLite (a refused operation changes nothing and the others
+//! go on), then write the rows and the change-log entries as arrays (`unnest`), one statement per
+//! table and kind, and commit. The sequencer then numbers the batch's entries in one run.
+//!
+//! A statement can fail for the whole batch because of one operation (another replica inserted
+//! the same client-chosen id a moment earlier). The transaction has then rolled back, so each
+//! operation is retried on its own, where the failure belongs to that one alone. A lost
+//! connection or a database that is down fails the whole batch at once (UNAVAILABLE, as for a
+//! single write), and a failed COMMIT is never retried: it may have committed.
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+
+use sqlx::postgres::{PgArguments, PgPool};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::domain::now_micros;
+use crate::error::{Error, Result};
+use crate::store::batch::{BatchState, Done, Op, encode_change, pvc_key};
+use crate::store::postgres::Sequencer;
+use crate::store::row::{
+    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
+};
+use crate::store::sql::Param;
+
+/// Operations in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Batches of one replica in their transactions at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+static LOCK_JOBS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+});
+static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {PVC_COLUMNS} FROM pvc_progress \
+         WHERE (job_id, namespace, name) IN \
+         (SELECT j COLLATE \"C\", ns COLLATE \"C\", n COLLATE \"C\" \
+          FROM unnest($1::text[], $2::text[], $3::text[]) AS k(j, ns, n))"
+    )
+});
+const INSERT_CHANGES: &str = "INSERT INTO changes (job_id, kind, at, change) \
+     SELECT j, k, a, c FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
+     WITH ORDINALITY AS u(j, k, a, c, n) ORDER BY n";
+
+/// One queued write and where its answer goes.
+pub(super) struct Pending {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<Result<Done>>,
+}
+
+/// Takes queued writes into batches until the queue closes.
+pub(super) async fn run_writer(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<Pending>,
+    sequencer: Arc<Sequencer>,
+) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (pool, sequencer) = (pool.clone(), sequencer.clone());
+        tokio::spawn(async move {
+            run_batch(&pool, &sequencer, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Commits one batch and answers each of its callers.
+async fn run_batch(pool: &PgPool, sequencer: &Sequencer, batch: Vec<Pending>) {
+    let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
+    let results = match commit(pool, &ops).await {
+        Ok((results, changed)) => {
+            if changed {
+                sequencer.after_commit().await;
+            }
+            results
+        }
+        Err(Failed::BeforeCommit(e)) if ops.len() > 1 && may_be_one_operations_fault(&e) => {
+            tracing::debug!(error = %e, ops = ops.len(), "a batch failed; writing its operations one by one");
+            let mut results = Vec::with_capacity(ops.len());
+            for op in &ops {
+                results.push(commit_alone(pool, sequencer, op).await);
+            }
+            results
+        }
+        Err(failed) => {
+            let error = failed.into_error(ops.first().copied());
+            ops.iter().map(|_| Err(error.clone())).collect()
+        }
+    };
+    for (pending, result) in batch.into_iter().zip(results) {
+        // A caller that went away no longer needs its answer.
+        let _ = pending.reply.send(result);
+    }
+}
+
+/// One operation in a transaction of its own.
+async fn commit_alone(pool: &PgPool, sequencer: &Sequencer, op: &Op) -> Result<Done> {
+    match commit(pool, &[op]).await {
+        Ok((mut results, changed)) => {
+            if changed {
+                sequencer.after_commit().await;
+            }
+            results
+                .pop()
+                .unwrap_or_else(|| Err(Error::Internal("a batch of one gave no answer".into())))
+        }
+        Err(failed) => Err(failed.into_error(Some(op))),
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum Failed {
+    /// Before COMMIT: the transaction rolled back, nothing was written.
+    BeforeCommit(sqlx::Error),
+    /// At COMMIT: the outcome is unknown.
+    Commit(sqlx::Error),
+}
+
+impl Failed {
+    /// The error a caller of `op` gets: another replica's insert of the same client-chosen id is
+    /// ALREADY_EXISTS, as on one replica.
+    fn into_error(self, op: Option<&Op>) -> Error {
+        match (self, op) {
+            (Failed::BeforeCommit(e), Some(Op::Create(new))) if is_unique_violation(&e) => {
+                let id = new.id.as_ref().map_or("", |id| id.as_str());
+                Error::AlreadyExists(format!("job {id} already exists"))
+            }
+            (Failed::BeforeCommit(e) | Failed::Commit(e), _) => e.into(),
+        }
+    }
+}
+
+/// Whether the database refused a statement for something in the data (a unique violation, a
+/// deadlock), which one operation may have caused; a lost connection or a database that is
+/// down fails every operation alike, and they all hear so at once.
+fn may_be_one_operations_fault(e: &sqlx::Error) -> bool {
+    let Some(code) = e.as_database_error().and_then(|d| d.code()) else {
+        return false;
+    };
+    !(code.starts_with("08") || code.starts_with("57P") || code.starts_with("53"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "23505")
+}
+
+/// Applies `ops` in one transaction: each its own answer, and whether anything was written.
+async fn commit(pool: &PgPool, ops: &[&Op]) -> Result<(Vec<Result<Done>>, bool), Failed> {
+    let mut tx = pool.begin().await.map_err(Failed::BeforeCommit)?;
+    let mut state = BatchState::default();
+    load(&mut tx, ops, &mut state)
+        .await
+        .map_err(Failed::BeforeCommit)?;
+    let now = now_micros();
+    let results: Vec<Result<Done>> = ops.iter().map(|op| state.apply(op, now)).collect();
+    let changed = !state.changes.is_empty();
+    if !changed {
+        // Every operation was refused: release the row locks without writing anything.
+        tx.rollback().await.map_err(Failed::BeforeCommit)?;
+        return Ok((results, false));
+    }
+    flush(&mut tx, &state).await.map_err(Failed::BeforeCommit)?;
+    tx.commit().await.map_err(Failed::Commit)?;
+    Ok((results, true))
+}
+
+/// Locks and reads the jobs the operations name, and the PVC records they report.
+async fn load(
+    conn: &mut PgConnection,
+    ops: &[&Op],
+    state: &mut BatchState,
+) -> Result<(), sqlx::Error> {
+    let mut ids: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create(new) => new.id.as_ref().map(|id| id.as_str()),
+            Op::Change { id, .. } | Op::Delete { id, .. } => Some(id.as_str()),
+            Op::Report(report) => Some(report.job_id.as_str()),
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if !ids.is_empty() {
+        let rows = sqlx::query(AssertSqlSafe(LOCK_JOBS.as_str()))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let job = job_from_row(&row).map_err(decode_error)?;
+            state.stored_jobs.insert(job.id.clone(), job);
+        }
+    }
+    let reports: Vec<_> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Report(report) => Some(report),
+            _ => None,
+        })
+        .collect();
+    if !reports.is_empty() {
+        let rows = sqlx::query(AssertSqlSafe(SELECT_PVCS.as_str()))
+            .bind(
+                reports
+                    .iter()
+                    .map(|r| r.job_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reports
+                    .iter()
+                    .map(|r| r.namespace.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let pvc = pvc_from_row(&row).map_err(decode_error)?;
+            state.stored_pvcs.insert(pvc_key(&pvc), pvc);
+        }
+    }
+    Ok(())
+}
+
+fn decode_error(e: Error) -> sqlx::Error {
+    sqlx::Error::Decode(e.to_string().into())
+}
+
+/// Writes what the batch changed: deletions, new and changed rows, then its change-log entries,
+/// each kind in one statement.
+async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::Error> {
+    if !state.deleted_jobs.is_empty() {
+        let ids: Vec<&str> = state.deleted_jobs.iter().map(|id| id.as_str()).collect();
+        sqlx::query("DELETE FROM pvc_progress WHERE job_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let (mut new_jobs, mut changed_jobs) = (Vec::new(), Vec::new());
+    for id in &state.dirty_jobs {
+        if let Some(Some(job)) = state.jobs.get(id) {
+            let rows = if state.stored_jobs.contains_key(id) {
+                &mut changed_jobs
+            } else {
+                &mut new_jobs
+            };
+            rows.push(job_params(job));
+        }
+    }
+    write_rows(conn, "jobs", JOB_COLUMNS, new_jobs, changed_jobs).await?;
+    let (mut new_pvcs, mut changed_pvcs) = (Vec::new(), Vec::new());
+    for key in &state.dirty_pvcs {
+        if let Some(Some(pvc)) = state.pvcs.get(key) {
+            let rows = if state.stored_pvcs.contains_key(key) {
+                &mut changed_pvcs
+            } else {
+                &mut new_pvcs
+            };
+            rows.push(pvc_params(pvc));
+        }
+    }
+    write_rows(conn, "pvc_progress", PVC_COLUMNS, new_pvcs, changed_pvcs).await?;
+    if state.changes.is_empty() {
+        return Ok(());
+    }
+    let mut bodies = Vec::with_capacity(state.changes.len());
+    for change in &state.changes {
+        bodies.push(encode_change(change).map_err(|e| sqlx::Error::Encode(e.to_string().into()))?);
+    }
+    sqlx::query(INSERT_CHANGES)
+        .bind(
+            state
+                .changes
+                .iter()
+                .map(|c| c.job.id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            state
+                .changes
+                .iter()
+                .map(|c| c.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(state.changes.iter().map(|c| c.at).collect::<Vec<_>>())
+        .bind(bodies)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `new` rows and rewrites `changed` ones (matched by id, the first column), each set in
+/// one statement that binds one array per column.
+async fn write_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    new: Vec<Vec<Param>>,
+    changed: Vec<Vec<Param>>,
+) -> Result<(), sqlx::Error> {
+    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    if let Some(first) = new.first() {
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) SELECT * FROM unnest({})",
+            array_params(first)
+        );
+        bind_columns(sqlx::query(AssertSqlSafe(sql)), new)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(first) = changed.first() {
+        let targets = names[1..].join(", ");
+        let values: Vec<String> = names[1..].iter().map(|n| format!("v.{n}")).collect();
+        let sql = format!(
+            "UPDATE {table} AS t SET ({targets}) = ({}) FROM unnest({}) AS v({}) \
+             WHERE t.id = v.id COLLATE \"C\"",
+            values.join(", "),
+            array_params(first),
+            names.join(", ")
+        );
+        bind_columns(sqlx::query(AssertSqlSafe(sql)), changed)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `$1::text[], $2::bigint[], ...`: one array parameter per column, typed like `row`.
+fn array_params(row: &[Param]) -> String {
+    let params: Vec<String> = row
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Param::Int(_) => format!("${}::bigint[]", i + 1),
+            Param::Text(_) => format!("${}::text[]", i + 1),
+        })
+        .collect();
+    params.join(", ")
+}
+
+/// Binds the rows column by column, one array each.
+fn bind_columns(
+    mut query: Query<'_, Postgres, PgArguments>,
+    rows: Vec<Vec<Param>>,
+) -> Query<'_, Postgres, PgArguments> {
+    let width = rows.first().map_or(0, Vec::len);
+    let mut columns: Vec<Vec<Param>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
+    for row in rows {
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    for column in columns {
+        query = match column.first() {
+            Some(Param::Int(_)) => query.bind(
+                column
+                    .into_iter()
+                    .map(|p| match p {
+                        Param::Int(v) => v,
+                        Param::Text(_) => None,
+                    })
+                    .collect::<Vec<Option<i64>>>(),
+            ),
+            _ => query.bind(
+                column
+                    .into_iter()
+                    .map(|p| match p {
+                        Param::Text(v) => v,
+                        Param::Int(_) => None,
+                    })
+                    .collect::<Vec<Option<String>>>(),
+            ),
+        };
+    }
+    query
+}
