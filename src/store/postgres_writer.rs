@@ -35,8 +35,10 @@ use crate::store::sql::Param;
 
 /// Operations in one transaction at most.
 const MAX_BATCH: usize = 256;
-/// Batches of one replica in their transactions at once.
-const BATCHES_IN_FLIGHT: usize = 4;
+/// Batches of one replica in their transactions at once. Two keep the database busy while the
+/// other batch waits for its commit and numbering; more make smaller batches that contend for
+/// the same CPU (UpdateJob here: 4,600/s with two, 3,300/s with four).
+const BATCHES_IN_FLIGHT: usize = 2;
 
 static LOCK_JOBS: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
