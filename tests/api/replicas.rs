@@ -644,7 +644,10 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
         })
         .await;
     assert_eq!(code(during), Code::Unavailable);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Longer than the pool's 5 s wait for a connection: a write that arrives during the outage
+    // waits that long for the database to come back, then hears UNAVAILABLE. (A shorter outage
+    // may pass unseen: batched writes wait it out and succeed.)
+    tokio::time::sleep(Duration::from_secs(6)).await;
     cluster.start();
     wait_for_health(&app, tonic_health::ServingStatus::Serving, "SERVING again").await;
     let acked_before_recovery = acked.lock().expect("lock").len();
