@@ -16,6 +16,8 @@
 //! connection or a database that is down fails the whole batch at once (UNAVAILABLE, as for a
 //! single write), and a failed COMMIT is never retried: it may have committed.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::LazyLock;
 
@@ -265,29 +267,19 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
             .execute(&mut *conn)
             .await?;
     }
-    let (mut new_jobs, mut changed_jobs) = (Vec::new(), Vec::new());
-    for id in &state.dirty_jobs {
-        if let Some(Some(job)) = state.jobs.get(id) {
-            let rows = if state.stored_jobs.contains_key(id) {
-                &mut changed_jobs
-            } else {
-                &mut new_jobs
-            };
-            rows.push(job_params(job));
-        }
-    }
+    let (new_jobs, changed_jobs) = split_rows(
+        &state.dirty_jobs,
+        &state.jobs,
+        &state.stored_jobs,
+        job_params,
+    );
     write_rows(conn, "jobs", JOB_COLUMNS, new_jobs, changed_jobs).await?;
-    let (mut new_pvcs, mut changed_pvcs) = (Vec::new(), Vec::new());
-    for key in &state.dirty_pvcs {
-        if let Some(Some(pvc)) = state.pvcs.get(key) {
-            let rows = if state.stored_pvcs.contains_key(key) {
-                &mut changed_pvcs
-            } else {
-                &mut new_pvcs
-            };
-            rows.push(pvc_params(pvc));
-        }
-    }
+    let (new_pvcs, changed_pvcs) = split_rows(
+        &state.dirty_pvcs,
+        &state.pvcs,
+        &state.stored_pvcs,
+        pvc_params,
+    );
     write_rows(conn, "pvc_progress", PVC_COLUMNS, new_pvcs, changed_pvcs).await?;
     if state.changes.is_empty() {
         return Ok(());
@@ -316,6 +308,27 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The parameters of the dirty records that still exist: (rows to insert, rows to rewrite).
+fn split_rows<K: Eq + Hash, T>(
+    dirty: &HashSet<K>,
+    current: &HashMap<K, Option<T>>,
+    stored: &HashMap<K, T>,
+    params: fn(&T) -> Vec<Param>,
+) -> (Vec<Vec<Param>>, Vec<Vec<Param>>) {
+    let (mut new, mut changed) = (Vec::new(), Vec::new());
+    for key in dirty {
+        if let Some(Some(record)) = current.get(key) {
+            let rows = if stored.contains_key(key) {
+                &mut changed
+            } else {
+                &mut new
+            };
+            rows.push(params(record));
+        }
+    }
+    (new, changed)
 }
 
 /// Inserts `new` rows and rewrites `changed` ones (matched by id, the first column), each set in
