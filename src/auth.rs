@@ -129,14 +129,12 @@ impl Principal {
     /// `Ok` if this caller may do `permission`, else PERMISSION_DENIED.
     pub fn require(&self, permission: Permission) -> Result<()> {
         match self {
-            Principal::Key(key) if !key.role.allows(permission) => {
-                Err(Error::PermissionDenied(format!(
-                    "key {:?} has the role {}, which may not {}",
-                    key.name,
-                    key.role.as_str(),
-                    permission.describe()
-                )))
-            }
+            Principal::Key(key) if !self.may(permission) => Err(Error::PermissionDenied(format!(
+                "key {:?} has the role {}, which may not {}",
+                key.name,
+                key.role.as_str(),
+                permission.describe()
+            ))),
             _ => Ok(()),
         }
     }
