@@ -72,6 +72,11 @@ pub struct ServeArgs {
     )]
     pub history_max_changes: u64,
 
+    /// Jobs read per page of a WatchJobs snapshot: a watcher holds at most about this many in
+    /// memory while it starts, whatever the number of matching jobs.
+    #[arg(long, env = "JOBTRACK_WATCH_SNAPSHOT_PAGE", default_value_t = 1000)]
+    pub watch_snapshot_page: usize,
+
     /// Origins whose pages may call this server from a browser (gRPC-web, REST), comma-separated;
     /// `*` allows any. Default: none, so only pages served by this server itself (same origin).
     #[arg(long, env = "JOBTRACK_CORS_ORIGIN", value_delimiter = ',')]
@@ -113,6 +118,8 @@ pub struct Config {
     pub heartbeat: std::time::Duration,
     pub history_retention: std::time::Duration,
     pub history_max_changes: u64,
+    /// Jobs read per page of a WatchJobs snapshot.
+    pub watch_snapshot_page: usize,
     /// How often the change log is pruned.
     pub history_prune_interval: std::time::Duration,
     /// How often health checks the database (NOT_SERVING while it does not answer).
@@ -143,6 +150,7 @@ impl ServeArgs {
             heartbeat: seconds(self.heartbeat_secs, 15.0),
             history_retention: seconds(self.history_hours * 3600.0, 24.0 * 3600.0),
             history_max_changes: self.history_max_changes.max(1),
+            watch_snapshot_page: self.watch_snapshot_page.max(1),
             history_prune_interval: std::time::Duration::from_secs(60),
             health_check_interval: std::time::Duration::from_secs(2),
             cors_origins: self
@@ -178,6 +186,7 @@ impl Config {
             heartbeat: std::time::Duration::from_secs(15),
             history_retention: std::time::Duration::from_secs(24 * 3600),
             history_max_changes: 1_000_000,
+            watch_snapshot_page: 1000,
             history_prune_interval: std::time::Duration::from_secs(60),
             health_check_interval: std::time::Duration::from_secs(2),
             cors_origins: Vec::new(),

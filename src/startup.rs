@@ -56,6 +56,7 @@ impl Application {
             store.clone(),
             WatchConfig {
                 heartbeat: config.heartbeat,
+                snapshot_page: config.watch_snapshot_page,
             },
             watchers_stopped,
         );

@@ -226,10 +226,17 @@ impl Store {
         }
     }
 
-    pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
+    /// One page of a WatchJobs snapshot: the jobs matching `filter` after the id `after`, in id
+    /// order, at most `limit`, as of the position it answers with.
+    pub async fn snapshot_jobs(
+        &self,
+        filter: &Filter,
+        after: Option<&ObjectId>,
+        limit: usize,
+    ) -> Result<JobsSnapshot> {
         match self {
-            Store::Sqlite(s) => s.snapshot_jobs(filter).await,
-            Store::Postgres(s) => s.snapshot_jobs(filter).await,
+            Store::Sqlite(s) => s.snapshot_jobs(filter, after, limit).await,
+            Store::Postgres(s) => s.snapshot_jobs(filter, after, limit).await,
         }
     }
 

@@ -49,7 +49,7 @@ use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
 use crate::store::postgres_writer::{Pending, run_writer};
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
-use crate::store::sql::{Dialect, Param, Sql};
+use crate::store::sql::{Dialect, Param, Sql, snapshot_page};
 use crate::store::{History, JobSnapshot, JobsSnapshot, Page, PvcWritten};
 
 /// Connections for calls (reads and writes) per replica.
@@ -521,13 +521,20 @@ impl PgStore {
         })
     }
 
-    pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
-        let mut sql = Sql::new(
+    /// The jobs matching `filter` after the id `after` (at most `limit`), as of one position.
+    pub async fn snapshot_jobs(
+        &self,
+        filter: &Filter,
+        after: Option<&ObjectId>,
+        limit: usize,
+    ) -> Result<JobsSnapshot> {
+        let sql = snapshot_page(
             Dialect::Postgres,
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE "),
+            filter,
+            after.map(ObjectId::as_str),
+            limit,
+            JOB_COLUMNS,
         );
-        sql.filter(filter);
-        sql.push(" ORDER BY id");
         let (jobs, position) = self
             .in_snapshot(|conn| {
                 Box::pin(async move {

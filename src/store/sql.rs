@@ -297,3 +297,23 @@ pub fn page<T>(
     ));
     page
 }
+
+/// One page of a WatchJobs snapshot: the jobs matching `filter` after the id `after`, in id
+/// order, at most `limit` of them.
+pub fn snapshot_page(
+    dialect: Dialect,
+    filter: &Filter,
+    after: Option<&str>,
+    limit: usize,
+    columns: &str,
+) -> Sql {
+    let mut sql = Sql::new(dialect, &format!("SELECT {columns} FROM jobs WHERE ("));
+    sql.filter(filter);
+    sql.push(")");
+    if let Some(after) = after {
+        sql.push(" AND id > ");
+        sql.bind(Param::Text(Some(after.to_string())));
+    }
+    sql.push(&format!(" ORDER BY id LIMIT {limit}"));
+    sql
+}

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
 use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
-use crate::store::sql::{Dialect, Param, Sql};
+use crate::store::sql::{Dialect, Param, Sql, snapshot_page};
 use crate::store::sqlite_writer::{Request, SharedJobs, WriterLinks, run_writer};
 use crate::store::{History, JobSnapshot, JobsSnapshot};
 use crate::store::{Page, PvcWritten};
@@ -383,20 +383,27 @@ impl SqliteStore {
         result
     }
 
-    /// Every job matching `filter` as of one position, read in one transaction.
-    pub async fn snapshot_jobs(&self, filter: &Filter) -> Result<JobsSnapshot> {
+    /// The jobs matching `filter` after the id `after` (at most `limit`), as of one position,
+    /// read in one transaction.
+    pub async fn snapshot_jobs(
+        &self,
+        filter: &Filter,
+        after: Option<&ObjectId>,
+        limit: usize,
+    ) -> Result<JobsSnapshot> {
         let mut conn = self.inner.readers.acquire().await?;
         sqlx::query("BEGIN").execute(&mut *conn).await?;
         let result: Result<JobsSnapshot> = async {
             let position: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
                 .fetch_one(&mut *conn)
                 .await?;
-            let mut sql = Sql::new(
+            let sql = snapshot_page(
                 Dialect::Sqlite,
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE "),
+                filter,
+                after.map(ObjectId::as_str),
+                limit,
+                JOB_COLUMNS,
             );
-            sql.filter(filter);
-            sql.push(" ORDER BY id");
             let jobs = bind(sqlx::query(AssertSqlSafe(sql.text)), sql.params)
                 .fetch_all(&mut *conn)
                 .await?

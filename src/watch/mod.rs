@@ -107,6 +107,8 @@ pub struct WatchEvent {
 pub struct WatchConfig {
     /// A stream that has sent nothing for this long gets a HEARTBEAT.
     pub heartbeat: Duration,
+    /// Jobs read per page of a WatchJobs snapshot.
+    pub snapshot_page: usize,
 }
 
 /// Where a resume token points.
@@ -415,7 +417,10 @@ impl JobHub {
         let start = match self.resume_point(resume_token).await? {
             Some(position) => Start::Resume(position),
             None => {
-                let snapshot = self.store.snapshot_jobs(&filter).await?;
+                let snapshot = self
+                    .store
+                    .snapshot_jobs(&filter, None, self.config.snapshot_page)
+                    .await?;
                 Start::JobsSnapshot {
                     position: snapshot.position,
                     jobs: snapshot.jobs,
@@ -461,6 +466,8 @@ impl JobHub {
             store: self.store.clone(),
             recent: self.recent.clone(),
             heartbeat: self.config.heartbeat,
+            snapshot_page: self.config.snapshot_page.max(1),
+            pages: None,
             shutdown: self.shutdown.clone(),
             out: tx,
             selector,
@@ -499,7 +506,28 @@ struct Watcher {
     cursor: u64,
     /// Whether the events being sent belong to the initial snapshot.
     in_snapshot: bool,
+    snapshot_page: usize,
+    /// While a snapshot read in several pages is being completed: the position of each page.
+    pages: Option<SnapshotPages>,
     last_sent: Instant,
+}
+
+/// A WatchJobs snapshot read in keyset pages by id, each at its own position. A change of a job
+/// is already in the snapshot if its page was read at or after it.
+struct SnapshotPages {
+    /// (last id, position) of each full page, in id order.
+    full: Vec<(ObjectId, u64)>,
+    /// The position of the last page, which covers every id after the full pages.
+    rest: u64,
+}
+
+impl SnapshotPages {
+    fn position_of(&self, id: &ObjectId) -> u64 {
+        self.full
+            .iter()
+            .find(|(last, _)| id.as_str() <= last.as_str())
+            .map_or(self.rest, |(_, position)| *position)
+    }
 }
 
 impl Watcher {
@@ -572,10 +600,7 @@ impl Watcher {
             Start::JobsSnapshot { position, jobs } => {
                 self.cursor = position;
                 self.in_snapshot = true;
-                for job in jobs {
-                    self.send(EventKind::Snapshot, Some(Arc::new(job)), None)
-                        .await?;
-                }
+                self.jobs_snapshot(position, jobs).await?;
             }
         }
         self.in_snapshot = false;
@@ -586,12 +611,57 @@ impl Watcher {
         Ok(())
     }
 
+    /// Sends a WatchJobs snapshot page by page, so a watcher holds one page, not every matching
+    /// job. Pages read later are at later positions: the changes after the first page's
+    /// position are then replayed, each unless its job's page already shows it, still with
+    /// in-snapshot tokens (resuming from one starts a fresh snapshot), until the log is read.
+    async fn jobs_snapshot(&mut self, first_position: u64, first: Vec<Job>) -> Result<(), Stop> {
+        let mut full = Vec::new();
+        let (mut position, mut jobs) = (first_position, first);
+        loop {
+            let last = (jobs.len() >= self.snapshot_page)
+                .then(|| jobs.last().map(|j| j.id.clone()))
+                .flatten();
+            for job in jobs {
+                self.send(EventKind::Snapshot, Some(Arc::new(job)), None)
+                    .await?;
+            }
+            let Some(last) = last else {
+                break;
+            };
+            let Selector::Jobs { filter } = &self.selector else {
+                break;
+            };
+            let next = self
+                .store
+                .snapshot_jobs(filter, Some(&last), self.snapshot_page)
+                .await?;
+            full.push((last, position));
+            (position, jobs) = (next.position, next.jobs);
+        }
+        if !full.is_empty() {
+            self.pages = Some(SnapshotPages {
+                full,
+                rest: position,
+            });
+            self.catch_up().await?;
+            self.pages = None;
+        }
+        Ok(())
+    }
+
     /// Reports `change` if the selector wants it; the cursor moves past it either way.
     async fn consider(&mut self, change: &Change) -> Result<(), Stop> {
         if change.seq <= self.cursor {
             return Ok(());
         }
         self.cursor = change.seq;
+        if let Some(pages) = &self.pages
+            && change.seq <= pages.position_of(&change.job.id)
+        {
+            // Its page was read after this change: the snapshot already shows it.
+            return Ok(());
+        }
         if let Some(kind) = self.selector.select(change) {
             self.send(kind, Some(change.job.clone()), change.pvc.clone())
                 .await?;

@@ -641,3 +641,106 @@ async fn a_watcher_that_never_reads_holds_up_nobody_and_later_catches_up_with_ev
     );
     app.stop().await;
 }
+
+/// WatchJobs reads its snapshot in pages (here of 7 jobs), each at its own position, while
+/// writers change the jobs: every job is in the snapshot once, every later change arrives once
+/// and in order (a job's page already shows the changes before it was read), every token before
+/// SYNCED starts a fresh snapshot, and the watcher ends in the database's final state.
+#[tokio::test]
+async fn a_snapshot_read_in_pages_while_jobs_change_misses_and_repeats_nothing() {
+    let app = spawn_app_with(|c| c.watch_snapshot_page = 7).await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(
+            app.create(job(JobType::K8sCopy, JobState::Running))
+                .await
+                .id,
+        );
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (mut client, ids, stop) = (app.client(), ids.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Walk the ids from both ends, so early and late pages change alike.
+                let id = if w == 0 {
+                    ids[n % ids.len()].clone()
+                } else {
+                    ids[ids.len() - 1 - n % ids.len()].clone()
+                };
+                let update = pb::UpdateJobRequest {
+                    job: Some(pb::Job {
+                        id,
+                        num_backup_resources: Some(n as i64),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["num_backup_resources".into()],
+                    }),
+                    ..Default::default()
+                };
+                client.update_job(update).await.expect("update");
+                if n.is_multiple_of(10) {
+                    client
+                        .create_job(pb::CreateJobRequest {
+                            job: Some(job(JobType::K8sSnap, JobState::Pending)),
+                        })
+                        .await
+                        .expect("create");
+                }
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut stream = watch_jobs(&app, "", "").await;
+    let mut ledger = Ledger::default();
+    let mut in_snapshot = std::collections::HashSet::new();
+    loop {
+        let event = next_change(&mut stream).await;
+        if kind(&event) == Ev::Synced {
+            break;
+        }
+        assert!(
+            matches!(
+                decode_token(&event.resume_token),
+                Ok(ResumePoint::InSnapshot(_))
+            ),
+            "a token before SYNCED starts a fresh snapshot"
+        );
+        if kind(&event) == Ev::Snapshot {
+            let id = event.job.as_ref().expect("a job").id.clone();
+            assert!(in_snapshot.insert(id), "a job twice in the snapshot");
+        }
+        ledger.see(&event);
+        // A slow reader: the writers get ahead between pages.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert!(
+        in_snapshot.len() >= 40,
+        "every job in the snapshot: {}",
+        in_snapshot.len()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let all = app
+        .client()
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .jobs;
+    for job in &all {
+        while ledger.revision_of(&job.id) != Some(job.revision) {
+            ledger.see(&next_change(&mut stream).await);
+        }
+    }
+    app.stop().await;
+}
