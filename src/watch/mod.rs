@@ -614,7 +614,8 @@ impl Watcher {
     /// Sends a WatchJobs snapshot page by page, so a watcher holds one page, not every matching
     /// job. Pages read later are at later positions: the changes after the first page's
     /// position are then replayed, each unless its job's page already shows it, still with
-    /// in-snapshot tokens (resuming from one starts a fresh snapshot), until the log is read.
+    /// in-snapshot tokens (resuming from one starts a fresh snapshot), at least up to the last
+    /// page's position — from the log where the live feed has not got that far yet.
     async fn jobs_snapshot(&mut self, first_position: u64, first: Vec<Job>) -> Result<(), Stop> {
         let mut full = Vec::new();
         let (mut position, mut jobs) = (first_position, first);
@@ -645,6 +646,19 @@ impl Watcher {
                 rest: position,
             });
             self.catch_up().await?;
+            // The live feed may not have reached the last page's position yet; the log has.
+            while self.cursor < position {
+                let changes = self
+                    .store
+                    .changes_after(self.cursor, None, CATCH_UP_PAGE)
+                    .await?;
+                if changes.is_empty() {
+                    break;
+                }
+                for change in changes {
+                    self.consider(&change).await?;
+                }
+            }
             self.pages = None;
         }
         Ok(())
