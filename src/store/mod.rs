@@ -287,10 +287,15 @@ impl Store {
     }
 }
 
+/// Whether a Postgres error code says the database, not the statement, failed: class 08
+/// connection exception, 57P0x shutting down or starting up, 53 insufficient resources.
+pub(super) fn database_unavailable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        // Postgres error classes: 08 connection exception, 57P0x shutdown or starting up,
-        // 53 insufficient resources; 2201B an invalid regular expression (the client's).
+        // Postgres error 2201B: an invalid regular expression (the client's).
         let code = e
             .as_database_error()
             .and_then(|d| d.code())
@@ -304,8 +309,7 @@ impl From<sqlx::Error> for Error {
                     .unwrap_or_default()
             ));
         }
-        let connection_lost =
-            code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
+        let connection_lost = database_unavailable(&code);
         match e {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed

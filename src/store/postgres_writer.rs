@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::domain::now_micros;
 use crate::error::{Error, Result};
 use crate::store::batch::{BatchState, Done, Op, encode_change, pvc_key};
+use crate::store::database_unavailable;
 use crate::store::postgres::Sequencer;
 use crate::store::row::{
     JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
@@ -159,10 +160,9 @@ impl Failed {
 /// deadlock), which one operation may have caused; a lost connection or a database that is
 /// down fails every operation alike, and they all hear so at once.
 fn may_be_one_operations_fault(e: &sqlx::Error) -> bool {
-    let Some(code) = e.as_database_error().and_then(|d| d.code()) else {
-        return false;
-    };
-    !(code.starts_with("08") || code.starts_with("57P") || code.starts_with("53"))
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| !database_unavailable(&code))
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -670,18 +670,10 @@ async fn a_snapshot_read_in_pages_while_jobs_change_misses_and_repeats_nothing()
                 } else {
                     ids[ids.len() - 1 - n % ids.len()].clone()
                 };
-                let update = pb::UpdateJobRequest {
-                    job: Some(pb::Job {
-                        id,
-                        num_backup_resources: Some(n as i64),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["num_backup_resources".into()],
-                    }),
-                    ..Default::default()
-                };
-                client.update_job(update).await.expect("update");
+                client
+                    .update_job(step_request(&id, n as i64))
+                    .await
+                    .expect("update");
                 if n.is_multiple_of(10) {
                     client
                         .create_job(pb::CreateJobRequest {
