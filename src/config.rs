@@ -1,112 +1,5 @@
-//! The command line: `jobtrack serve` and `jobtrack bench`, each flag with a `JOBTRACK_*`
-//! environment fallback (shown by `--help`).
-
-use clap::{Args, Parser, Subcommand};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "jobtrack",
-    version,
-    about = "Job tracking for Kubernetes backups: gRPC, live watch streams, SQLite or Postgres."
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Serve gRPC, gRPC-web, the REST gateway, the dashboard and /metrics on one port.
-    Serve(ServeArgs),
-    /// Load-test a running server and print throughput and latency percentiles.
-    Bench(crate::bench::BenchArgs),
-    /// Print the events of one job (until it ends) or of every job matching --where, live;
-    /// reconnects with the last resume token after a dropped connection.
-    Watch(crate::cli::WatchArgs),
-    /// Everyday look-ups: list, get, cancel.
-    #[command(subcommand)]
-    Jobs(crate::cli::JobsCommand),
-    /// Demo executor: drives realistic jobs through their life cycles against a server.
-    Simulate(crate::cli::SimulateArgs),
-    /// API keys in the database: create (prints the key once), list, revoke.
-    #[command(subcommand)]
-    Keys(crate::cli::KeysCommand),
-    /// Which key JOBTRACK_KEY is, and what its role may and may not do (asks the server).
-    Whoami(crate::cli::ServerArg),
-}
-
-#[derive(Args, Clone, Debug)]
-pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "JOBTRACK_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-
-    /// Database: `postgres://user:password@host:5432/db` (replicas sharing it form one fleet),
-    /// a SQLite file path, `sqlite:PATH`, or `sqlite::memory:`. Falls back to DATABASE_URL, then
-    /// to the SQLite file `jobtrack.db` in the working directory.
-    #[arg(long, env = "JOBTRACK_DATABASE")]
-    pub database: Option<String>,
-
-    /// Largest page a list returns; larger page sizes are clamped to it.
-    #[arg(long, env = "JOBTRACK_MAX_PAGE_SIZE", default_value_t = 1000)]
-    pub max_page_size: usize,
-
-    /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing connections.
-    #[arg(long, env = "JOBTRACK_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
-
-    /// Seconds of silence after which a watch stream gets a HEARTBEAT with its resume token.
-    #[arg(long, env = "JOBTRACK_HEARTBEAT_SECS", default_value_t = 15.0)]
-    pub heartbeat_secs: f64,
-
-    /// Hours of change history kept for resuming watchers; an older resume token gets a fresh
-    /// snapshot.
-    #[arg(long, env = "JOBTRACK_HISTORY_HOURS", default_value_t = 24.0)]
-    pub history_hours: f64,
-
-    /// Most changes kept in the history, whatever their age.
-    #[arg(
-        long,
-        env = "JOBTRACK_HISTORY_MAX_CHANGES",
-        default_value_t = 1_000_000
-    )]
-    pub history_max_changes: u64,
-
-    /// Jobs read per page of a WatchJobs snapshot: a watcher holds at most about this many in
-    /// memory while it starts, whatever the number of matching jobs.
-    #[arg(long, env = "JOBTRACK_WATCH_SNAPSHOT_PAGE", default_value_t = 1000)]
-    pub watch_snapshot_page: usize,
-
-    /// Origins whose pages may call this server from a browser (gRPC-web, REST), comma-separated;
-    /// `*` allows any. Default: none, so only pages served by this server itself (same origin).
-    #[arg(long, env = "JOBTRACK_CORS_ORIGIN", value_delimiter = ',')]
-    pub cors_origin: Vec<String>,
-
-    /// Serve without API keys on a non-loopback address (and ignore keys that exist). Without
-    /// it, such a server refuses to start until a key exists (`jobtrack keys create`).
-    #[arg(long, env = "JOBTRACK_INSECURE_NO_AUTH")]
-    pub insecure_no_auth: bool,
-
-    /// TLS certificate chain (PEM) for the one port: gRPC, gRPC-web, REST and the dashboard.
-    #[arg(long, env = "JOBTRACK_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<String>,
-
-    /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, env = "JOBTRACK_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<String>,
-
-    /// Calls per second one API key may make on average (then RESOURCE_EXHAUSTED / 429).
-    #[arg(long, env = "JOBTRACK_KEY_RATE", default_value_t = 1000.0)]
-    pub key_rate: f64,
-
-    /// Calls one API key may make in a burst.
-    #[arg(long, env = "JOBTRACK_KEY_BURST", default_value_t = 2000.0)]
-    pub key_burst: f64,
-
-    /// Watch streams one API key may hold open at once.
-    #[arg(long, env = "JOBTRACK_KEY_MAX_STREAMS", default_value_t = 1000)]
-    pub key_max_streams: usize,
-}
+//! What the server needs to start ([`Config`]; `jobtrack serve` builds it from its flags, tests
+//! directly), where the database is found, and how its URL is shown in logs.
 
 /// What the server needs to start; tests build it directly.
 #[derive(Clone, Debug)]
@@ -135,46 +28,6 @@ pub struct Config {
     pub tls_key: Option<String>,
 }
 
-impl ServeArgs {
-    pub fn config(&self) -> Config {
-        let database = self
-            .database
-            .clone()
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
-            .unwrap_or_else(|| "jobtrack.db".to_string());
-        Config {
-            listen: self.listen.clone(),
-            database,
-            max_page_size: self.max_page_size.max(1),
-            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
-            heartbeat: seconds(self.heartbeat_secs, 15.0),
-            history_retention: seconds(self.history_hours * 3600.0, 24.0 * 3600.0),
-            history_max_changes: self.history_max_changes.max(1),
-            watch_snapshot_page: self.watch_snapshot_page.max(1),
-            history_prune_interval: std::time::Duration::from_secs(60),
-            health_check_interval: std::time::Duration::from_secs(2),
-            cors_origins: self
-                .cors_origin
-                .iter()
-                .map(|o| o.trim().to_string())
-                .filter(|o| !o.is_empty())
-                .collect(),
-            insecure_no_auth: self.insecure_no_auth,
-            key_limits: crate::auth::Limits {
-                rate: if self.key_rate > 0.0 {
-                    self.key_rate
-                } else {
-                    1000.0
-                },
-                burst: self.key_burst.max(1.0),
-                max_streams: self.key_max_streams.max(1),
-            },
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-        }
-    }
-}
-
 impl Config {
     /// A config for tests and tools: the given database, a free loopback port.
     pub fn for_database(database: &str) -> Config {
@@ -198,14 +51,13 @@ impl Config {
     }
 }
 
-/// A positive duration from seconds given on the command line (`default` when not positive).
-fn seconds(value: f64, default: f64) -> std::time::Duration {
-    let value = if value.is_finite() && value > 0.0 {
-        value
-    } else {
-        default
-    };
-    std::time::Duration::from_secs_f64(value.min(1e9))
+/// The database to open: the one given, else `DATABASE_URL`, else the SQLite file `jobtrack.db`
+/// in the working directory. `serve` and `keys` find it alike.
+pub fn database_url(given: Option<String>) -> String {
+    given
+        .filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "jobtrack.db".to_string())
 }
 
 /// A database URL fit for logs: the password of a `postgres://user:password@host/db` is hidden.

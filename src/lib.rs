@@ -16,9 +16,7 @@
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod dashboard;
 pub mod domain;
@@ -27,8 +25,7 @@ mod fuzz;
 pub mod grpc;
 pub mod metrics;
 pub mod rest;
-pub mod simulate;
-pub mod startup;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod watch;

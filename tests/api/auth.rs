@@ -552,11 +552,11 @@ async fn a_server_for_other_machines_refuses_to_start_without_keys() {
     let db = test_db().await;
     let mut config = jobtrack::config::Config::for_database(&db.url);
     config.listen = "0.0.0.0:0".into();
-    let refused = jobtrack::startup::Application::build(config.clone()).await;
+    let refused = jobtrack::server::Server::build(config.clone()).await;
     let message = refused.err().expect("refused").to_string();
     assert!(message.contains("--insecure-no-auth"), "{message}");
     config.insecure_no_auth = true;
-    let app = jobtrack::startup::Application::build(config)
+    let app = jobtrack::server::Server::build(config)
         .await
         .expect("starts when told");
     drop(app);

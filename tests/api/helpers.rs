@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use jobtrack::config::Config;
 use jobtrack::pb;
 use jobtrack::pb::job_service_client::JobServiceClient;
-use jobtrack::startup::Application;
+use jobtrack::server::Server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -98,7 +98,7 @@ pub async fn spawn_app_on(database: &str, configure: impl FnOnce(&mut Config)) -
     let mut config = Config::for_database(database);
     configure(&mut config);
     let tls = config.tls_cert.is_some();
-    let app = Application::build(config).await.expect("the server starts");
+    let app = Server::build(config).await.expect("the server starts");
     let addr = app.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {

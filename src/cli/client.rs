@@ -1,10 +1,13 @@
-//! The gRPC client of the command line tools (`watch`, `jobs`, `simulate`, `bench`): it sends
-//! the API key from `JOBTRACK_KEY`, when set, as `Authorization: Bearer <key>` on every call.
+//! The gRPC client of the command line tools (`watch`, `jobs`, `whoami`, `simulate`, `bench`):
+//! it sends the API key from `JOBTRACK_KEY`, when set, as `Authorization: Bearer <key>` on every
+//! call.
+
+use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::pb::access_service_client::AccessServiceClient;
 use crate::pb::job_service_client::JobServiceClient;
@@ -48,4 +51,26 @@ pub fn client(channel: Channel) -> Client {
 /// An `AccessService` client on `channel` carrying `JOBTRACK_KEY`.
 pub fn access_client(channel: Channel) -> AccessClient {
     AccessServiceClient::with_interceptor(channel, key_header())
+}
+
+/// A connection to `server` (an `http://` or `https://` URL).
+pub async fn channel(server: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(server.to_string())
+        .map_err(|e| format!("bad --server {server:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {server}: {e}"))
+}
+
+/// A client of `server` carrying `JOBTRACK_KEY`, accepting the large messages a job with a long
+/// activity log makes.
+pub async fn connect(server: &str) -> Result<Client, String> {
+    Ok(client(channel(server).await?).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// A gRPC status as a command's error message.
+pub fn rpc_error(status: tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }

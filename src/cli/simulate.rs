@@ -5,10 +5,27 @@
 
 use std::time::Duration;
 
+use clap::Args;
 use tonic::Code;
 
-use crate::cli::SimulateArgs;
+use super::ServerArg;
+use super::client::{Client, channel, client};
 use crate::pb;
+
+#[derive(Args, Clone, Debug)]
+pub struct SimulateArgs {
+    /// Jobs to run at once.
+    #[arg(long, default_value_t = 6)]
+    pub jobs: usize,
+    /// Time factor: 2 runs twice as fast.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Start a new round whenever one ends, until interrupted.
+    #[arg(long)]
+    pub forever: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
 
 /// How a simulated job ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +51,7 @@ const ENDINGS: [Ending; 6] = [
 ];
 
 struct Sim {
-    client: crate::client::Client,
+    client: Client,
     speed: f64,
     rng: u64,
 }
@@ -103,43 +120,11 @@ impl Sim {
     /// Runs one job from creation to its ending.
     async fn run(&mut self, index: usize, ending: Ending) -> Result<(), tonic::Status> {
         let copy = index.is_multiple_of(2) || matches!(ending, Ending::Cancelled | Ending::Partial);
-        let job_type = if copy {
-            pb::JobType::K8sCopy
-        } else {
-            pb::JobType::K8sSnap
-        };
-        let clusters = [
-            ("prod-eu-1", "5f77218d44b03575ec17a5ae"),
-            ("prod-us-2", "5f77218d44b03575ec17a5af"),
-            ("staging", "5f77218d44b03575ec17a5b0"),
-        ];
-        let (cluster_name, cluster) = clusters[index % clusters.len()];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let resources = self.random(120, 600);
-        let created = self
-            .client
-            .create_job(pb::CreateJobRequest {
-                job: Some(pb::Job {
-                    name: Some(format!("{cluster_name}-{now}-{index}")),
-                    r#type: job_type as i32,
-                    cluster: Some(cluster.into()),
-                    cluster_name: Some(cluster_name.into()),
-                    backupdef: Some("5f7721cb44b03575ec17a5af".into()),
-                    backupdef_name: Some(if copy { "nightly-copy" } else { "hourly-snap" }.into()),
-                    num_total_resources: Some(resources),
-                    num_backup_resources: Some(0),
-                    activity: vec!["Initiating backup process".into()],
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner();
+        let created = self.create(index, copy).await?;
         let id = created.id.clone();
         println!(
             "simulate: created {id} ({}, will end {ending:?})",
-            job_type.as_str_name()
+            created_type(copy).as_str_name()
         );
         self.pause_between(500, 2000).await;
         self.update(
@@ -150,19 +135,7 @@ impl Sim {
         )
         .await?;
         if ending == Ending::Failed {
-            self.pause(2500).await;
-            self.update(
-                &id,
-                Self::set_state(
-                    pb::JobState::Failed,
-                    "Backup failed: cluster agent unreachable",
-                ),
-                &["state", "message"],
-                &["Cluster agent stopped responding"],
-            )
-            .await?;
-            println!("simulate: {id} FAILED");
-            return Ok(());
+            return self.fail(&id).await;
         }
         let total = created.num_total_resources.unwrap_or(300);
         self.update(
@@ -175,27 +148,89 @@ impl Sim {
             &["Resources backed up"],
         )
         .await?;
+        let names = self.volume_names();
+        self.snapshots(&id, &names, ending).await?;
+        if copy {
+            self.transfer(&id, &names, ending).await?;
+        }
+        self.finish(&id, ending).await
+    }
 
-        // Snapshot phase.
+    /// Creates the job, on one of three clusters.
+    async fn create(&mut self, index: usize, copy: bool) -> Result<pb::Job, tonic::Status> {
+        let clusters = [
+            ("prod-eu-1", "5f77218d44b03575ec17a5ae"),
+            ("prod-us-2", "5f77218d44b03575ec17a5af"),
+            ("staging", "5f77218d44b03575ec17a5b0"),
+        ];
+        let (cluster_name, cluster) = clusters[index % clusters.len()];
+        let now = crate::domain::now_micros() / 1_000_000;
+        let resources = self.random(120, 600);
+        let job = pb::Job {
+            name: Some(format!("{cluster_name}-{now}-{index}")),
+            r#type: created_type(copy) as i32,
+            cluster: Some(cluster.into()),
+            cluster_name: Some(cluster_name.into()),
+            backupdef: Some("5f7721cb44b03575ec17a5af".into()),
+            backupdef_name: Some(if copy { "nightly-copy" } else { "hourly-snap" }.into()),
+            num_total_resources: Some(resources),
+            num_backup_resources: Some(0),
+            activity: vec!["Initiating backup process".into()],
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .create_job(pb::CreateJobRequest { job: Some(job) })
+            .await?
+            .into_inner())
+    }
+
+    /// The executor fails early.
+    async fn fail(&mut self, id: &str) -> Result<(), tonic::Status> {
+        self.pause(2500).await;
+        self.update(
+            id,
+            Self::set_state(
+                pb::JobState::Failed,
+                "Backup failed: cluster agent unreachable",
+            ),
+            &["state", "message"],
+            &["Cluster agent stopped responding"],
+        )
+        .await?;
+        println!("simulate: {id} FAILED");
+        Ok(())
+    }
+
+    fn volume_names(&mut self) -> Vec<String> {
         let volumes = self.random(3, 6) as usize;
-        let names: Vec<String> = (0..volumes)
+        (0..volumes)
             .map(|v| {
                 format!(
                     "data-{}-{v}",
                     ["postgres", "redis", "kafka", "minio"][v % 4]
                 )
             })
-            .collect();
-        for name in &names {
-            self.report(self.pvc(&id, name, pb::OpType::K8sSnap, pb::PvcState::Pending))
+            .collect()
+    }
+
+    /// The snapshot phase: each volume's snapshot from 0 to 100%, one skipped if so planned.
+    async fn snapshots(
+        &mut self,
+        id: &str,
+        names: &[String],
+        ending: Ending,
+    ) -> Result<(), tonic::Status> {
+        for name in names {
+            self.report(self.pvc(id, name, pb::OpType::K8sSnap, pb::PvcState::Pending))
                 .await?;
         }
-        self.update(&id, pb::Job::default(), &[], &["Taking volume snapshots"])
+        self.update(id, pb::Job::default(), &[], &["Taking volume snapshots"])
             .await?;
         for (v, name) in names.iter().enumerate() {
-            if ending == Ending::CompletedWithSkip && v == volumes - 1 {
+            if ending == Ending::CompletedWithSkip && v == names.len() - 1 {
                 let mut skipped = self.pvc(
-                    &id,
+                    id,
                     name,
                     pb::OpType::K8sSnap,
                     pb::PvcState::SkippedVolumeFromOtherRegion,
@@ -210,15 +245,17 @@ impl Sim {
                 } else {
                     pb::PvcState::Active
                 };
-                let mut pvc = self.pvc(&id, name, pb::OpType::K8sSnap, state);
+                let mut pvc = self.pvc(id, name, pb::OpType::K8sSnap, state);
                 pvc.snapshot_progress_percentage = Some(percent);
                 self.report(pvc).await?;
                 self.pause_between(150, 500).await;
             }
         }
-        if copy {
-            self.transfer(&id, &names, ending).await?;
-        }
+        Ok(())
+    }
+
+    /// The job's last state, as its ending says.
+    async fn finish(&mut self, id: &str, ending: Ending) -> Result<(), tonic::Status> {
         let (state, message, line) = match ending {
             Ending::Partial => (
                 pb::JobState::Partial,
@@ -232,7 +269,7 @@ impl Sim {
             ),
         };
         self.update(
-            &id,
+            id,
             Self::set_state(state, message),
             &["state", "message"],
             &[line],
@@ -269,41 +306,13 @@ impl Sim {
         names: &[String],
         ending: Ending,
     ) -> Result<(), tonic::Status> {
-        struct Volume {
-            name: String,
-            size: i64,
-            files: i64,
-            rate: i64,
-            sent: i64,
-            done: bool,
-        }
         let mut volumes = Vec::new();
         for name in names {
-            let size = self.random(512, 4096) * MIB;
-            let files = self.random(200, 20_000);
-            let mut pvc = self.pvc(id, name, pb::OpType::K8sCopy, pb::PvcState::Pending);
-            pvc.stats = Some(pb::TransferStats {
-                estimated_size: Some(size),
-                estimated_number_of_files: Some(files),
-                io_size: Some(0),
-                io_number_of_files: Some(0),
-                transferred_size: Some(0),
-                transferred_number_of_files: Some(0),
-            });
-            self.report(pvc).await?;
-            volumes.push(Volume {
-                name: name.clone(),
-                size,
-                files,
-                rate: self.random(60, 250) * MIB,
-                sent: 0,
-                done: false,
-            });
+            volumes.push(self.start_volume(id, name).await?);
         }
         self.update(id, pb::Job::default(), &[], &["Transferring data"])
             .await?;
         let failing = (ending == Ending::Partial).then_some(1);
-        let tick_ms = 500;
         loop {
             let active: Vec<usize> = (0..volumes.len())
                 .filter(|&v| !volumes[v].done)
@@ -313,65 +322,121 @@ impl Sim {
                 return Ok(());
             }
             for v in active {
-                let step = volumes[v].rate * tick_ms / 1000;
-                let vol = &mut volumes[v];
-                vol.sent = (vol.sent + step).min(vol.size);
-                let files = vol.files * vol.sent / vol.size.max(1);
-                let fails = failing == Some(v) && vol.sent * 10 >= vol.size * 4;
-                let state = if fails {
-                    pb::PvcState::Failed
-                } else if vol.sent >= vol.size {
-                    pb::PvcState::Completed
-                } else {
-                    pb::PvcState::Active
-                };
-                vol.done = state != pb::PvcState::Active;
-                let (name, sent) = (vol.name.clone(), vol.sent);
-                let mut pvc = self.pvc(id, &name, pb::OpType::K8sCopy, state);
-                pvc.stats = Some(pb::TransferStats {
-                    io_size: Some(sent),
-                    io_number_of_files: Some(files),
-                    transferred_size: Some(sent),
-                    transferred_number_of_files: Some(files),
-                    ..Default::default()
-                });
-                if fails {
-                    pvc.message = Some("Data transfer failed: connection reset by peer".into());
-                }
-                if let Err(status) = self.report(pvc).await {
-                    if status.code() == Code::FailedPrecondition {
-                        println!(
-                            "simulate: {id} was cancelled; the executor stops ({})",
-                            status.message()
-                        );
-                    }
-                    return Err(status);
-                }
-                if ending == Ending::Cancelled && sent * 10 >= volumes[v].size * 4 && v == 0 {
-                    let cancelled = self
-                        .client
-                        .cancel_job(pb::CancelJobRequest { id: id.into() })
-                        .await?
-                        .into_inner();
-                    println!(
-                        "simulate: an operator cancelled {} ({})",
-                        cancelled.id,
-                        cancelled.activity.last().map_or("", String::as_str)
-                    );
+                let fails = failing == Some(v);
+                let sent = self.send_some(id, &mut volumes[v], fails).await?;
+                if ending == Ending::Cancelled && v == 0 && sent * 10 >= volumes[v].size * 4 {
+                    self.cancel_as_operator(id).await?;
                 }
             }
-            self.pause(tick_ms as u64).await;
+            self.pause(TICK_MS as u64).await;
         }
+    }
+
+    /// Reports a volume's copy as PENDING with its estimates.
+    async fn start_volume(&mut self, id: &str, name: &str) -> Result<Volume, tonic::Status> {
+        let size = self.random(512, 4096) * MIB;
+        let files = self.random(200, 20_000);
+        let mut pvc = self.pvc(id, name, pb::OpType::K8sCopy, pb::PvcState::Pending);
+        pvc.stats = Some(pb::TransferStats {
+            estimated_size: Some(size),
+            estimated_number_of_files: Some(files),
+            io_size: Some(0),
+            io_number_of_files: Some(0),
+            transferred_size: Some(0),
+            transferred_number_of_files: Some(0),
+        });
+        self.report(pvc).await?;
+        Ok(Volume {
+            name: name.to_string(),
+            size,
+            files,
+            rate: self.random(60, 250) * MIB,
+            sent: 0,
+            done: false,
+        })
+    }
+
+    /// One tick of a volume's transfer, reported; a volume meant to fail does so at 40%.
+    /// Answers the bytes sent so far.
+    async fn send_some(
+        &mut self,
+        id: &str,
+        vol: &mut Volume,
+        meant_to_fail: bool,
+    ) -> Result<i64, tonic::Status> {
+        vol.sent = (vol.sent + vol.rate * TICK_MS / 1000).min(vol.size);
+        let files = vol.files * vol.sent / vol.size.max(1);
+        let fails = meant_to_fail && vol.sent * 10 >= vol.size * 4;
+        let state = if fails {
+            pb::PvcState::Failed
+        } else if vol.sent >= vol.size {
+            pb::PvcState::Completed
+        } else {
+            pb::PvcState::Active
+        };
+        vol.done = state != pb::PvcState::Active;
+        let mut pvc = self.pvc(id, &vol.name, pb::OpType::K8sCopy, state);
+        pvc.stats = Some(pb::TransferStats {
+            io_size: Some(vol.sent),
+            io_number_of_files: Some(files),
+            transferred_size: Some(vol.sent),
+            transferred_number_of_files: Some(files),
+            ..Default::default()
+        });
+        if fails {
+            pvc.message = Some("Data transfer failed: connection reset by peer".into());
+        }
+        if let Err(status) = self.report(pvc).await {
+            if status.code() == Code::FailedPrecondition {
+                println!(
+                    "simulate: {id} was cancelled; the executor stops ({})",
+                    status.message()
+                );
+            }
+            return Err(status);
+        }
+        Ok(vol.sent)
+    }
+
+    async fn cancel_as_operator(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let cancelled = self
+            .client
+            .cancel_job(pb::CancelJobRequest { id: id.into() })
+            .await?
+            .into_inner();
+        println!(
+            "simulate: an operator cancelled {} ({})",
+            cancelled.id,
+            cancelled.activity.last().map_or("", String::as_str)
+        );
+        Ok(())
     }
 }
 
-pub async fn run(args: SimulateArgs) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(args.server.server.clone())
-        .map_err(|e| format!("bad --server: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server.server))?;
-    let client = crate::client::client(channel);
+/// A volume being copied.
+struct Volume {
+    name: String,
+    size: i64,
+    files: i64,
+    /// Bytes per second.
+    rate: i64,
+    sent: i64,
+    done: bool,
+}
+
+/// How often a transferring volume reports.
+const TICK_MS: i64 = 500;
+
+fn created_type(copy: bool) -> pb::JobType {
+    if copy {
+        pb::JobType::K8sCopy
+    } else {
+        pb::JobType::K8sSnap
+    }
+}
+
+pub(super) async fn run(args: SimulateArgs) -> Result<(), String> {
+    let client = client(channel(&args.server.server).await?);
     loop {
         let mut tasks = Vec::new();
         for index in 0..args.jobs.max(1) {

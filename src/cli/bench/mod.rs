@@ -1,0 +1,204 @@
+//! `jobtrack bench`: a load generator against a running server, over real gRPC connections.
+//!
+//! It opens `--connections` HTTP/2 connections, runs `--concurrency` callers spread over them for
+//! `--duration` seconds (after a warm-up), and prints calls/s, latency percentiles, errors, and the
+//! CPU it used itself (and the server's, given `--server-pid`), so a figure can be read against
+//! what the load generator cost on the same machine.
+
+mod calls;
+mod fanout;
+
+use clap::{Args, ValueEnum};
+
+use super::client::{Client, channel, client};
+use crate::pb;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    /// GetJob of random jobs from the pool.
+    Get,
+    /// UpdateJob (durable) of random RUNNING jobs from the pool.
+    Update,
+    /// ReportPvcProgress (durable) for random PVCs of random jobs from the pool.
+    Report,
+    /// CreateJob (durable).
+    Create,
+    /// ListJobs with --where and --sort (first page).
+    List,
+    /// Create --count jobs with a realistic mix of states, types and clusters, then stop.
+    Seed,
+    /// Watch fan-out: --watchers WatchJob streams on one job over --connections connections,
+    /// --rate updates/s of that job; delivery latency, delivered/expected, server memory per
+    /// watcher.
+    Fanout,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Server URL.
+    #[arg(long, env = "JOBTRACK_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// What to call.
+    #[arg(long, value_enum, default_value_t = BenchOp::Get)]
+    pub op: BenchOp,
+    /// HTTP/2 connections to spread the callers over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Jobs created first for get/update/report to work on.
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: usize,
+    /// Jobs to create with --op seed.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: usize,
+    /// `where` for --op list.
+    #[arg(long, default_value = r#"{"state":"RUNNING"}"#)]
+    pub r#where: String,
+    /// `sort` for --op list.
+    #[arg(long, default_value = "-_created")]
+    pub sort: String,
+    /// PID of the server, to report the CPU and memory it used during the measurement.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// --op fanout: send the updates to this server (another replica on the same Postgres)
+    /// while the watchers stay on --server: cross-replica delivery latency.
+    #[arg(long)]
+    pub write_server: Option<String>,
+    /// --op fanout: spread the updates over this many jobs (one job takes one durable write at
+    /// a time); with more than one, the watchers use WatchJobs on exactly those jobs.
+    #[arg(long, default_value_t = 1)]
+    pub spread: usize,
+    /// --op fanout: watch streams to open.
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// --op fanout: updates per second of the watched job.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Before measuring any op, attach this many idle WatchJob streams (on a job nobody changes),
+    /// to compare writer throughput with and without watchers.
+    #[arg(long, default_value_t = 0)]
+    pub idle_watchers: usize,
+}
+
+/// A small xorshift generator: the load needs variety, not cryptography.
+pub(super) struct Rng(pub(super) u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TYPES: [pb::JobType; 4] = [
+    pb::JobType::K8sSnap,
+    pb::JobType::K8sCopy,
+    pb::JobType::Restore,
+    pb::JobType::DeleteBackup,
+];
+const STATES: [pb::JobState; 5] = [
+    pb::JobState::Running,
+    pb::JobState::Completed,
+    pb::JobState::Failed,
+    pb::JobState::Pending,
+    pb::JobState::Partial,
+];
+
+pub(super) fn sample_job(rng: &mut Rng, i: usize, state: Option<pb::JobState>) -> pb::Job {
+    let cluster = format!("5f77218d44b03575ec17{:04x}", rng.below(50));
+    pb::Job {
+        name: Some(format!("kubecluster-{i}")),
+        r#type: TYPES[rng.below(TYPES.len())] as i32,
+        state: state.unwrap_or(STATES[rng.below(STATES.len())]) as i32,
+        cluster: Some(cluster),
+        cluster_name: Some("bench".into()),
+        backupdef: Some(format!("5f7721cb44b03575ec17{:04x}", rng.below(200))),
+        backupdef_name: Some("nightly".into()),
+        num_total_resources: Some(377),
+        num_backup_resources: Some(0),
+        activity: vec!["Initiating backup process".into()],
+        ..Default::default()
+    }
+}
+
+/// `n` clients of `server`, each on its own HTTP/2 connection.
+pub(super) async fn connect(server: &str, n: usize) -> Result<Vec<Client>, String> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let channel = channel(server).await?;
+        clients.push(client(channel).max_decoding_message_size(64 * 1024 * 1024));
+    }
+    Ok(clients)
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+pub(super) fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+pub(super) fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Resident memory of a process, in KiB.
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub(super) async fn run(args: BenchArgs) -> Result<(), String> {
+    let clients = connect(&args.server, args.connections).await?;
+    let _idle = if args.idle_watchers > 0 {
+        Some(fanout::attach_idle_watchers(&args).await?)
+    } else {
+        None
+    };
+    match args.op {
+        BenchOp::Seed => calls::seed(&args, &clients).await,
+        BenchOp::Fanout => fanout::run(&args, &clients).await,
+        _ => calls::run(&args, &clients).await,
+    }
+}
+
+/// CPU cores a process used on average between two readings of [`cpu_seconds`].
+pub(super) fn cores(before: Option<f64>, after: Option<f64>, elapsed: f64) -> String {
+    after
+        .zip(before)
+        .map_or("n/a".to_string(), |(after, before)| {
+            format!("{:.2}cores", (after - before) / elapsed)
+        })
+}

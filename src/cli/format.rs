@@ -1,0 +1,155 @@
+//! How the client commands show jobs and events in a terminal: state and type names without
+//! their proto prefixes, byte sizes, text progress bars, one line per event.
+
+use crate::pb;
+
+pub(super) fn enum_name(name: Option<&'static str>, prefix: &str) -> String {
+    name.map(|n| n.strip_prefix(prefix).unwrap_or(n).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub(super) fn state_name(job: &pb::Job) -> String {
+    enum_name(
+        pb::JobState::try_from(job.state)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "JOB_STATE_",
+    )
+}
+
+pub(super) fn type_name(job: &pb::Job) -> String {
+    enum_name(
+        pb::JobType::try_from(job.r#type)
+            .ok()
+            .map(|t| t.as_str_name()),
+        "JOB_TYPE_",
+    )
+}
+
+pub(super) fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `[#########...........]` for `done` of `total`.
+pub(super) fn bar(done: i64, total: i64, width: usize) -> String {
+    let filled = if total > 0 {
+        ((done.clamp(0, total) as f64 / total as f64) * width as f64).round() as usize
+    } else {
+        0
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+/// The progress of a job in one line: PVCs done of total, bytes and files of estimated.
+pub(super) fn progress_line(job: &pb::Job) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &job.kube_copy_progress {
+        let done = c.completed_pvs + c.failed_pvs;
+        parts.push(format!(
+            "copy PVCs {done}/{} {}",
+            c.total_pvs,
+            bar(done, c.total_pvs, 10)
+        ));
+        if let Some(s) = &c.stats {
+            let (sent, total) = (
+                s.transferred_size.unwrap_or(0),
+                s.estimated_size.unwrap_or(0),
+            );
+            let percent = if total > 0 { sent * 100 / total } else { 0 };
+            parts.push(format!(
+                "bytes {} {} / {} ({percent}%)",
+                bar(sent, total, 20),
+                bytes(sent),
+                bytes(total)
+            ));
+            parts.push(format!(
+                "files {}/{}",
+                s.transferred_number_of_files.unwrap_or(0),
+                s.estimated_number_of_files.unwrap_or(0)
+            ));
+        }
+        if c.failed_pvs > 0 {
+            parts.push(format!("{} failed", c.failed_pvs));
+        }
+    }
+    if let Some(s) = &job.kube_snapshot_progress {
+        let done = s.completed_pvs + s.failed_pvs + s.skipped_pvs;
+        parts.push(format!(
+            "snapshots {done}/{} {}",
+            s.total_pvs,
+            bar(done, s.total_pvs, 10)
+        ));
+        if s.skipped_pvs > 0 {
+            parts.push(format!("{} skipped", s.skipped_pvs));
+        }
+    }
+    parts.join("  ")
+}
+
+pub(super) fn now_hms() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// One event as a readable line.
+pub fn event_line(event: &pb::JobEvent) -> String {
+    let kind = enum_name(
+        pb::JobEventType::try_from(event.r#type)
+            .ok()
+            .map(|t| t.as_str_name()),
+        "JOB_EVENT_TYPE_",
+    );
+    let mut line = format!("{} {kind:<11}", now_hms());
+    if let Some(job) = &event.job {
+        line.push_str(&format!(
+            " {} {:<9} {:<13} {}",
+            job.id,
+            state_name(job),
+            type_name(job),
+            job.name.as_deref().unwrap_or("")
+        ));
+        if let Some(pvc) = &event.pvc {
+            let state = enum_name(
+                pb::PvcState::try_from(pvc.state)
+                    .ok()
+                    .map(|s| s.as_str_name()),
+                "PVC_STATE_",
+            );
+            line.push_str(&format!(
+                "  pvc {}/{} {}",
+                pvc.namespace,
+                pvc.name,
+                state.replace('_', "-")
+            ));
+        }
+        let progress = progress_line(job);
+        if !progress.is_empty() {
+            line.push_str("  ");
+            line.push_str(&progress);
+        }
+        if matches!(event.r#type, t if t == pb::JobEventType::Updated as i32)
+            && let Some(last) = job.activity.last()
+        {
+            line.push_str(&format!("  \"{last}\""));
+        }
+    }
+    line
+}

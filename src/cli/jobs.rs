@@ -1,0 +1,159 @@
+//! `jobtrack jobs list|get|cancel`: everyday look-ups over gRPC.
+
+use clap::Subcommand;
+
+use super::ServerArg;
+use super::client::{connect, rpc_error};
+use super::format::{bar, bytes, enum_name, progress_line, state_name, type_name};
+use crate::pb;
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long = "where", default_value = "")]
+        where_: String,
+        #[arg(long, default_value = "-_created")]
+        sort: String,
+        #[arg(long, default_value_t = 25)]
+        limit: i32,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show one job with its PVC records.
+    Get {
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Cancel a running K8S_SNAP or K8S_COPY job.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+pub(super) async fn run(command: JobsCommand) -> Result<(), String> {
+    match command {
+        JobsCommand::List {
+            where_,
+            sort,
+            limit,
+            server,
+        } => list(&server.server, where_, sort, limit).await,
+        JobsCommand::Get { id, server } => get(&server.server, id).await,
+        JobsCommand::Cancel { id, server } => cancel(&server.server, id).await,
+    }
+}
+
+async fn list(server: &str, where_: String, sort: String, limit: i32) -> Result<(), String> {
+    let mut client = connect(server).await?;
+    let page = client
+        .list_jobs(pb::ListJobsRequest {
+            r#where: where_,
+            sort,
+            page_size: limit,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    println!(
+        "{:<24}  {:<9}  {:<13}  {:<28}  progress",
+        "id", "state", "type", "name"
+    );
+    for job in &page.jobs {
+        println!(
+            "{:<24}  {:<9}  {:<13}  {:<28}  {}",
+            job.id,
+            state_name(job),
+            type_name(job),
+            job.name.as_deref().unwrap_or(""),
+            progress_line(job)
+        );
+    }
+    println!("{} of {} jobs", page.jobs.len(), page.total);
+    Ok(())
+}
+
+async fn get(server: &str, id: String) -> Result<(), String> {
+    let mut client = connect(server).await?;
+    let job = client
+        .get_job(pb::GetJobRequest { id: id.clone() })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    print_job(&job);
+    let pvcs = client
+        .list_pvc_progress(pb::ListPvcProgressRequest {
+            job_id: id,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    println!("pvcs ({}):", pvcs.total);
+    for p in &pvcs.pvcs {
+        print_pvc(p);
+    }
+    Ok(())
+}
+
+fn print_job(job: &pb::Job) {
+    println!("id:        {}", job.id);
+    println!("name:      {}", job.name.as_deref().unwrap_or("-"));
+    println!("type:      {}", type_name(job));
+    println!("state:     {}", state_name(job));
+    println!("message:   {}", job.message.as_deref().unwrap_or("-"));
+    println!(
+        "cluster:   {} {}",
+        job.cluster_name.as_deref().unwrap_or("-"),
+        job.cluster.as_deref().unwrap_or("")
+    );
+    println!(
+        "times:     start {:?} end {:?}",
+        job.start_time, job.end_time
+    );
+    println!("revision:  {}  etag {}", job.revision, job.etag);
+    println!("progress:  {}", progress_line(job));
+    println!("activity:");
+    for line in &job.activity {
+        println!("  - {line}");
+    }
+}
+
+fn print_pvc(p: &pb::PvcProgress) {
+    let state = enum_name(
+        pb::PvcState::try_from(p.state)
+            .ok()
+            .map(|s| s.as_str_name()),
+        "PVC_STATE_",
+    );
+    let s = p.stats.unwrap_or_default();
+    let (sent, total) = (
+        s.transferred_size.unwrap_or(0),
+        s.estimated_size.unwrap_or(0),
+    );
+    println!(
+        "  {}/{} {} {} {} / {}",
+        p.namespace,
+        p.name,
+        state.replace('_', "-"),
+        bar(sent, total, 20),
+        bytes(sent),
+        bytes(total)
+    );
+}
+
+async fn cancel(server: &str, id: String) -> Result<(), String> {
+    let mut client = connect(server).await?;
+    let job = client
+        .cancel_job(pb::CancelJobRequest { id })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    println!("{} is {}", job.id, state_name(&job));
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! What the one port serves: gRPC (JobService, AccessService, grpc.health.v1, reflection v1 and
+//! v1alpha) with gRPC-web in front of every service, the REST gateway, `/metrics`, the dashboard,
+//! and CORS for the configured origins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::grpc::GrpcJobService;
+use crate::metrics::Metrics;
+use crate::pb::access_service_server::AccessServiceServer;
+use crate::pb::job_service_server::JobServiceServer;
+use crate::store::Store;
+
+/// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Every route of the server, and the health reporter its database monitor updates.
+pub(super) async fn router(
+    app: App,
+    store: Store,
+    cors_origins: &[String],
+) -> Result<(axum::Router, HealthReporter)> {
+    let metrics = Arc::new(Metrics::default());
+    let (health, grpc) = grpc(app.clone(), metrics.clone()).await?;
+    let router = grpc
+        .route("/metrics", metrics_route(metrics.clone(), store))
+        .merge(crate::rest::router(app, metrics))
+        .merge(crate::dashboard::router())
+        .fallback(crate::rest::not_found);
+    let router = match cors(cors_origins)? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    Ok((router, health))
+}
+
+/// The gRPC services, gRPC-web (HTTP/1.1 and HTTP/2) for browsers translated in front of each.
+async fn grpc(app: App, metrics: Arc<Metrics>) -> Result<(HealthReporter, axum::Router)> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<JobServiceServer<GrpcJobService>>()
+        .await;
+    health
+        .set_serving::<AccessServiceServer<GrpcJobService>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
+
+    let access_service =
+        AccessServiceServer::new(GrpcJobService::new(app.clone(), metrics.clone()));
+    let job_service = JobServiceServer::new(GrpcJobService::new(app, metrics))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let router = tonic::service::Routes::new(job_service)
+        .add_service(access_service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new());
+    Ok((health, router))
+}
+
+/// `GET /metrics`: the Prometheus exposition, with the jobs by state read at scrape time.
+fn metrics_route(metrics: Arc<Metrics>, store: Store) -> axum::routing::MethodRouter {
+    get(move || {
+        let (metrics, store) = (metrics.clone(), store.clone());
+        async move {
+            let states = store.count_jobs_by_state().await.unwrap_or_default();
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                metrics.render(&states),
+            )
+        }
+    })
+}
+
+/// CORS for browsers on other origins: gRPC-web and REST calls, with the headers gRPC-web needs.
+/// `None` (no origins configured): no CORS headers, so only same-origin pages can call.
+fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o)
+                    .map_err(|_| Error::invalid(format!("--cors-origin {o:?} is not an origin")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    let headers = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "connect-protocol-version",
+        "authorization",
+        "if-none-match",
+        "if-match",
+    ];
+    let exposed = [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "etag",
+        "x-total-count",
+        "link",
+    ];
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::HEAD, Method::OPTIONS])
+            .allow_headers(headers.map(HeaderName::from_static))
+            .expose_headers(exposed.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(3600)),
+    ))
+}
