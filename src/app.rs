@@ -2,7 +2,7 @@
 //! exists once. Parses ids and queries, then lets the store run the change through the domain.
 
 use crate::auth::{Keys, Permission, Principal};
-use crate::domain::query::{CmpOp, Filter, ListQuery, PageAt, Value};
+use crate::domain::query::{ListQuery, PageAt};
 use crate::domain::{Job, JobChange, JobUpdate, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
 use crate::store::{Page, Store};
@@ -202,11 +202,7 @@ impl App {
             None
         } else {
             let job_id = ObjectId::parse("job_id", job_id)?;
-            Some(Filter::Compare {
-                column: "job_id",
-                op: CmpOp::Eq,
-                value: Value::Text(job_id.to_string()),
-            })
+            Some(crate::domain::pvc::fields::of_job(&job_id))
         };
         let query = ListQuery::<PvcProgress>::parse(
             where_,

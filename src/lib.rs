@@ -21,7 +21,6 @@ pub mod config;
 pub mod dashboard;
 pub mod domain;
 pub mod error;
-mod fuzz;
 pub mod grpc;
 pub mod metrics;
 pub mod rest;

@@ -190,9 +190,9 @@ mod tests {
                 ..Default::default()
             },
             state: Some(JobState::Running),
-            mask: crate::domain::job::JobField::parse_mask_path("message")
+            mask: crate::domain::job::update::mask_path("message")
                 .and_then(|mut m| {
-                    m.extend(crate::domain::job::JobField::parse_mask_path("state")?);
+                    m.extend(crate::domain::job::update::mask_path("state")?);
                     Ok(m)
                 })
                 .expect("paths"),

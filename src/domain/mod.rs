@@ -1,11 +1,14 @@
-//! The domain: jobs, PVC progress records, the job life cycle, the derived progress aggregates
-//! and the where/sort query language. It knows nothing of tonic, axum or sqlx.
+//! The domain: jobs and their life cycle ([`job`]), PVC progress records and the aggregates
+//! derived from them ([`pvc`]), the changes the log records ([`change`]), ids ([`id`]), and the
+//! where/sort query language over each record's table of fields ([`query`]). It knows nothing
+//! of tonic, axum or sqlx.
 
 pub mod change;
 pub mod id;
 pub mod job;
 pub mod pvc;
 pub mod query;
+mod string_enum;
 
 pub use change::{Change, ChangeKind};
 pub use id::ObjectId;

@@ -1,9 +1,10 @@
-//! Proto <-> domain. Enum values map through their names (`JOB_TYPE_K8S_SNAP` <-> `K8S_SNAP`), so
-//! the proto and the domain cannot drift apart silently: a test round-trips every value.
+//! Proto <-> domain, written by hand (the proto is the contract): enums by exhaustive matches,
+//! messages field by field. Tests hold the conversion to the job's table of fields: every field
+//! must reach the gRPC message, and every client-written one must come back from it.
 
 use prost_types::Timestamp;
 
-use crate::domain::job::JobField;
+use crate::domain::job::update::mask_path;
 use crate::domain::{
     CopyProgress, Job, JobFields, JobState, JobType, JobUpdate, NewJob, ObjectId, OpType,
     PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats,
@@ -18,56 +19,44 @@ fn timestamp(micros: i64) -> Timestamp {
     }
 }
 
-pub fn job_type_to_pb(t: Option<JobType>) -> i32 {
-    t.and_then(|t| pb::JobType::from_str_name(&format!("JOB_TYPE_{}", t.as_str())))
-        .map_or(0, |t| t as i32)
+/// Conversions both ways between a domain enum and its proto twin, whose variants have the same
+/// names; the proto's zero value is "unset". Both matches are exhaustive, so a value added on
+/// one side only is a compile error.
+macro_rules! enum_conversions {
+    ($to:ident, $from:ident: $domain:ident <-> pb::$proto:ident, unset $zero:ident, [$($v:ident),+ $(,)?]) => {
+        pub fn $to(value: $domain) -> pb::$proto {
+            match value {
+                $($domain::$v => pb::$proto::$v,)+
+            }
+        }
+
+        fn $from(value: pb::$proto) -> Option<$domain> {
+            match value {
+                pb::$proto::$zero => None,
+                $(pb::$proto::$v => Some($domain::$v),)+
+            }
+        }
+    };
 }
 
-pub fn job_state_to_pb(s: JobState) -> i32 {
-    pb::JobState::from_str_name(&format!("JOB_STATE_{}", s.as_str())).map_or(0, |s| s as i32)
-}
+enum_conversions!(job_type_to_pb, job_type_from_pb: JobType <-> pb::JobType, unset Unspecified, [
+    K8sSnap, Restore, K8sCopy, DeleteBackup, AwsInventory, AwsrdsBackup, AwsrdsRestore,
+    AwsrdsBackupDelete, AwsrdsCopy, AwseksRestore, SecurityScan,
+]);
+enum_conversions!(job_state_to_pb, job_state_from_pb: JobState <-> pb::JobState, unset Unknown, [
+    Pending, Running, Completed, Failed, Skipped, Partial, Cancelled,
+]);
+enum_conversions!(pvc_state_to_pb, pvc_state_from_pb: PvcState <-> pb::PvcState, unset Unspecified, [
+    Pending, Active, Completed, Failed, SkippedMissingVolumeFromInventory, SkippedMissingAccount,
+    SkippedAccountInactive, SkippedVolumeFromOtherRegion,
+]);
+enum_conversions!(op_type_to_pb, op_type_from_pb: OpType <-> pb::OpType, unset Unspecified, [
+    K8sCopy, K8sSnap,
+]);
 
-fn pvc_state_to_pb(s: PvcState) -> i32 {
-    pb::PvcState::from_str_name(&format!("PVC_STATE_{}", s.as_str().replace('-', "_")))
-        .map_or(0, |s| s as i32)
-}
-
-fn op_type_to_pb(t: Option<OpType>) -> i32 {
-    t.and_then(|t| pb::OpType::from_str_name(&format!("OP_TYPE_{}", t.as_str())))
-        .map_or(0, |t| t as i32)
-}
-
-/// `None` for the zero value; INVALID_ARGUMENT for a number the proto does not define.
-fn job_type_from_pb(v: i32) -> Result<Option<JobType>> {
-    let t = pb::JobType::try_from(v)
-        .map_err(|_| Error::invalid(format!("job.type {v} is not a JobType")))?;
-    Ok(t.as_str_name()
-        .strip_prefix("JOB_TYPE_")
-        .and_then(JobType::parse))
-}
-
-fn job_state_from_pb(v: i32) -> Result<Option<JobState>> {
-    let s = pb::JobState::try_from(v)
-        .map_err(|_| Error::invalid(format!("job.state {v} is not a JobState")))?;
-    Ok(s.as_str_name()
-        .strip_prefix("JOB_STATE_")
-        .and_then(JobState::parse))
-}
-
-fn pvc_state_from_pb(v: i32) -> Result<Option<PvcState>> {
-    let s = pb::PvcState::try_from(v)
-        .map_err(|_| Error::invalid(format!("pvc.state {v} is not a PvcState")))?;
-    Ok(s.as_str_name()
-        .strip_prefix("PVC_STATE_")
-        .and_then(|n| PvcState::parse(&n.replace('_', "-"))))
-}
-
-fn op_type_from_pb(v: i32) -> Result<Option<OpType>> {
-    let t = pb::OpType::try_from(v)
-        .map_err(|_| Error::invalid(format!("pvc.op_type {v} is not an OpType")))?;
-    Ok(t.as_str_name()
-        .strip_prefix("OP_TYPE_")
-        .and_then(OpType::parse))
+/// An enum field's number as sent: the proto's value, or INVALID_ARGUMENT naming the field.
+fn known<E: TryFrom<i32>>(field: &str, enum_name: &str, value: i32) -> Result<E> {
+    E::try_from(value).map_err(|_| Error::invalid(format!("{field} {value} is not a {enum_name}")))
 }
 
 fn stats_to_pb(s: &TransferStats) -> pb::TransferStats {
@@ -120,8 +109,8 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         id: job.id.to_string(),
         name: f.name.clone(),
         message: f.message.clone(),
-        r#type: job_type_to_pb(f.job_type),
-        state: job_state_to_pb(job.state),
+        r#type: f.job_type.map_or(0, |t| job_type_to_pb(t) as i32),
+        state: job_state_to_pb(job.state) as i32,
         start_time: f.start_time,
         end_time: f.end_time,
         num_total_resources: f.num_total_resources,
@@ -148,11 +137,11 @@ pub fn pvc_to_pb(p: &PvcProgress) -> pb::PvcProgress {
         job_id: p.job_id.to_string(),
         namespace: p.namespace.clone(),
         name: p.name.clone(),
-        state: pvc_state_to_pb(p.state),
+        state: pvc_state_to_pb(p.state) as i32,
         start_time: p.start_time,
         end_time: p.end_time,
         message: p.message.clone(),
-        op_type: op_type_to_pb(p.op_type),
+        op_type: p.op_type.map_or(0, |t| op_type_to_pb(t) as i32),
         snapshot_progress_percentage: p.snapshot_progress_percentage,
         stats: p.stats.as_ref().map(stats_to_pb),
         created: Some(timestamp(p.created)),
@@ -165,7 +154,7 @@ fn fields_from_pb(job: &pb::Job) -> Result<JobFields> {
     Ok(JobFields {
         name: job.name.clone(),
         message: job.message.clone(),
-        job_type: job_type_from_pb(job.r#type)?,
+        job_type: job_type_from_pb(known("job.type", "JobType", job.r#type)?),
         start_time: job.start_time,
         end_time: job.end_time,
         num_total_resources: job.num_total_resources,
@@ -208,7 +197,7 @@ pub fn new_job_from_pb(job: Option<pb::Job>) -> Result<NewJob> {
     Ok(NewJob {
         id,
         fields: fields_from_pb(&job)?,
-        state: job_state_from_pb(job.state)?,
+        state: job_state_from_pb(known("job.state", "JobState", job.state)?),
         activity: job.activity,
     })
 }
@@ -223,56 +212,34 @@ pub fn update_from_pb(
     let job =
         job.ok_or_else(|| Error::invalid("job is required (job.id names the job to update)"))?;
     let values = fields_from_pb(&job)?;
-    let state = job_state_from_pb(job.state)?;
+    let state = job_state_from_pb(known("job.state", "JobState", job.state)?);
     let paths = mask.map(|m| m.paths).unwrap_or_default();
-    let mask = if paths.is_empty() {
+    if paths.is_empty() {
         if !job.activity.is_empty() {
             return Err(Error::invalid(
                 "job.activity is append-only: send new lines in append_activity",
             ));
         }
         refuse_derived(&job)?;
-        let v = &values;
-        let set = [
-            (JobField::Name, v.name.is_some()),
-            (JobField::Message, v.message.is_some()),
-            (JobField::Type, v.job_type.is_some()),
-            (JobField::State, state.is_some()),
-            (JobField::StartTime, v.start_time.is_some()),
-            (JobField::EndTime, v.end_time.is_some()),
-            (JobField::NumTotalResources, v.num_total_resources.is_some()),
-            (
-                JobField::NumBackupResources,
-                v.num_backup_resources.is_some(),
-            ),
-            (JobField::Cluster, v.cluster.is_some()),
-            (JobField::ClusterName, v.cluster_name.is_some()),
-            (JobField::Backupdef, v.backupdef.is_some()),
-            (JobField::BackupdefName, v.backupdef_name.is_some()),
-            (JobField::RestoredefName, v.restoredef_name.is_some()),
-            (JobField::SecurityscanName, v.securityscan_name.is_some()),
-        ];
-        set.into_iter()
-            .filter(|(_, is_set)| *is_set)
-            .map(|(field, _)| field)
-            .collect()
-    } else {
-        let mut fields = Vec::new();
-        for path in &paths {
-            for field in JobField::parse_mask_path(path)? {
-                if !fields.contains(&field) {
-                    fields.push(field);
-                }
+        return Ok((
+            job.id,
+            JobUpdate::of_fields_set(values, state, append_activity),
+        ));
+    }
+    let mut fields = Vec::new();
+    for path in &paths {
+        for field in mask_path(path)? {
+            if !fields.contains(&field) {
+                fields.push(field);
             }
         }
-        fields
-    };
+    }
     Ok((
         job.id,
         JobUpdate {
             values,
             state,
-            mask,
+            mask: fields,
             append_activity,
         },
     ))
@@ -290,11 +257,11 @@ pub fn report_from_pb(pvc: Option<pb::PvcProgress>) -> Result<PvcReport> {
         },
         namespace: pvc.namespace,
         name: pvc.name,
-        state: pvc_state_from_pb(pvc.state)?,
+        state: pvc_state_from_pb(known("pvc.state", "PvcState", pvc.state)?),
         start_time: pvc.start_time,
         end_time: pvc.end_time,
         message: pvc.message,
-        op_type: op_type_from_pb(pvc.op_type)?,
+        op_type: op_type_from_pb(known("pvc.op_type", "OpType", pvc.op_type)?),
         snapshot_progress_percentage: pvc.snapshot_progress_percentage,
         stats: pvc.stats.as_ref().map(stats_from_pb),
     })
@@ -302,34 +269,127 @@ pub fn report_from_pb(pvc: Option<pb::PvcProgress>) -> Result<PvcReport> {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
+    use crate::domain::JobChange;
+    use crate::domain::query::{Datum, EnumKind, Field, Kind, Resource, Value};
 
     #[test]
     fn every_enum_value_round_trips_between_proto_and_domain() {
         for &t in JobType::ALL {
-            assert_eq!(
-                job_type_from_pb(job_type_to_pb(Some(t))).expect("known"),
-                Some(t)
-            );
+            assert_eq!(job_type_from_pb(job_type_to_pb(t)), Some(t));
         }
         for &s in JobState::ALL {
-            assert_eq!(
-                job_state_from_pb(job_state_to_pb(s)).expect("known"),
-                Some(s)
-            );
+            assert_eq!(job_state_from_pb(job_state_to_pb(s)), Some(s));
         }
         for &s in PvcState::ALL {
-            assert_eq!(
-                pvc_state_from_pb(pvc_state_to_pb(s)).expect("known"),
-                Some(s)
-            );
+            assert_eq!(pvc_state_from_pb(pvc_state_to_pb(s)), Some(s));
         }
         for &t in OpType::ALL {
-            assert_eq!(
-                op_type_from_pb(op_type_to_pb(Some(t))).expect("known"),
-                Some(t)
+            assert_eq!(op_type_from_pb(op_type_to_pb(t)), Some(t));
+        }
+        assert!(
+            new_job_from_pb(Some(pb::Job {
+                state: 99,
+                ..Default::default()
+            }))
+            .is_err()
+        );
+    }
+
+    /// Two different values a field of this kind can hold.
+    fn two_values(kind: Kind) -> [Value; 2] {
+        let text = |s: &str| Value::Text(s.to_string());
+        match kind {
+            Kind::Int => [Value::Int(7), Value::Int(8)],
+            // Times are microseconds: whole seconds apart, so that they differ on the wire.
+            Kind::Time => [Value::Int(7_000_000), Value::Int(8_000_000)],
+            Kind::Text => [text("x"), text("y")],
+            Kind::Id => [
+                text("5f431ef6a7690b60975f6664"),
+                text("5f431ef6a7690b60975f6665"),
+            ],
+            Kind::Enum(kind) => {
+                let values = EnumKind::values(kind);
+                [
+                    text(values[values.len() - 2]),
+                    text(values[values.len() - 1]),
+                ]
+            }
+            Kind::Lines => [
+                Value::Lines(vec!["x".into()]),
+                Value::Lines(vec!["y".into()]),
+            ],
+        }
+    }
+
+    /// `record` with `field` set to `value`.
+    fn with<T: Resource>(record: &T, field: &Field<T>, value: Value) -> T {
+        let mut record = record.clone();
+        (field.set)(&mut record, value).expect(field.name);
+        record
+    }
+
+    #[test]
+    fn every_field_of_a_job_reaches_the_grpc_message() {
+        let job = crate::domain::job::tests::a_job_with_everything_set();
+        for field in Job::fields() {
+            let [a, b] = two_values(field.kind);
+            let (a, b) = (with(&job, field, a), with(&job, field, b));
+            assert_ne!(
+                job_to_pb(&a).encode_to_vec(),
+                job_to_pb(&b).encode_to_vec(),
+                "the job field {} does not reach the gRPC Job: map it in grpc/convert.rs (and the proto)",
+                field.name
             );
         }
-        assert!(job_state_from_pb(99).is_err());
+    }
+
+    #[test]
+    fn every_client_written_field_of_a_job_comes_back_from_the_grpc_message() {
+        let job = crate::domain::job::tests::a_job_with_everything_set();
+        for field in Job::fields().iter().filter(|f| f.is_written_by_clients()) {
+            let [value, _] = two_values(field.kind);
+            let sent = with(&job, field, value);
+            let mask = prost_types::FieldMask {
+                paths: vec![field.name.to_string()],
+            };
+            let (_, update) =
+                update_from_pb(Some(job_to_pb(&sent)), Some(mask), Vec::new()).expect(field.name);
+            let mut received = job.clone();
+            JobChange::Update(update)
+                .apply(&mut received, 1_600_000_000_000_000)
+                .expect(field.name);
+            assert_eq!(
+                (field.get)(&received),
+                (field.get)(&sent),
+                "the job field {} is not read from the gRPC Job: map it in grpc/convert.rs",
+                field.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_pvc_record_reaches_the_grpc_message() {
+        let pvc = PvcProgress {
+            stats: Some(TransferStats::default()),
+            ..PvcProgress::blank()
+        };
+        for field in PvcProgress::fields() {
+            if field.name == "revision" {
+                continue; // internal: it only moves the etag
+            }
+            let [a, b] = two_values(field.kind);
+            let (a, b) = (with(&pvc, field, a), with(&pvc, field, b));
+            let datum = |p: &PvcProgress| (field.get)(p) != Datum::Null;
+            assert!(datum(&a) && datum(&b), "{}", field.name);
+            assert_ne!(
+                pvc_to_pb(&a).encode_to_vec(),
+                pvc_to_pb(&b).encode_to_vec(),
+                "the PVC field {} does not reach the gRPC PvcProgress",
+                field.name
+            );
+        }
     }
 }

@@ -554,20 +554,5 @@ async fn log_request(
     response
 }
 
-/// Everything the gateway parses from a list request's query string, for the fuzzing harness.
 #[cfg(test)]
-pub(crate) fn fuzz_entry(query: &str) -> Result<(), Error> {
-    let params = ListParams::parse(Some(query))?;
-    Projection::parse(&params.projection, render::JOB_FIELDS)?;
-    crate::domain::query::ListQuery::<Job>::parse(
-        &params.where_,
-        &params.sort,
-        params.max_results,
-        PageAt::Number(params.page),
-        1000,
-        None,
-    )?;
-    let _ = params.envelope_links("jobs", 25, 1_000_000);
-    let _ = params.link_header("jobs", 25, 1_000_000);
-    Ok(())
-}
+mod fuzz;

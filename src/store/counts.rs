@@ -57,7 +57,7 @@ struct State {
 }
 
 struct Entry {
-    filter: Filter,
+    filter: Filter<Job>,
     total: i64,
     /// The total is exact at this change-log position.
     position: u64,
@@ -65,7 +65,7 @@ struct Entry {
 }
 
 struct Pending {
-    filter: Filter,
+    filter: Filter<Job>,
     /// (position, +1 or -1) of every change that moved a match while the count ran.
     deltas: Vec<(u64, i64)>,
     /// False once the feed lagged: the deltas are incomplete.
@@ -98,7 +98,7 @@ impl JobCounts {
 
     /// The number of jobs matching `filter`, exact at least as of position `head` (read when the
     /// request started). `count` counts in SQL and returns the position of its snapshot.
-    pub async fn total<F>(&self, filter: &Filter, head: u64, count: F) -> Result<i64>
+    pub async fn total<F>(&self, filter: &Filter<Job>, head: u64, count: F) -> Result<i64>
     where
         F: Future<Output = Result<(i64, u64)>>,
     {
@@ -218,7 +218,7 @@ impl State {
 }
 
 /// +1 if the change made the job match, -1 if it made it stop matching, else 0.
-fn delta(filter: &Filter, change: &Change) -> i64 {
+fn delta(filter: &Filter<Job>, change: &Change) -> i64 {
     let matches = |job: &Job| filter.matches(job);
     let (was, is) = match change.kind {
         ChangeKind::Created => (false, matches(&change.job)),

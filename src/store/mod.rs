@@ -9,7 +9,7 @@ mod batch;
 mod counts;
 mod postgres;
 mod postgres_writer;
-mod row;
+mod schema;
 pub mod sql;
 mod sqlite;
 mod sqlite_writer;
@@ -230,7 +230,7 @@ impl Store {
     /// order, at most `limit`, as of the position it answers with.
     pub async fn snapshot_jobs(
         &self,
-        filter: &Filter,
+        filter: &Filter<Job>,
         after: Option<&ObjectId>,
         limit: usize,
     ) -> Result<JobsSnapshot> {

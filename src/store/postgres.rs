@@ -36,7 +36,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
 use crate::store::postgres_writer::{Pending, run_writer};
-use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
+use crate::store::schema::{Stored, check_schema, decode, missing_columns};
 use crate::store::sql::{Dialect, Param, Sql, snapshot_page};
 use crate::store::{History, JobSnapshot, JobsSnapshot, Page, PvcWritten};
 
@@ -71,11 +71,18 @@ const WRITE_QUEUE: usize = 4096;
 const CHANNEL: &str = "jobtrack_changes";
 
 static SELECT_JOB: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"));
-static SELECT_PVC: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = $1"));
+    LazyLock::new(|| format!("SELECT {} FROM jobs WHERE id = $1", Job::columns().list));
+static SELECT_PVC: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM pvc_progress WHERE id = $1",
+        PvcProgress::columns().list
+    )
+});
 static SELECT_PVCS_OF_JOB: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = $1 ORDER BY created, id")
+    format!(
+        "SELECT {} FROM pvc_progress WHERE job_id = $1 ORDER BY created, id",
+        PvcProgress::columns().list
+    )
 });
 
 /// Numbers every visible change-log entry without a position, after the highest position, in
@@ -181,6 +188,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| Error::Internal(format!("migrating the Postgres database failed: {e}")))?;
+        check_postgres_schema(&pool).await?;
         let sequencer_pool = PgPoolOptions::new()
             .max_connections(SEQUENCER_POOL_SIZE)
             .acquire_timeout(Duration::from_secs(5))
@@ -279,7 +287,7 @@ impl PgStore {
             .bind(id.as_str())
             .fetch_optional(&self.inner.pool)
             .await?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(decode).transpose()
     }
 
     pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {
@@ -287,7 +295,7 @@ impl PgStore {
             .bind(id.as_str())
             .fetch_optional(&self.inner.pool)
             .await?;
-        row.as_ref().map(pvc_from_row).transpose()
+        row.as_ref().map(decode).transpose()
     }
 
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
@@ -301,8 +309,7 @@ impl PgStore {
             head.max(0) as u64,
             self.count_at_position(&query.filter),
         );
-        self.list(query, "jobs", JOB_COLUMNS, job_from_row, total)
-            .await
+        self.list(query, total).await
     }
 
     pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
@@ -318,12 +325,11 @@ impl PgStore {
                 .try_get(0)?;
             Ok(n)
         };
-        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row, total)
-            .await
+        self.list(query, total).await
     }
 
     /// The number of jobs matching `filter` and the position it is exact at.
-    async fn count_at_position(&self, filter: &Filter) -> Result<(i64, u64)> {
+    async fn count_at_position(&self, filter: &Filter<Job>) -> Result<(i64, u64)> {
         let mut count = Sql::new(Dialect::Postgres, "SELECT count(*) FROM jobs WHERE ");
         count.filter(filter);
         self.in_snapshot(|conn| {
@@ -338,15 +344,12 @@ impl PgStore {
         .await
     }
 
-    async fn list<T: crate::domain::query::Resource>(
+    async fn list<T: Stored>(
         &self,
         query: &ListQuery<T>,
-        table: &str,
-        columns: &str,
-        decode: impl Fn(&PgRow) -> Result<T>,
         total: impl Future<Output = Result<i64>>,
     ) -> Result<Page<T>> {
-        let page = crate::store::sql::page(Dialect::Postgres, query, table, columns);
+        let page = crate::store::sql::page(Dialect::Postgres, query);
         let rows_query = bind(sqlx::query(AssertSqlSafe(page.text)), page.params);
         let rows = async { Ok(rows_query.fetch_all(&self.inner.pool).await?) };
         let (rows, total) = tokio::try_join!(rows, total)?;
@@ -358,7 +361,7 @@ impl PgStore {
         let rows = sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
             .fetch_all(&self.inner.pool)
             .await?;
-        Ok(crate::store::row::states(rows))
+        Ok(crate::store::schema::states(rows))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
@@ -501,14 +504,14 @@ impl PgStore {
                         .fetch_optional(&mut *conn)
                         .await?
                         .as_ref()
-                        .map(job_from_row)
+                        .map(decode)
                         .transpose()?;
                     let pvcs = sqlx::query(AssertSqlSafe(SELECT_PVCS_OF_JOB.as_str()))
                         .bind(&id)
                         .fetch_all(&mut *conn)
                         .await?
                         .iter()
-                        .map(pvc_from_row)
+                        .map(decode)
                         .collect::<Result<Vec<_>>>()?;
                     Ok((job, pvcs))
                 })
@@ -524,7 +527,7 @@ impl PgStore {
     /// The jobs matching `filter` after the id `after` (at most `limit`), as of one position.
     pub async fn snapshot_jobs(
         &self,
-        filter: &Filter,
+        filter: &Filter<Job>,
         after: Option<&ObjectId>,
         limit: usize,
     ) -> Result<JobsSnapshot> {
@@ -533,7 +536,6 @@ impl PgStore {
             filter,
             after.map(ObjectId::as_str),
             limit,
-            JOB_COLUMNS,
         );
         let (jobs, position) = self
             .in_snapshot(|conn| {
@@ -542,7 +544,7 @@ impl PgStore {
                         .fetch_all(&mut *conn)
                         .await?
                         .iter()
-                        .map(job_from_row)
+                        .map(decode)
                         .collect::<Result<Vec<_>>>()
                 })
             })
@@ -583,12 +585,14 @@ impl PgStore {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
-        let rows: Vec<crate::store::row::KeyRow> = sqlx::query_as(
+        let rows: Vec<crate::store::schema::KeyRow> = sqlx::query_as(
             "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
         )
         .fetch_all(&self.inner.pool)
         .await?;
-        rows.into_iter().map(crate::store::row::api_key).collect()
+        rows.into_iter()
+            .map(crate::store::schema::api_key)
+            .collect()
     }
 
     /// Revokes a key; false if there is no such key.
@@ -740,4 +744,26 @@ async fn run_doorbell(pool: PgPool, follower: Arc<Notify>) {
             }
         }
     }
+}
+
+/// Holds the migrated schema to the tables of fields ([`missing_columns`]).
+async fn check_postgres_schema(pool: &PgPool) -> Result<()> {
+    let mut missing = Vec::new();
+    for (table, check) in [
+        (
+            Job::TABLE,
+            missing_columns::<Job> as fn(&[String]) -> Vec<String>,
+        ),
+        (PvcProgress::TABLE, missing_columns::<PvcProgress>),
+    ] {
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table)
+        .fetch_all(pool)
+        .await?;
+        missing.extend(check(&present));
+    }
+    check_schema(missing)
 }

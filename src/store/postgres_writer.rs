@@ -27,13 +27,12 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::domain::now_micros;
+use crate::domain::{Job, PvcProgress};
 use crate::error::{Error, Result};
 use crate::store::batch::{BatchState, Done, Op, encode_change, pvc_key};
 use crate::store::database_unavailable;
 use crate::store::postgres::Sequencer;
-use crate::store::row::{
-    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
-};
+use crate::store::schema::{Stored, decode, params};
 use crate::store::sql::Param;
 
 /// Operations in one transaction at most.
@@ -44,14 +43,18 @@ const MAX_BATCH: usize = 256;
 const BATCHES_IN_FLIGHT: usize = 2;
 
 static LOCK_JOBS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    format!(
+        "SELECT {} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        Job::columns().list
+    )
 });
 static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {PVC_COLUMNS} FROM pvc_progress \
+        "SELECT {} FROM pvc_progress \
          WHERE (job_id, namespace, name) IN \
          (SELECT j COLLATE \"C\", ns COLLATE \"C\", n COLLATE \"C\" \
-          FROM unnest($1::text[], $2::text[], $3::text[]) AS k(j, ns, n))"
+          FROM unnest($1::text[], $2::text[], $3::text[]) AS k(j, ns, n))",
+        PvcProgress::columns().list
     )
 });
 const INSERT_CHANGES: &str = "INSERT INTO changes (job_id, kind, at, change) \
@@ -213,7 +216,7 @@ async fn load(
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {
-            let job = job_from_row(&row).map_err(decode_error)?;
+            let job: Job = decode(&row).map_err(decode_error)?;
             state.stored_jobs.insert(job.id.clone(), job);
         }
     }
@@ -242,7 +245,7 @@ async fn load(
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {
-            let pvc = pvc_from_row(&row).map_err(decode_error)?;
+            let pvc: PvcProgress = decode(&row).map_err(decode_error)?;
             state.stored_pvcs.insert(pvc_key(&pvc), pvc);
         }
     }
@@ -267,20 +270,10 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
             .execute(&mut *conn)
             .await?;
     }
-    let (new_jobs, changed_jobs) = split_rows(
-        &state.dirty_jobs,
-        &state.jobs,
-        &state.stored_jobs,
-        job_params,
-    );
-    write_rows(conn, "jobs", JOB_COLUMNS, new_jobs, changed_jobs).await?;
-    let (new_pvcs, changed_pvcs) = split_rows(
-        &state.dirty_pvcs,
-        &state.pvcs,
-        &state.stored_pvcs,
-        pvc_params,
-    );
-    write_rows(conn, "pvc_progress", PVC_COLUMNS, new_pvcs, changed_pvcs).await?;
+    let (new_jobs, changed_jobs) = split_rows(&state.dirty_jobs, &state.jobs, &state.stored_jobs);
+    write_rows::<Job>(conn, new_jobs, changed_jobs).await?;
+    let (new_pvcs, changed_pvcs) = split_rows(&state.dirty_pvcs, &state.pvcs, &state.stored_pvcs);
+    write_rows::<PvcProgress>(conn, new_pvcs, changed_pvcs).await?;
     if state.changes.is_empty() {
         return Ok(());
     }
@@ -311,11 +304,10 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
 }
 
 /// The parameters of the dirty records that still exist: (rows to insert, rows to rewrite).
-fn split_rows<K: Eq + Hash, T>(
+fn split_rows<K: Eq + Hash, T: Stored>(
     dirty: &HashSet<K>,
     current: &HashMap<K, Option<T>>,
     stored: &HashMap<K, T>,
-    params: fn(&T) -> Vec<Param>,
 ) -> (Vec<Vec<Param>>, Vec<Vec<Param>>) {
     let (mut new, mut changed) = (Vec::new(), Vec::new());
     for key in dirty {
@@ -333,14 +325,13 @@ fn split_rows<K: Eq + Hash, T>(
 
 /// Inserts `new` rows and rewrites `changed` ones (matched by id, the first column), each set in
 /// one statement that binds one array per column.
-async fn write_rows(
+async fn write_rows<T: Stored>(
     conn: &mut PgConnection,
-    table: &str,
-    columns: &str,
     new: Vec<Vec<Param>>,
     changed: Vec<Vec<Param>>,
 ) -> Result<(), sqlx::Error> {
-    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let (table, columns) = (T::TABLE, &T::columns().list);
+    let names: Vec<&str> = T::columns().names().collect();
     if let Some(first) = new.first() {
         let sql = format!(
             "INSERT INTO {table} ({columns}) SELECT * FROM unnest({})",

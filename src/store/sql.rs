@@ -1,7 +1,9 @@
 //! Turns a parsed [`Filter`] and order into parameterised SQL. Column names come only from the
-//! query language's allow-list; every value is bound as a parameter.
+//! tables of fields ([`Stored::columns`]); every value is bound as a parameter.
 
-use crate::domain::query::{CmpOp, Filter, SortKey, Value};
+use crate::domain::Job;
+use crate::domain::query::{CmpOp, Filter, ListQuery, SortKey, Value};
+use crate::store::schema::Stored;
 
 /// The SQL dialect: placeholders, regex operator and NULL ordering differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,10 @@ impl From<&Value> for Param {
             Value::Null => Param::Text(None),
             Value::Int(i) => Param::Int(Some(*i)),
             Value::Text(s) => Param::Text(Some(s.clone())),
+            // Lines are never queried (the parser refuses them); stored as JSON.
+            Value::Lines(lines) => {
+                Param::Text(Some(serde_json::Value::from(lines.clone()).to_string()))
+            }
         }
     }
 }
@@ -66,7 +72,8 @@ impl Sql {
 
     /// Appends the filter as a boolean expression. An expression may yield NULL for a missing
     /// field, which WHERE treats as false; negations make it two-valued first.
-    pub fn filter(&mut self, filter: &Filter) -> &mut Self {
+    pub fn filter<T: Stored>(&mut self, filter: &Filter<T>) -> &mut Self {
+        let column = |field| T::columns().of_field(field);
         match filter {
             Filter::And(parts) => self.join(parts, " AND ", "1=1"),
             Filter::Or(parts) => self.join(parts, " OR ", "1=0"),
@@ -75,7 +82,8 @@ impl Sql {
                 self.filter(inner);
                 self.push("), FALSE)")
             }
-            Filter::Compare { column, op, value } => {
+            Filter::Compare { field, op, value } => {
+                let column = column(field);
                 match (op, value) {
                     (CmpOp::Eq, Value::Null) => return self.push(column).push(" IS NULL"),
                     (CmpOp::Ne, Value::Null) => return self.push(column).push(" IS NOT NULL"),
@@ -102,10 +110,11 @@ impl Sql {
                 self.push(column).push(symbol).bind_value(value)
             }
             Filter::In {
-                column,
+                field,
                 values,
                 negated,
             } => {
+                let column = column(field);
                 let has_null = values.contains(&Value::Null);
                 let present: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
                 // A missing field matches `$in [null]` and every `$nin` without null.
@@ -135,24 +144,24 @@ impl Sql {
                 }
                 self.push("))")
             }
-            Filter::Exists { column, exists } => {
-                self.push(column)
+            Filter::Exists { field, exists } => {
+                self.push(column(field))
                     .push(if *exists { " IS NOT NULL" } else { " IS NULL" })
             }
-            Filter::Regex { column, pattern } => match self.dialect {
+            Filter::Regex { field, pattern } => match self.dialect {
                 Dialect::Sqlite => self
-                    .push(column)
+                    .push(column(field))
                     .push(" REGEXP ")
                     .bind(Param::Text(Some(pattern.as_str().to_string()))),
                 Dialect::Postgres => self
-                    .push(column)
+                    .push(column(field))
                     .push(" ~ ")
                     .bind(Param::Text(Some(postgres_regex(pattern.as_str())))),
             },
         }
     }
 
-    fn join(&mut self, parts: &[Filter], glue: &str, empty: &str) -> &mut Self {
+    fn join<T: Stored>(&mut self, parts: &[Filter<T>], glue: &str, empty: &str) -> &mut Self {
         if parts.is_empty() {
             return self.push(empty);
         }
@@ -167,7 +176,8 @@ impl Sql {
     }
 
     /// Appends "the row comes after `after` in `order`", NULL sorting before any value.
-    pub fn after<T>(&mut self, order: &[SortKey<T>], after: &[Value]) -> &mut Self {
+    pub fn after<T: Stored>(&mut self, order: &[SortKey<T>], after: &[Value]) -> &mut Self {
+        let column = |key: &SortKey<T>| T::columns().of_field(key.field);
         let uniform = order.iter().all(|k| k.descending == order[0].descending);
         let no_nulls = after.iter().all(|v| *v != Value::Null);
         let nulls_cannot_follow = !order[0].descending || order.iter().all(|k| !k.field.nullable);
@@ -175,8 +185,7 @@ impl Sql {
             // One row-value comparison: an index range scan.
             self.push("(");
             for (i, key) in order.iter().enumerate() {
-                self.push(if i > 0 { ", " } else { "" })
-                    .push(key.field.column);
+                self.push(if i > 0 { ", " } else { "" }).push(column(key));
             }
             self.push(if order[0].descending {
                 ") < ("
@@ -199,14 +208,14 @@ impl Sql {
             }
             self.push("(");
             for (key, value) in order[..i].iter().zip(after) {
-                let column = key.field.column;
+                let column = column(key);
                 match value {
                     Value::Null => self.push(column).push(" IS NULL AND "),
                     v => self.push(column).push(" = ").bind_value(v).push(" AND "),
                 };
             }
             let (key, value) = (&order[i], &after[i]);
-            let column = key.field.column;
+            let column = column(key);
             match (key.descending, value) {
                 (false, Value::Null) => self.push(column).push(" IS NOT NULL"),
                 (false, v) => self.push(column).push(" > ").bind_value(v),
@@ -226,13 +235,13 @@ impl Sql {
     }
 
     /// Appends ORDER BY for `order`: NULL first ascending, last descending.
-    pub fn order_by<T>(&mut self, order: &[SortKey<T>]) -> &mut Self {
+    pub fn order_by<T: Stored>(&mut self, order: &[SortKey<T>]) -> &mut Self {
         self.push(" ORDER BY ");
         for (i, key) in order.iter().enumerate() {
             if i > 0 {
                 self.push(", ");
             }
-            self.push(key.field.column)
+            self.push(T::columns().of_field(key.field))
                 .push(if key.descending { " DESC" } else { " ASC" });
             // SQLite sorts NULL first ascending, as the contract wants; Postgres must be told
             // (only for nullable columns, so that indexes on NOT NULL columns still serve).
@@ -277,13 +286,11 @@ pub fn postgres_regex(pattern: &str) -> String {
 
 /// The SQL of one page of `query` over `table`: the filter, the keyset or offset position, the
 /// order, and one row more than the page (it tells whether another page follows).
-pub fn page<T>(
-    dialect: Dialect,
-    query: &crate::domain::query::ListQuery<T>,
-    table: &str,
-    columns: &str,
-) -> Sql {
-    let mut page = Sql::new(dialect, &format!("SELECT {columns} FROM {table} WHERE "));
+pub fn page<T: Stored>(dialect: Dialect, query: &ListQuery<T>) -> Sql {
+    let mut page = Sql::new(
+        dialect,
+        &format!("SELECT {} FROM {} WHERE ", T::columns().list, T::TABLE),
+    );
     page.filter(&query.filter);
     if let Some(after) = &query.after {
         page.push(" AND ");
@@ -302,12 +309,14 @@ pub fn page<T>(
 /// order, at most `limit` of them.
 pub fn snapshot_page(
     dialect: Dialect,
-    filter: &Filter,
+    filter: &Filter<Job>,
     after: Option<&str>,
     limit: usize,
-    columns: &str,
 ) -> Sql {
-    let mut sql = Sql::new(dialect, &format!("SELECT {columns} FROM jobs WHERE ("));
+    let mut sql = Sql::new(
+        dialect,
+        &format!("SELECT {} FROM jobs WHERE (", Job::columns().list),
+    );
     sql.filter(filter);
     sql.push(")");
     if let Some(after) = after {

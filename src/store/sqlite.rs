@@ -28,7 +28,7 @@ use crate::domain::{Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, Pvc
 use crate::error::{Error, Result};
 use crate::store::batch::{Done, Op, decode_change};
 use crate::store::counts::JobCounts;
-use crate::store::row::{JOB_COLUMNS, PVC_COLUMNS, job_from_row, pvc_from_row};
+use crate::store::schema::{Stored, check_schema, decode, missing_columns};
 use crate::store::sql::{Dialect, Param, Sql, snapshot_page};
 use crate::store::sqlite_writer::{Request, SharedJobs, WriterLinks, run_writer};
 use crate::store::{History, JobSnapshot, JobsSnapshot};
@@ -40,12 +40,19 @@ const QUEUE_DEPTH: usize = 4096;
 const READERS: u32 = 4;
 
 static SELECT_JOB: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"));
+    LazyLock::new(|| format!("SELECT {} FROM jobs WHERE id = ?", Job::columns().list));
 static SELECT_PVCS_OF_JOB: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE job_id = ? ORDER BY created, id")
+    format!(
+        "SELECT {} FROM pvc_progress WHERE job_id = ? ORDER BY created, id",
+        PvcProgress::columns().list
+    )
 });
-static SELECT_PVC: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {PVC_COLUMNS} FROM pvc_progress WHERE id = ?"));
+static SELECT_PVC: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM pvc_progress WHERE id = ?",
+        PvcProgress::columns().list
+    )
+});
 
 fn bind(
     mut query: Query<'_, Sqlite, SqliteArguments>,
@@ -109,6 +116,7 @@ impl SqliteStore {
             .run(&mut writer)
             .await
             .map_err(|e| Error::Internal(format!("migrating the SQLite database failed: {e}")))?;
+        check_sqlite_schema(&mut writer).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(1)
@@ -225,7 +233,7 @@ impl SqliteStore {
             .bind(id.as_str())
             .fetch_optional(&self.inner.readers)
             .await?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(decode).transpose()
     }
 
     pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {
@@ -233,38 +241,30 @@ impl SqliteStore {
             .bind(id.as_str())
             .fetch_optional(&self.inner.readers)
             .await?;
-        row.as_ref().map(pvc_from_row).transpose()
+        row.as_ref().map(decode).transpose()
     }
 
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
         let head = self.head();
-        let total = self.inner.counts.total(
-            &query.filter,
-            head,
-            self.count_at_position("jobs", &query.filter),
-        );
-        self.list(query, "jobs", JOB_COLUMNS, job_from_row, total)
-            .await
+        let total =
+            self.inner
+                .counts
+                .total(&query.filter, head, self.count_at_position(&query.filter));
+        self.list(query, total).await
     }
 
     pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
         // A job's PVC records are few (the usual query): counting them is cheap.
-        let total = async {
-            Ok(self
-                .count_at_position("pvc_progress", &query.filter)
-                .await?
-                .0)
-        };
-        self.list(query, "pvc_progress", PVC_COLUMNS, pvc_from_row, total)
-            .await
+        let total = async { Ok(self.count_at_position(&query.filter).await?.0) };
+        self.list(query, total).await
     }
 
     /// The number of rows matching `filter` and the change-log position of the snapshot it was
     /// counted in: one statement, so one snapshot.
-    async fn count_at_position(&self, table: &str, filter: &Filter) -> Result<(i64, u64)> {
+    async fn count_at_position<T: Stored>(&self, filter: &Filter<T>) -> Result<(i64, u64)> {
         let mut count = Sql::new(
             Dialect::Sqlite,
-            &format!("SELECT (SELECT count(*) FROM {table} WHERE "),
+            &format!("SELECT (SELECT count(*) FROM {} WHERE ", T::TABLE),
         );
         count.filter(filter);
         count.push("), (SELECT coalesce(max(seq), 0) FROM changes)");
@@ -276,15 +276,12 @@ impl SqliteStore {
     }
 
     /// One page (a single indexed query) with the total of all matches.
-    async fn list<T: crate::domain::query::Resource>(
+    async fn list<T: Stored>(
         &self,
         query: &ListQuery<T>,
-        table: &str,
-        columns: &str,
-        decode: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
         total: impl Future<Output = Result<i64>>,
     ) -> Result<Page<T>> {
-        let page = crate::store::sql::page(Dialect::Sqlite, query, table, columns);
+        let page = crate::store::sql::page(Dialect::Sqlite, query);
         let rows_query = bind(sqlx::query(AssertSqlSafe(page.text)), page.params);
         let rows = async { Ok(rows_query.fetch_all(&self.inner.readers).await?) };
         let (rows, total) = tokio::try_join!(rows, total)?;
@@ -296,7 +293,7 @@ impl SqliteStore {
         let rows = sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
             .fetch_all(&self.inner.readers)
             .await?;
-        Ok(crate::store::row::states(rows))
+        Ok(crate::store::schema::states(rows))
     }
 
     /// Live committed changes, from now on.
@@ -363,14 +360,14 @@ impl SqliteStore {
                 .fetch_optional(&mut *conn)
                 .await?
                 .as_ref()
-                .map(job_from_row)
+                .map(decode)
                 .transpose()?;
             let pvcs = sqlx::query(AssertSqlSafe(SELECT_PVCS_OF_JOB.as_str()))
                 .bind(id.as_str())
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
-                .map(pvc_from_row)
+                .map(decode)
                 .collect::<Result<Vec<_>>>()?;
             Ok(JobSnapshot {
                 position: position.max(0) as u64,
@@ -387,7 +384,7 @@ impl SqliteStore {
     /// read in one transaction.
     pub async fn snapshot_jobs(
         &self,
-        filter: &Filter,
+        filter: &Filter<Job>,
         after: Option<&ObjectId>,
         limit: usize,
     ) -> Result<JobsSnapshot> {
@@ -397,18 +394,12 @@ impl SqliteStore {
             let position: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM changes")
                 .fetch_one(&mut *conn)
                 .await?;
-            let sql = snapshot_page(
-                Dialect::Sqlite,
-                filter,
-                after.map(ObjectId::as_str),
-                limit,
-                JOB_COLUMNS,
-            );
+            let sql = snapshot_page(Dialect::Sqlite, filter, after.map(ObjectId::as_str), limit);
             let jobs = bind(sqlx::query(AssertSqlSafe(sql.text)), sql.params)
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
-                .map(job_from_row)
+                .map(decode)
                 .collect::<Result<Vec<_>>>()?;
             Ok(JobsSnapshot {
                 position: position.max(0) as u64,
@@ -452,12 +443,14 @@ impl SqliteStore {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
-        let rows: Vec<crate::store::row::KeyRow> = sqlx::query_as(
+        let rows: Vec<crate::store::schema::KeyRow> = sqlx::query_as(
             "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
         )
         .fetch_all(&self.inner.readers)
         .await?;
-        rows.into_iter().map(crate::store::row::api_key).collect()
+        rows.into_iter()
+            .map(crate::store::schema::api_key)
+            .collect()
     }
 
     /// Revokes a key; false if there is no such key.
@@ -489,4 +482,23 @@ impl SqliteStore {
             tracing::warn!("read connections still busy after 5 s; closing anyway");
         }
     }
+}
+
+/// Holds the migrated schema to the tables of fields ([`missing_columns`]).
+async fn check_sqlite_schema(conn: &mut SqliteConnection) -> Result<()> {
+    let mut missing = Vec::new();
+    for (table, check) in [
+        (
+            Job::TABLE,
+            missing_columns::<Job> as fn(&[String]) -> Vec<String>,
+        ),
+        (PvcProgress::TABLE, missing_columns::<PvcProgress>),
+    ] {
+        let present: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?;
+        missing.extend(check(&present));
+    }
+    check_schema(missing)
 }

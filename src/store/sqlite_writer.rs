@@ -24,9 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::domain::{Change, Job, ObjectId, PvcProgress, now_micros};
 use crate::error::Result;
 use crate::store::batch::{BatchState, Done, Op, PvcKey, encode_change, pvc_key};
-use crate::store::row::{
-    JOB_COLUMNS, PVC_COLUMNS, job_from_row, job_params, pvc_from_row, pvc_params,
-};
+use crate::store::schema::{Stored, decode, params};
 use crate::store::sql::Param;
 
 /// Most writes committed in one transaction. Large enough to amortise an fsync over a burst,
@@ -204,24 +202,30 @@ async fn prune(conn: &mut SqliteConnection, older_than: i64, keep_at_most: u64) 
 }
 
 static SELECT_JOBS: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+    format!(
+        "SELECT {} FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        Job::columns().list
+    )
 });
 static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {PVC_COLUMNS} FROM pvc_progress WHERE (job_id, namespace, name) IN \
-         (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))"
+        "SELECT {} FROM pvc_progress WHERE (job_id, namespace, name) IN \
+         (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))",
+        PvcProgress::columns().list
     )
 });
-static INSERT_JOBS: LazyLock<String> = LazyLock::new(|| insert_sql("jobs", JOB_COLUMNS));
-static INSERT_PVCS: LazyLock<String> = LazyLock::new(|| insert_sql("pvc_progress", PVC_COLUMNS));
+static INSERT_JOBS: LazyLock<String> = LazyLock::new(insert_sql::<Job>);
+static INSERT_PVCS: LazyLock<String> = LazyLock::new(insert_sql::<PvcProgress>);
 
 /// One statement inserting any number of rows, passed as one JSON array of rows.
-fn insert_sql(table: &str, columns: &str) -> String {
-    let values: Vec<String> = (0..columns.split(',').count())
+fn insert_sql<T: Stored>() -> String {
+    let values: Vec<String> = (0..T::fields().len())
         .map(|i| format!("value ->> {i}"))
         .collect();
     format!(
-        "INSERT INTO {table} ({columns}) SELECT {} FROM json_each(?)",
+        "INSERT INTO {} ({}) SELECT {} FROM json_each(?)",
+        T::TABLE,
+        T::columns().list,
         values.join(", ")
     )
 }
@@ -255,14 +259,12 @@ fn json_row(params: &[Param]) -> serde_json::Value {
 
 /// Writes `rows` (each as (stored params, new params)): new rows in one INSERT, changed rows in
 /// one UPDATE per set of changed columns.
-async fn write_rows(
+async fn write_rows<T: Stored>(
     conn: &mut SqliteConnection,
-    table: &str,
-    columns: &str,
     insert: &str,
     rows: Vec<(Option<Vec<Param>>, Vec<Param>)>,
 ) -> Result<()> {
-    let names: Vec<&str> = columns.split(',').map(str::trim).collect();
+    let (table, names) = (T::TABLE, T::columns().names().collect::<Vec<_>>());
     let mut inserts = Vec::new();
     let mut updates: HashMap<Vec<usize>, Vec<serde_json::Value>> = HashMap::new();
     for (stored, new) in rows {
@@ -348,7 +350,7 @@ impl BatchState {
                 .fetch_all(&mut *conn)
                 .await?;
             for row in &rows {
-                let job = job_from_row(row)?;
+                let job: Job = decode(row)?;
                 state.stored_jobs.insert(job.id.clone(), job);
             }
         }
@@ -363,7 +365,7 @@ impl BatchState {
                 .fetch_all(&mut *conn)
                 .await?;
             for row in &rows {
-                let pvc = pvc_from_row(row)?;
+                let pvc: PvcProgress = decode(row)?;
                 state.stored_pvcs.insert(pvc_key(&pvc), pvc);
             }
         }
@@ -391,19 +393,19 @@ impl BatchState {
             .iter()
             .filter_map(|id| {
                 let job = self.jobs.get(id)?.as_ref()?;
-                Some((self.stored_jobs.get(id).map(job_params), job_params(job)))
+                Some((self.stored_jobs.get(id).map(params), params(job)))
             })
             .collect();
-        write_rows(conn, "jobs", JOB_COLUMNS, &INSERT_JOBS, jobs).await?;
+        write_rows::<Job>(conn, &INSERT_JOBS, jobs).await?;
         let pvcs = self
             .dirty_pvcs
             .iter()
             .filter_map(|key| {
                 let pvc = self.pvcs.get(key)?.as_ref()?;
-                Some((self.stored_pvcs.get(key).map(pvc_params), pvc_params(pvc)))
+                Some((self.stored_pvcs.get(key).map(params), params(pvc)))
             })
             .collect();
-        write_rows(conn, "pvc_progress", PVC_COLUMNS, &INSERT_PVCS, pvcs).await?;
+        write_rows::<PvcProgress>(conn, &INSERT_PVCS, pvcs).await?;
         if !self.changes.is_empty() {
             // Bound parameters, up to 64 rows a statement: the entries are large, and parsing
             // them out of one JSON document costs SQLite more than binding them.

@@ -154,7 +154,7 @@ impl JobHub {
     }
 
     /// WatchJobs over the jobs matching `filter`.
-    pub async fn watch_jobs(&self, filter: Filter, resume_token: &str) -> Result<Events> {
+    pub async fn watch_jobs(&self, filter: Filter<Job>, resume_token: &str) -> Result<Events> {
         let inbox = self.register(None);
         let start = match self.resume_point(resume_token).await? {
             Some(position) => Start::Resume(position),

@@ -2,7 +2,7 @@
 //! (WatchJobs), where a job entering or leaving the filter is reported as the contract says.
 
 use crate::domain::query::Filter;
-use crate::domain::{Change, ChangeKind, ObjectId};
+use crate::domain::{Change, ChangeKind, Job, ObjectId};
 
 use super::EventKind;
 
@@ -11,7 +11,7 @@ pub(super) enum Selector {
     /// One job; finished after its terminal or DELETED event.
     Job { id: ObjectId, finished: bool },
     /// Every job matching a filter.
-    Jobs { filter: Filter },
+    Jobs { filter: Filter<Job> },
 }
 
 impl Selector {

@@ -1,0 +1,309 @@
+//! Jobs: what a job is ([`Job`], the fields clients write in [`JobFields`]), its type and its life
+//! cycle ([`JobState::can_become`]), and how a new job is made and checked. Its changes are in
+//! [`update`]; its table of fields, from which everything that lists them derives, in [`fields`].
+
+pub mod fields;
+pub mod update;
+
+use crate::domain::query::{Datum, Kind, Resource};
+use crate::domain::string_enum::string_enum;
+use crate::domain::{
+    CopyProgress, MAX_ACTIVITY_LINES, MAX_TEXT_BYTES, ObjectId, SnapshotProgress, etag,
+};
+use crate::error::{Error, Result};
+
+pub use update::{Applied, JobChange, JobUpdate};
+
+string_enum! {
+    /// The kind of work a job does.
+    JobType {
+        K8sSnap = "K8S_SNAP",
+        Restore = "RESTORE",
+        K8sCopy = "K8S_COPY",
+        DeleteBackup = "DELETE_BACKUP",
+        AwsInventory = "AWS_INVENTORY",
+        AwsrdsBackup = "AWSRDS_BACKUP",
+        AwsrdsRestore = "AWSRDS_RESTORE",
+        AwsrdsBackupDelete = "AWSRDS_BACKUP_DELETE",
+        AwsrdsCopy = "AWSRDS_COPY",
+        AwseksRestore = "AWSEKS_RESTORE",
+        SecurityScan = "SECURITY_SCAN",
+    }
+}
+
+string_enum! {
+    /// Where a job is in its life cycle. UNKNOWN, the proto's zero value, is never stored.
+    JobState {
+        Pending = "PENDING",
+        Running = "RUNNING",
+        Completed = "COMPLETED",
+        Failed = "FAILED",
+        Skipped = "SKIPPED",
+        Partial = "PARTIAL",
+        Cancelled = "CANCELLED",
+    }
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    /// The transitions of spec section 3. Staying in the same state is not a transition.
+    pub fn can_become(self, next: JobState) -> bool {
+        use JobState::*;
+        matches!(
+            (self, next),
+            (Pending, Running | Skipped | Failed | Cancelled)
+                | (Running, Completed | Failed | Partial | Cancelled)
+        )
+    }
+}
+
+/// The fields of a job that clients write. `None` is "never set": absent from REST JSON.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<JobType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_total_resources: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_backup_resources: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backupdef: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backupdef_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoredef_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub securityscan_name: Option<String>,
+}
+
+/// One job as stored.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Job {
+    pub id: ObjectId,
+    pub fields: JobFields,
+    pub state: JobState,
+    pub activity: Vec<String>,
+    /// Derived from the job's COPY PVC records; `None` while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_progress: Option<CopyProgress>,
+    /// Derived from the job's K8S_SNAP PVC records; `None` while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_progress: Option<SnapshotProgress>,
+    /// Microseconds since the epoch.
+    pub created: i64,
+    pub updated: i64,
+    pub revision: u64,
+    pub etag: String,
+}
+
+/// A job to create, as a client described it.
+#[derive(Clone, Debug, Default)]
+pub struct NewJob {
+    pub id: Option<ObjectId>,
+    pub fields: JobFields,
+    /// `None`: PENDING.
+    pub state: Option<JobState>,
+    pub activity: Vec<String>,
+}
+
+impl NewJob {
+    /// Checks the input and makes the job as it will be stored.
+    pub fn into_job(self, now: i64) -> Result<Job> {
+        let state = self.state.unwrap_or(JobState::Pending);
+        let mut fields = self.fields;
+        stamp_times(&mut fields, state, now);
+        let id = self.id.unwrap_or_else(ObjectId::generate);
+        let revision = 1;
+        let job = Job {
+            etag: etag(&id, revision, now),
+            id,
+            fields,
+            state,
+            activity: self.activity,
+            copy_progress: None,
+            snapshot_progress: None,
+            created: now,
+            updated: now,
+            revision,
+        };
+        validate(&job)?;
+        validate_activity(0, &job.activity)?;
+        Ok(job)
+    }
+}
+
+impl Job {
+    /// Records that the job changed: new revision, update time and etag.
+    pub fn touch(&mut self, now: i64) {
+        self.revision += 1;
+        // `updated` never goes backwards, even if the clock does.
+        self.updated = now.max(self.updated);
+        self.etag = etag(&self.id, self.revision, self.updated);
+    }
+
+    /// Refuses PVC reports on a terminal job.
+    pub fn ensure_accepts_progress(&self) -> Result<()> {
+        if self.state.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "job {} is {}, a terminal state: it accepts no more PVC progress",
+                self.id,
+                self.state.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Entering RUNNING sets start_time, entering a terminal state sets end_time (each if unset).
+pub(super) fn stamp_times(fields: &mut JobFields, state: JobState, now: i64) {
+    let secs = now / 1_000_000;
+    if state == JobState::Running && fields.start_time.is_none() {
+        fields.start_time = Some(secs);
+    }
+    if state.is_terminal() && fields.end_time.is_none() {
+        fields.end_time = Some(secs);
+    }
+}
+
+/// Checks the client-written fields of `job`: integers are not negative, text is within the
+/// limits, ids are ids.
+pub(crate) fn validate(job: &Job) -> Result<()> {
+    for field in Job::fields().iter().filter(|f| f.is_written_by_clients()) {
+        match ((field.get)(job), field.kind) {
+            (Datum::Int(v), Kind::Int) if v < 0 => {
+                return Err(Error::invalid(format!(
+                    "{} is {v}: it cannot be negative",
+                    field.name
+                )));
+            }
+            (Datum::Text(v), Kind::Text) => check_text(field.name, Some(v))?,
+            (Datum::Text(v), Kind::Id) => {
+                ObjectId::parse(field.name, v)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_text(name: &str, value: Option<&str>) -> Result<()> {
+    match value {
+        Some(v) if v.len() > MAX_TEXT_BYTES => Err(Error::invalid(format!(
+            "{name} is {} bytes long; the limit is {MAX_TEXT_BYTES}",
+            v.len()
+        ))),
+        // Postgres cannot store it, and no job name or message needs it.
+        Some(v) if v.contains('\0') => Err(Error::invalid(format!(
+            "{name} contains a NUL character (\\u0000), which is not allowed in text"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn validate_activity(existing: usize, lines: &[String]) -> Result<()> {
+    for line in lines {
+        check_text("an activity line", Some(line))?;
+    }
+    if existing + lines.len() > MAX_ACTIVITY_LINES {
+        return Err(Error::invalid(format!(
+            "a job holds at most {MAX_ACTIVITY_LINES} activity lines; it has {existing} and {} more were sent",
+            lines.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A job with every field set, aggregates included.
+    pub(crate) fn a_job_with_everything_set() -> Job {
+        let mut job = NewJob {
+            id: Some(ObjectId::generate()),
+            fields: JobFields {
+                name: Some("n".into()),
+                message: Some("m".into()),
+                job_type: Some(JobType::K8sCopy),
+                start_time: Some(1),
+                end_time: None,
+                num_total_resources: Some(3),
+                num_backup_resources: Some(4),
+                cluster: Some("5f77218d44b03575ec17a5ae".into()),
+                cluster_name: Some("c".into()),
+                backupdef: Some("5f7721cb44b03575ec17a5af".into()),
+                backupdef_name: Some("b".into()),
+                restoredef_name: Some("r".into()),
+                securityscan_name: Some("s".into()),
+            },
+            state: Some(JobState::Running),
+            activity: vec!["one".into(), "two".into()],
+        }
+        .into_job(1_600_000_000_000_000)
+        .expect("valid");
+        job.fields.end_time = Some(2);
+        job.copy_progress = Some(CopyProgress {
+            stats: crate::domain::TransferStats {
+                estimated_size: Some(10),
+                estimated_number_of_files: Some(11),
+                io_size: Some(12),
+                io_number_of_files: Some(13),
+                transferred_size: Some(14),
+                transferred_number_of_files: Some(15),
+            },
+            total_pvs: 5,
+            pending_pvs: 1,
+            active_pvs: 1,
+            completed_pvs: 2,
+            failed_pvs: 1,
+        });
+        job.snapshot_progress = Some(SnapshotProgress {
+            total_pvs: 6,
+            pending_pvs: 1,
+            active_pvs: 1,
+            completed_pvs: 2,
+            failed_pvs: 1,
+            skipped_pvs: 1,
+        });
+        job
+    }
+
+    #[test]
+    fn written_fields_are_checked_by_their_kind() {
+        let mut job = a_job_with_everything_set();
+        validate(&job).expect("valid");
+        job.fields.num_backup_resources = Some(-1);
+        let error = validate(&job).expect_err("negative").to_string();
+        assert_eq!(error, "num_backup_resources is -1: it cannot be negative");
+        job.fields.num_backup_resources = None;
+        job.fields.cluster = Some("nope".into());
+        let error = validate(&job).expect_err("not an id").to_string();
+        assert!(
+            error.starts_with("cluster \"nope\" is not an id"),
+            "{error}"
+        );
+        job.fields.cluster = None;
+        job.fields.name = Some("x".repeat(MAX_TEXT_BYTES + 1));
+        assert!(
+            validate(&job)
+                .expect_err("too long")
+                .to_string()
+                .starts_with("name is")
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! A resource's fields, each declared once in its resource's table ([`Resource::fields`]): its
+//! documented name, its kind, where it shows and who writes it, and how to read and set it on a
+//! record. The query language, the store's columns and row decoding, the REST JSON and the
+//! update mask are all derived from the tables; nothing else lists a resource's fields.
+
+use std::fmt;
+
+use super::value::{Datum, Kind, Value};
+use crate::error::Result;
+
+/// One field of a resource.
+pub struct Field<T: 'static> {
+    /// The documented name, as in `where`, `sort` and REST JSON; a dotted name is a path into a
+    /// nested object (`kube_copy_progress.failed_pvs`). Names starting with `_` are the
+    /// framework's own (`_id`, `_created`, ...): REST shows them whatever the projection.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Whether a record may lack it (`null` in a query, absent from REST JSON).
+    pub nullable: bool,
+    pub uses: Uses,
+    /// The field's value in a record.
+    pub get: for<'a> fn(&'a T) -> Datum<'a>,
+    /// Sets the field of a record: from a stored row, or from an update's values. A value of
+    /// the wrong type is refused.
+    pub set: fn(&mut T, Value) -> Result<()>,
+}
+
+impl<T> Field<T> {
+    /// Whether clients write this field (CreateJob, UpdateJob's mask).
+    pub fn is_written_by_clients(&self) -> bool {
+        self.uses.origin == Origin::Client
+    }
+}
+
+impl<T> fmt::Debug for Field<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Fields are entries of one static table: the same entry is the same field.
+impl<T> PartialEq for Field<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+/// Where a field shows, and who writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uses {
+    /// In `where` and `sort`.
+    pub query: bool,
+    /// In the documented REST JSON.
+    pub rest: bool,
+    pub origin: Origin,
+}
+
+impl Uses {
+    /// Written by clients, queried and shown: most fields.
+    pub const CLIENT: Uses = Uses {
+        query: true,
+        rest: true,
+        origin: Origin::Client,
+    };
+    /// Set by the server, queried and shown (ids, times, etags).
+    pub const SERVER: Uses = Uses {
+        query: true,
+        rest: true,
+        origin: Origin::Server,
+    };
+    /// Derived from other records, queried and shown (a job's PVC aggregates).
+    pub const DERIVED: Uses = Uses {
+        query: true,
+        rest: true,
+        origin: Origin::Derived,
+    };
+}
+
+/// Who writes a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Clients: CreateJob, and UpdateJob through its mask.
+    Client,
+    /// The server: ids, times, etags, revisions (output only).
+    Server,
+    /// Derived from other records: a job's aggregates from its PVC records.
+    Derived,
+    /// Appended to, never replaced: the activity log.
+    Appended,
+}
+
+/// A resource that can be stored, listed, watched and queried: a table of fields.
+pub trait Resource: Sized + Clone + fmt::Debug + PartialEq + 'static {
+    /// The collection's name, as in REST paths (`jobs`, `kubepvcprogress`).
+    const NAME: &'static str;
+
+    /// Every field, the id first.
+    fn fields() -> &'static [Field<Self>];
+
+    /// A record with no field set yet, which setting every field completes (decoding).
+    fn blank() -> Self;
+
+    /// Finds a field by its documented name or its proto alias (`id`, `created`, ...).
+    fn field(name: &str) -> Option<&'static Field<Self>> {
+        let name = match name {
+            "id" => "_id",
+            "created" => "_created",
+            "updated" => "_updated",
+            "etag" => "_etag",
+            other => other,
+        };
+        Self::fields().iter().find(|f| f.name == name)
+    }
+
+    /// A queryable field by name (`where`, `sort`).
+    fn query_field(name: &str) -> Option<&'static Field<Self>> {
+        Self::field(name).filter(|f| f.uses.query)
+    }
+
+    /// The names of the queryable fields, for error messages.
+    fn query_field_names() -> Vec<&'static str> {
+        Self::fields()
+            .iter()
+            .filter(|f| f.uses.query)
+            .map(|f| f.name)
+            .collect()
+    }
+
+    fn id_field() -> &'static Field<Self> {
+        &Self::fields()[0]
+    }
+}

@@ -1,0 +1,174 @@
+//! Values of fields: [`Value`] as queries and stored rows carry them, [`Datum`] as a record shows
+//! them (borrowed, so reading a field for a filter or a row allocates nothing), and the [`Kind`]
+//! that says how a field's values are written in a query, stored and shown.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{JobState, JobType, OpType, PvcState};
+use crate::error::{Error, Result};
+
+/// A field's value, owned: in a query, a page token, or read from a stored row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    /// An append-only list of lines (a job's activity); never in a query.
+    Lines(Vec<String>),
+}
+
+/// A field's value as a record holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datum<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
+    Lines(&'a [String]),
+}
+
+impl<'a> Datum<'a> {
+    pub fn int(v: Option<i64>) -> Datum<'a> {
+        v.map_or(Datum::Null, Datum::Int)
+    }
+
+    pub fn text(v: Option<&'a str>) -> Datum<'a> {
+        v.map_or(Datum::Null, Datum::Text)
+    }
+
+    pub fn is_null(self) -> bool {
+        self == Datum::Null
+    }
+
+    pub fn to_value(self) -> Value {
+        match self {
+            Datum::Null => Value::Null,
+            Datum::Int(i) => Value::Int(i),
+            Datum::Text(s) => Value::Text(s.to_string()),
+            Datum::Lines(lines) => Value::Lines(lines.to_vec()),
+        }
+    }
+
+    /// SQL's order of the values of one column, which filters in memory must follow exactly:
+    /// NULL first, integers before text, text bytewise.
+    pub fn cmp_sql(self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Datum::Int(a), Value::Int(b)) => a.cmp(b),
+            (Datum::Text(a), Value::Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (Datum::Null, Value::Null) => Ordering::Equal,
+            (Datum::Null, _) => Ordering::Less,
+            (_, Value::Null) => Ordering::Greater,
+            (Datum::Int(_), _) => Ordering::Less,
+            (_, Value::Int(_)) => Ordering::Greater,
+            (Datum::Text(_), _) => Ordering::Less,
+            (Datum::Lines(_), _) => Ordering::Greater,
+        }
+    }
+}
+
+impl Value {
+    /// The value of a nullable integer field.
+    pub fn into_int(self) -> Result<Option<i64>> {
+        match self {
+            Value::Null => Ok(None),
+            Value::Int(i) => Ok(Some(i)),
+            other => Err(wrong("an integer", &other)),
+        }
+    }
+
+    /// The value of a nullable text field.
+    pub fn into_text(self) -> Result<Option<String>> {
+        match self {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            other => Err(wrong("text", &other)),
+        }
+    }
+
+    /// The value of an enum field, parsed with `parse`.
+    pub fn into_enum<E>(self, parse: fn(&str) -> Option<E>) -> Result<Option<E>> {
+        match self.into_text()? {
+            None => Ok(None),
+            Some(s) => parse(&s)
+                .map(Some)
+                .ok_or_else(|| Error::invalid(format!("{s:?} is not one of the values"))),
+        }
+    }
+
+    pub fn into_lines(self) -> Result<Vec<String>> {
+        match self {
+            Value::Null => Ok(Vec::new()),
+            Value::Lines(lines) => Ok(lines),
+            other => Err(wrong("a list of lines", &other)),
+        }
+    }
+}
+
+/// A value of the wrong type for its field (a stored row that does not fit the table).
+fn wrong(expected: &str, got: &Value) -> Error {
+    Error::invalid(format!("expected {expected}, got {got:?}"))
+}
+
+/// How a field's values are written in a query, stored and shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Text,
+    /// An id (24 lowercase hex characters); queried as text.
+    Id,
+    /// Stored as microseconds; queried and shown as RFC 1123 dates at second resolution.
+    Time,
+    /// An enum stored as its documented string.
+    Enum(EnumKind),
+    /// Lines of text (the activity log): stored and shown, never queried.
+    Lines,
+}
+
+impl Kind {
+    /// Whether the field's values are integers in the store (else text).
+    pub fn is_integer(self) -> bool {
+        matches!(self, Kind::Int | Kind::Time)
+    }
+}
+
+/// The enums a field can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnumKind {
+    JobState,
+    JobType,
+    PvcState,
+    OpType,
+}
+
+impl EnumKind {
+    /// Every documented value.
+    pub fn values(self) -> Vec<&'static str> {
+        match self {
+            EnumKind::JobState => JobState::ALL.iter().map(|s| s.as_str()).collect(),
+            EnumKind::JobType => JobType::ALL.iter().map(|t| t.as_str()).collect(),
+            EnumKind::PvcState => PvcState::ALL.iter().map(|s| s.as_str()).collect(),
+            EnumKind::OpType => OpType::ALL.iter().map(|t| t.as_str()).collect(),
+        }
+    }
+
+    /// The documented spelling of `s`, which may carry the proto prefix (`JOB_STATE_RUNNING`) or,
+    /// for PVC states, underscores. Unknown strings come back as they are: they match nothing.
+    pub fn canonical(self, s: &str) -> String {
+        let prefix = match self {
+            EnumKind::JobState => "JOB_STATE_",
+            EnumKind::JobType => "JOB_TYPE_",
+            EnumKind::PvcState => "PVC_STATE_",
+            EnumKind::OpType => "OP_TYPE_",
+        };
+        let bare = s.strip_prefix(prefix).unwrap_or(s);
+        let found = match self {
+            EnumKind::JobState => JobState::parse(bare).map(JobState::as_str),
+            EnumKind::JobType => JobType::parse(bare).map(JobType::as_str),
+            EnumKind::PvcState => PvcState::parse(&bare.replace('_', "-")).map(PvcState::as_str),
+            EnumKind::OpType => OpType::parse(bare).map(OpType::as_str),
+        };
+        found.map_or_else(|| s.to_string(), str::to_string)
+    }
+}
