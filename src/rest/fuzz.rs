@@ -12,7 +12,7 @@ use crate::error::Error;
 /// Everything the gateway parses from a list request's query string, for the fuzzing harness.
 fn parse_all(query: &str) -> Result<(), Error> {
     let params = ListParams::parse(Some(query))?;
-    Projection::parse(&params.projection, render::JOB_FIELDS)?;
+    Projection::parse(&params.projection, &render::projectable::<Job>())?;
     ListQuery::<Job>::parse(
         &params.where_,
         &params.sort,

@@ -29,7 +29,7 @@ use tonic::transport::server::TcpConnectInfo;
 use crate::app::{App, Caller};
 use crate::auth::{KeyIdentity, Principal};
 use crate::domain::query::PageAt;
-use crate::domain::{Job, ObjectId};
+use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, ErrorKind};
 use crate::metrics::Metrics;
 use params::ListParams;
@@ -263,7 +263,7 @@ fn item_id(what: &str, path: Result<Path<String>, PathRejection>) -> Result<Obje
 async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
     let caller = caller(&rest, &request)?;
     let params = ListParams::parse(request.uri().query())?;
-    let projection = Projection::parse(&params.projection, render::JOB_FIELDS)?;
+    let projection = Projection::parse(&params.projection, &render::projectable::<Job>())?;
     let page = rest
         .app
         .list_jobs(
@@ -283,8 +283,8 @@ async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
         total: u64,
     }
     #[derive(Serialize)]
-    struct Envelope<'a> {
-        _items: Vec<render::JobItem<'a>>,
+    struct Envelope {
+        _items: Vec<serde_json::Value>,
         _links: std::collections::BTreeMap<&'static str, Link>,
         _meta: Meta,
     }
@@ -297,7 +297,7 @@ async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
         _items: page
             .items
             .iter()
-            .map(|job| render::job_item(job, projection, Context::InList))
+            .map(|job| render::job_item(job, &projection, Context::InList))
             .collect(),
         _links: links,
         _meta: Meta {
@@ -319,7 +319,7 @@ async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
 async fn list_pvcs(State(rest): State<Rest>, request: Request) -> ApiResult {
     let caller = caller(&rest, &request)?;
     let params = ListParams::parse(request.uri().query())?;
-    let projection = Projection::parse(&params.projection, render::PVC_FIELDS)?;
+    let projection = Projection::parse(&params.projection, &render::projectable::<PvcProgress>())?;
     let page = rest
         .app
         .list_pvc_progress(
@@ -335,7 +335,7 @@ async fn list_pvcs(State(rest): State<Rest>, request: Request) -> ApiResult {
     let items: Vec<_> = page
         .items
         .iter()
-        .map(|pvc| render::pvc_item(pvc, projection, Context::InList))
+        .map(|pvc| render::pvc_item(pvc, &projection, Context::InList))
         .collect();
     let headers = list_headers(
         &params,
@@ -379,12 +379,12 @@ async fn get_job(
     let caller = caller(&rest, &request)?;
     let id = item_id("job", path)?;
     let job = rest.app.get_job(&caller, id.as_str()).await?;
-    let projection = item_projection(&request, render::JOB_FIELDS)?;
+    let projection = item_projection(&request, &render::projectable::<Job>())?;
     Ok(item_response(
         request.headers(),
         &job.etag,
         job.updated,
-        &render::job_item(&job, projection, Context::Alone),
+        &render::job_item(&job, &projection, Context::Alone),
     ))
 }
 
@@ -396,12 +396,12 @@ async fn get_pvc(
     let caller = caller(&rest, &request)?;
     let id = item_id("PVC progress record", path)?;
     let pvc = rest.app.get_pvc_progress(&caller, id.as_str()).await?;
-    let projection = item_projection(&request, render::PVC_FIELDS)?;
+    let projection = item_projection(&request, &render::projectable::<PvcProgress>())?;
     Ok(item_response(
         request.headers(),
         &pvc.etag,
         pvc.updated,
-        &render::pvc_item(&pvc, projection, Context::Alone),
+        &render::pvc_item(&pvc, &projection, Context::Alone),
     ))
 }
 
@@ -488,7 +488,7 @@ async fn cancel_job(
         &HeaderMap::new(),
         &job.etag,
         job.updated,
-        &render::job_item(&job, Projection::ALL, Context::Alone),
+        &render::job_item(&job, &Projection::All, Context::Alone),
     ))
 }
 

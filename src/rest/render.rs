@@ -1,64 +1,51 @@
-//! Jobs and PVC records as the documented JSON: `_id`, `_created`, `_updated` (RFC 1123),
-//! `_etag`, `_links`, then the fields, keys in sorted order as the framework writes them. A field
-//! never set is absent; `projection` narrows the fields.
+//! Jobs and PVC records as the documented JSON, derived from their tables of fields: `_id`,
+//! `_created`, `_updated` (RFC 1123), `_etag`, `_links`, then every REST field that is set, a
+//! dotted name as a nested object (`kube_copy_progress.stats.io_size`), keys in sorted order as
+//! the framework writes them. A field never set is absent; `projection` narrows the top-level
+//! fields.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
-use crate::domain::{CopyProgress, Job, PvcProgress, SnapshotProgress, TransferStats};
+use crate::domain::query::{Datum, Kind, Resource};
+use crate::domain::{Job, PvcProgress};
 use crate::error::{Error, Result};
 
-/// The projectable fields of a job, in the order they are rendered.
-pub(crate) const JOB_FIELDS: &[&str] = &[
-    "activity",
-    "backupdef",
-    "backupdef_name",
-    "cluster",
-    "cluster_name",
-    "end_time",
-    "kube_copy_progress",
-    "kube_snapshot_progress",
-    "message",
-    "name",
-    "num_backup_resources",
-    "num_total_resources",
-    "restoredef_name",
-    "securityscan_name",
-    "start_time",
-    "state",
-    "type",
-];
+/// The top-level REST fields of `T` a projection may name, sorted: the framework's own (`_id`,
+/// `_created`, ...) are shown whatever the projection and are not among them.
+pub(crate) fn projectable<T: Resource>() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = T::fields()
+        .iter()
+        .filter(|f| f.uses.rest && !f.name.starts_with('_'))
+        .map(|f| top_level(f.name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
 
-/// The projectable fields of a PVC record.
-pub(crate) const PVC_FIELDS: &[&str] = &[
-    "end_time",
-    "job_id",
-    "message",
-    "name",
-    "namespace",
-    "op_type",
-    "snapshot_progress_percentage",
-    "start_time",
-    "state",
-    "stats",
-];
+/// The top-level object a dotted name lives in (`kube_copy_progress` of
+/// `kube_copy_progress.failed_pvs`).
+fn top_level(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
+}
 
-/// Returned whatever the projection says, as the framework does.
-const ALWAYS: &[&str] = &["_id", "_created", "_updated", "_etag"];
-
-/// Which fields an item shows: a bit per entry of the resource's field list.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Projection(u32);
+/// Which top-level fields an item shows.
+#[derive(Clone, Debug)]
+pub(crate) enum Projection {
+    All,
+    Only(Vec<String>),
+    AllBut(Vec<String>),
+}
 
 impl Projection {
-    pub const ALL: Projection = Projection(u32::MAX);
-
-    /// Parses `{"field": 1, ...}` (only these) or `{"field": 0, ...}` (all but these).
-    pub fn parse(text: &str, fields: &[&str]) -> Result<Projection> {
+    /// Parses `{"field": 1, ...}` (only these) or `{"field": 0, ...}` (all but these), for the
+    /// fields `projectable` lists.
+    pub fn parse(text: &str, projectable: &[&str]) -> Result<Projection> {
         if text.trim().is_empty() {
-            return Ok(Projection::ALL);
+            return Ok(Projection::All);
         }
         let bad = |why: String| {
             Error::invalid(format!(
@@ -71,7 +58,7 @@ impl Projection {
             Ok(_) => return Err(bad("is not an object".into())),
             Err(e) => return Err(bad(format!("is not valid JSON ({e})"))),
         };
-        let mut mask = 0u32;
+        let mut names = Vec::new();
         let mut include = None;
         for (name, value) in &doc {
             let wanted = match value {
@@ -83,32 +70,37 @@ impl Projection {
             if ALWAYS.contains(&name.as_str()) {
                 continue;
             }
-            let Some(bit) = fields.iter().position(|f| f == name) else {
+            if !projectable.contains(&name.as_str()) {
                 return Err(Error::invalid(format!(
                     "projection names unknown field {:?}; known fields: {}",
                     crate::domain::id::truncate(name, 64),
-                    fields.join(", ")
+                    projectable.join(", ")
                 )));
-            };
+            }
             if *include.get_or_insert(wanted) != wanted {
                 return Err(bad("mixes 1 and 0".into()));
             }
-            mask |= 1 << bit;
+            names.push(name.clone());
         }
         Ok(match include {
-            None => Projection::ALL,
-            Some(true) => Projection(mask),
-            Some(false) => Projection(!mask),
+            None => Projection::All,
+            Some(true) => Projection::Only(names),
+            Some(false) => Projection::AllBut(names),
         })
     }
 
-    fn shows(self, fields: &[&str], name: &str) -> bool {
-        fields
-            .iter()
-            .position(|f| *f == name)
-            .is_some_and(|bit| self.0 & (1 << bit) != 0)
+    /// Whether the item shows the top-level field `name`.
+    fn shows(&self, name: &str) -> bool {
+        match self {
+            Projection::All => true,
+            Projection::Only(names) => names.iter().any(|n| n == name),
+            Projection::AllBut(names) => !names.iter().any(|n| n == name),
+        }
     }
 }
+
+/// The framework's own fields: returned whatever the projection says.
+const ALWAYS: &[&str] = &["_id", "_created", "_updated", "_etag"];
 
 /// `{"href": ..., "title": ...}`.
 #[derive(Clone, Debug, Serialize)]
@@ -169,216 +161,78 @@ pub(crate) fn http_date(micros: i64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
-#[derive(Serialize)]
-struct Stats {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    estimated_number_of_files: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    estimated_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    io_number_of_files: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    io_size: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transferred_number_of_files: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transferred_size: Option<i64>,
+/// A field's value as REST shows it; `None` when it is absent.
+fn shown(kind: Kind, datum: Datum<'_>) -> Option<Json> {
+    match (kind, datum) {
+        (_, Datum::Null) => None,
+        (Kind::Time, Datum::Int(micros)) => Some(Json::String(http_date(micros))),
+        (_, Datum::Int(i)) => Some(Json::from(i)),
+        (_, Datum::Text(s)) => Some(Json::from(s)),
+        (_, Datum::Lines([])) => None,
+        (_, Datum::Lines(lines)) => Some(Json::from(lines)),
+    }
 }
 
-impl From<&TransferStats> for Stats {
-    fn from(s: &TransferStats) -> Self {
-        Stats {
-            estimated_number_of_files: s.estimated_number_of_files,
-            estimated_size: s.estimated_size,
-            io_number_of_files: s.io_number_of_files,
-            io_size: s.io_size,
-            transferred_number_of_files: s.transferred_number_of_files,
-            transferred_size: s.transferred_size,
+/// Puts `value` at the dotted path `name` of `item`.
+fn insert(item: &mut Map<String, Json>, name: &str, value: Json) {
+    match name.split_once('.') {
+        None => {
+            item.insert(name.to_string(), value);
+        }
+        Some((outer, rest)) => {
+            let inner = item
+                .entry(outer)
+                .or_insert_with(|| Json::Object(Map::new()));
+            if let Json::Object(inner) = inner {
+                insert(inner, rest, value);
+            }
         }
     }
 }
 
-#[derive(Serialize)]
-struct CopyItem {
-    active_pvs: i64,
-    completed_pvs: i64,
-    failed_pvs: i64,
-    pending_pvs: i64,
-    stats: Stats,
-    total_pvs: i64,
-}
-
-impl From<&CopyProgress> for CopyItem {
-    fn from(c: &CopyProgress) -> Self {
-        CopyItem {
-            active_pvs: c.active_pvs,
-            completed_pvs: c.completed_pvs,
-            failed_pvs: c.failed_pvs,
-            pending_pvs: c.pending_pvs,
-            stats: Stats::from(&c.stats),
-            total_pvs: c.total_pvs,
+/// The REST fields of `record` the projection shows, with its links.
+fn item<T: Resource>(record: &T, projection: &Projection, links: ItemLinks) -> Json {
+    let mut item = Map::new();
+    for field in T::fields().iter().filter(|f| f.uses.rest) {
+        if !field.name.starts_with('_') && !projection.shows(top_level(field.name)) {
+            continue;
+        }
+        if let Some(value) = shown(field.kind, (field.get)(record)) {
+            insert(&mut item, field.name, value);
         }
     }
-}
-
-#[derive(Serialize)]
-struct SnapshotItem {
-    active_pvs: i64,
-    completed_pvs: i64,
-    failed_pvs: i64,
-    pending_pvs: i64,
-    skipped_pvs: i64,
-    total_pvs: i64,
-}
-
-impl From<&SnapshotProgress> for SnapshotItem {
-    fn from(s: &SnapshotProgress) -> Self {
-        SnapshotItem {
-            active_pvs: s.active_pvs,
-            completed_pvs: s.completed_pvs,
-            failed_pvs: s.failed_pvs,
-            pending_pvs: s.pending_pvs,
-            skipped_pvs: s.skipped_pvs,
-            total_pvs: s.total_pvs,
-        }
-    }
+    // Serialising a struct of links and strings cannot fail.
+    let links = serde_json::to_value(links).unwrap_or(Json::Null);
+    item.insert("_links".into(), links);
+    Json::Object(item)
 }
 
 /// A job as the documented JSON.
-#[derive(Serialize)]
-pub(crate) struct JobItem<'a> {
-    _created: String,
-    _etag: &'a str,
-    _id: &'a str,
-    _links: ItemLinks,
-    _updated: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    activity: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    backupdef: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    backupdef_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cluster_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kube_copy_progress: Option<CopyItem>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kube_snapshot_progress: Option<SnapshotItem>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    num_backup_resources: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    num_total_resources: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restoredef_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    securityscan_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    job_type: Option<&'static str>,
-}
-
-pub(crate) fn job_item(job: &Job, projection: Projection, context: Context) -> JobItem<'_> {
-    let show = |name: &str| projection.shows(JOB_FIELDS, name);
-    let f = &job.fields;
-    let number = |name: &str, value: Option<i64>| value.filter(|_| show(name));
+pub(crate) fn job_item(job: &Job, projection: &Projection, context: Context) -> Json {
     let id = job.id.as_str();
     let mut links = ItemLinks::new(context, "jobs", Link::new(format!("/v1/jobs/{id}"), "Job"));
-    let backupdef = text(show("backupdef"), &f.backupdef);
-    let cluster = text(show("cluster"), &f.cluster);
-    if let Some(backupdef) = backupdef {
+    let f = &job.fields;
+    if let Some(backupdef) = f
+        .backupdef
+        .as_deref()
+        .filter(|_| projection.shows("backupdef"))
+    {
         links.related.insert(
             "backupdef",
             Link::new(format!("/v1/kubebackups/{backupdef}"), "Kubebackup"),
         );
     }
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = f.cluster.as_deref().filter(|_| projection.shows("cluster")) {
         links.related.insert(
             "cluster",
             Link::new(format!("/v1/kubeclusters/{cluster}"), "Kubecluster"),
         );
     }
-    JobItem {
-        _created: http_date(job.created),
-        _etag: &job.etag,
-        _id: id,
-        _links: links,
-        _updated: http_date(job.updated),
-        activity: (show("activity") && !job.activity.is_empty()).then_some(&job.activity[..]),
-        backupdef,
-        backupdef_name: text(show("backupdef_name"), &f.backupdef_name),
-        cluster,
-        cluster_name: text(show("cluster_name"), &f.cluster_name),
-        end_time: number("end_time", f.end_time),
-        kube_copy_progress: job
-            .copy_progress
-            .as_ref()
-            .filter(|_| show("kube_copy_progress"))
-            .map(CopyItem::from),
-        kube_snapshot_progress: job
-            .snapshot_progress
-            .as_ref()
-            .filter(|_| show("kube_snapshot_progress"))
-            .map(SnapshotItem::from),
-        message: text(show("message"), &f.message),
-        name: text(show("name"), &f.name),
-        num_backup_resources: number("num_backup_resources", f.num_backup_resources),
-        num_total_resources: number("num_total_resources", f.num_total_resources),
-        restoredef_name: text(show("restoredef_name"), &f.restoredef_name),
-        securityscan_name: text(show("securityscan_name"), &f.securityscan_name),
-        start_time: number("start_time", f.start_time),
-        state: show("state").then(|| job.state.as_str()),
-        job_type: f.job_type.filter(|_| show("type")).map(|t| t.as_str()),
-    }
-}
-
-/// `value` if the projection shows it.
-fn text(shown: bool, value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|_| shown)
+    item(job, projection, links)
 }
 
 /// A PVC progress record as the documented JSON.
-#[derive(Serialize)]
-pub(crate) struct PvcItem<'a> {
-    _created: String,
-    _etag: &'a str,
-    _id: &'a str,
-    _links: ItemLinks,
-    _updated: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    job_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    op_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    snapshot_progress_percentage: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stats: Option<Stats>,
-}
-
-pub(crate) fn pvc_item(pvc: &PvcProgress, projection: Projection, context: Context) -> PvcItem<'_> {
-    let show = |name: &str| projection.shows(PVC_FIELDS, name);
+pub(crate) fn pvc_item(pvc: &PvcProgress, projection: &Projection, context: Context) -> Json {
     let id = pvc.id.as_str();
     let mut links = ItemLinks::new(
         context,
@@ -386,35 +240,13 @@ pub(crate) fn pvc_item(pvc: &PvcProgress, projection: Projection, context: Conte
         // The framework titles an item by its collection's name without the trailing "s"s.
         Link::new(format!("/v1/kubepvcprogress/{id}"), "Kubepvcprogre"),
     );
-    let job_id = show("job_id").then(|| pvc.job_id.as_str());
-    if let Some(job_id) = job_id {
+    if projection.shows("job_id") {
+        let job_id = pvc.job_id.as_str();
         links
             .related
             .insert("job_id", Link::new(format!("/v1/jobs/{job_id}"), "Job"));
     }
-    PvcItem {
-        _created: http_date(pvc.created),
-        _etag: &pvc.etag,
-        _id: id,
-        _links: links,
-        _updated: http_date(pvc.updated),
-        end_time: pvc.end_time.filter(|_| show("end_time")),
-        job_id,
-        message: pvc.message.as_deref().filter(|_| show("message")),
-        name: show("name").then_some(pvc.name.as_str()),
-        namespace: show("namespace").then_some(pvc.namespace.as_str()),
-        op_type: pvc.op_type.filter(|_| show("op_type")).map(|o| o.as_str()),
-        snapshot_progress_percentage: pvc
-            .snapshot_progress_percentage
-            .filter(|_| show("snapshot_progress_percentage")),
-        start_time: pvc.start_time.filter(|_| show("start_time")),
-        state: show("state").then(|| pvc.state.as_str()),
-        stats: pvc
-            .stats
-            .as_ref()
-            .filter(|_| show("stats"))
-            .map(Stats::from),
-    }
+    item(pvc, projection, links)
 }
 
 #[cfg(test)]
@@ -423,20 +255,22 @@ mod tests {
 
     #[test]
     fn projections_include_or_exclude_but_never_both() {
-        let only = Projection::parse(r#"{"name": 1, "_id": 0}"#, JOB_FIELDS).expect("valid");
-        assert!(only.shows(JOB_FIELDS, "name"));
-        assert!(!only.shows(JOB_FIELDS, "state"));
-        let but = Projection::parse(r#"{"activity": false}"#, JOB_FIELDS).expect("valid");
-        assert!(!but.shows(JOB_FIELDS, "activity"));
-        assert!(but.shows(JOB_FIELDS, "state"));
+        let fields = projectable::<Job>();
+        let only = Projection::parse(r#"{"name": 1, "_id": 0}"#, &fields).expect("valid");
+        assert!(only.shows("name"));
+        assert!(!only.shows("state"));
+        let but = Projection::parse(r#"{"activity": false}"#, &fields).expect("valid");
+        assert!(!but.shows("activity"));
+        assert!(but.shows("state"));
         for bad in [
             r#"{"name": 1, "state": 0}"#,
             r#"{"nmae": 1}"#,
             r#"{"name": 2}"#,
             r#"["name"]"#,
             "{name:1}",
+            r#"{"revision": 1}"#,
         ] {
-            assert!(Projection::parse(bad, JOB_FIELDS).is_err(), "{bad}");
+            assert!(Projection::parse(bad, &fields).is_err(), "{bad}");
         }
     }
 
@@ -446,5 +280,76 @@ mod tests {
             http_date(1_598_234_358_123_456),
             "Mon, 24 Aug 2020 01:59:18 GMT"
         );
+    }
+
+    /// The properties of an OpenAPI schema as dotted leaf paths, following `$ref`s.
+    fn schema_paths(schemas: &Json, schema: &Json, prefix: &str, out: &mut Vec<String>) {
+        let schema = match schema["$ref"].as_str() {
+            Some(reference) => {
+                let name = reference.trim_start_matches("#/components/schemas/");
+                &schemas[name]
+            }
+            None => schema,
+        };
+        match schema["properties"].as_object() {
+            Some(properties) if schema["type"] == "object" => {
+                for (name, inner) in properties {
+                    schema_paths(schemas, inner, &format!("{prefix}{name}."), out);
+                }
+            }
+            _ => out.push(prefix.trim_end_matches('.').to_string()),
+        }
+    }
+
+    fn documented(schema: &str) -> Vec<String> {
+        let document: Json = serde_json::from_str(super::super::OPENAPI).expect("openapi.json");
+        let schemas = &document["components"]["schemas"];
+        let mut paths = Vec::new();
+        schema_paths(schemas, &schemas[schema], "", &mut paths);
+        paths.retain(|p| !p.starts_with("_links"));
+        paths.sort();
+        paths
+    }
+
+    fn rendered<T: Resource>() -> Vec<String> {
+        let mut names: Vec<String> = T::fields()
+            .iter()
+            .filter(|f| f.uses.rest)
+            .map(|f| f.name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_rest_fields_of_each_table() {
+        assert_eq!(
+            documented("Job"),
+            rendered::<Job>(),
+            "the REST fields of a job and the Job schema in src/rest/openapi.json differ"
+        );
+        assert_eq!(
+            documented("PvcProgress"),
+            rendered::<PvcProgress>(),
+            "the REST fields of a PVC record and the PvcProgress schema in src/rest/openapi.json differ"
+        );
+    }
+
+    #[test]
+    fn a_job_item_nests_dotted_fields_and_sorts_its_keys() {
+        let job = crate::domain::job::tests::a_job_with_everything_set();
+        let item = job_item(&job, &Projection::All, Context::InList);
+        let keys: Vec<&String> = item.as_object().expect("an object").keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(item["kube_copy_progress"]["stats"]["io_size"], 12);
+        assert_eq!(item["kube_snapshot_progress"]["skipped_pvs"], 1);
+        assert_eq!(item["type"], "K8S_COPY");
+        assert!(
+            item.get("revision").is_none(),
+            "revision is not a REST field"
+        );
+        assert_eq!(item["_links"]["related"]["cluster"]["title"], "Kubecluster");
     }
 }
