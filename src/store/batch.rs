@@ -3,6 +3,7 @@
 //! they make. A backend loads the records, applies, then writes what changed in its own SQL.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::domain::job::Applied;
@@ -31,6 +32,48 @@ pub(super) enum Done {
     Pvc(PvcWritten),
 }
 
+impl Done {
+    /// The job a create, change or delete answers with.
+    pub(super) fn job(self) -> Result<Job> {
+        match self {
+            Done::Job(job) => Ok(job),
+            Done::Pvc(_) => Err(Error::Internal(
+                "a job write answered with a PVC record".into(),
+            )),
+        }
+    }
+
+    /// The record (and its job) a report answers with.
+    pub(super) fn pvc(self) -> Result<PvcWritten> {
+        match self {
+            Done::Pvc(written) => Ok(written),
+            Done::Job(_) => Err(Error::Internal("a report answered with a job".into())),
+        }
+    }
+}
+
+/// A record the batch changed that still exists after it.
+pub(super) struct Changed<'a, T> {
+    /// As stored before the batch; `None` for a new record.
+    pub stored: Option<&'a T>,
+    /// As the batch leaves it.
+    pub now: &'a T,
+}
+
+/// The records of `dirty` that still exist, with their stored state.
+fn changed<'a, K: Eq + Hash, T>(
+    dirty: &'a HashSet<K>,
+    current: &'a HashMap<K, Option<T>>,
+    stored: &'a HashMap<K, T>,
+) -> impl Iterator<Item = Changed<'a, T>> {
+    dirty.iter().filter_map(|key| {
+        Some(Changed {
+            stored: stored.get(key),
+            now: current.get(key)?.as_ref()?,
+        })
+    })
+}
+
 /// A PVC record is identified by (job_id, namespace, name).
 pub(super) type PvcKey = (ObjectId, String, String);
 
@@ -57,6 +100,16 @@ pub(super) struct BatchState {
 }
 
 impl BatchState {
+    /// The jobs the batch changed (and did not delete), for the flush to write.
+    pub(super) fn changed_jobs(&self) -> impl Iterator<Item = Changed<'_, Job>> {
+        changed(&self.dirty_jobs, &self.jobs, &self.stored_jobs)
+    }
+
+    /// The PVC records the batch changed, for the flush to write.
+    pub(super) fn changed_pvcs(&self) -> impl Iterator<Item = Changed<'_, PvcProgress>> {
+        changed(&self.dirty_pvcs, &self.pvcs, &self.stored_pvcs)
+    }
+
     /// The job as the batch has left it so far.
     pub(super) fn job(&self, id: &ObjectId) -> Option<&Job> {
         match self.jobs.get(id) {

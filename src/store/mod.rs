@@ -1,29 +1,45 @@
-//! The only place with SQL. [`Store`] is the one interface the application uses; SQLite (embedded,
-//! the default) sits behind it today, and Postgres joins as another variant.
+//! The only place with SQL. [`Store`] is the one interface the application and the watchers
+//! use; it runs every operation once, over a backend: SQLite (embedded, the default) or
+//! Postgres (a fleet of replicas on one database).
 //!
-//! Every write goes through a `Store` method that reads the current record, lets the domain
-//! decide ([`JobChange::apply`], [`PvcReport::apply`]) and writes the result in one transaction,
+//! - [`backend`]: the contract each backend fulfils its own way (group commit, snapshots, the
+//!   head of the change log); [`db`]: the SQL both share, written once over either driver;
+//! - [`sqlite`] and [`postgres`]: the two backends;
+//! - [`batch`]: a batch of writes applied in memory through the domain, shared by both;
+//! - [`schema`]: columns, parameters and row decoding, derived from the tables of fields;
+//! - [`sql`]: filters and orders as parameterised SQL; [`feed`]: the live feed of changes;
+//! - [`counts`]: list totals kept exact from the feed.
+//!
+//! Every write reads the current record, lets the domain decide ([`JobChange::apply`],
+//! [`PvcReport::apply`]) and writes the result with its change-log entry in one transaction,
 //! acknowledged only after the commit is on stable storage.
+//!
+//! [`JobChange::apply`]: crate::domain::JobChange::apply
 
+mod backend;
 mod batch;
 mod counts;
+mod db;
+mod feed;
 mod postgres;
-mod postgres_writer;
 mod schema;
 pub mod sql;
 mod sqlite;
-mod sqlite_writer;
 
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
 use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+use backend::SqlBackend;
+use batch::Op;
+use counts::JobCounts;
+use feed::Feed;
+use postgres::PgStore;
+use sqlite::SqliteStore;
 
 /// One page of a list.
 #[derive(Debug)]
@@ -85,11 +101,41 @@ pub struct JobsSnapshot {
     pub jobs: Vec<Job>,
 }
 
-/// The storage of jobs and PVC records.
+/// The storage of jobs, PVC records, the change log and API keys.
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    backend: Arc<Backend>,
+    /// The live feed the backend publishes this replica's view of the log to.
+    feed: Arc<Feed>,
+    /// Totals of job lists, kept exact from the feed.
+    counts: JobCounts,
+}
+
+enum Backend {
     Sqlite(SqliteStore),
     Postgres(PgStore),
+}
+
+/// Runs `$body` with `$b` bound to the store's backend, whichever it is: each operation of the
+/// store is written once, here, for both.
+macro_rules! on_backend {
+    ($store:expr, $b:ident => $body:expr) => {
+        match &*$store.backend {
+            Backend::Sqlite($b) => $body,
+            Backend::Postgres($b) => $body,
+        }
+    };
+}
+
+/// Runs the read `$read` on `$conn`, a connection in a snapshot of backend `$b`; answers the
+/// read's result with the snapshot's position.
+macro_rules! in_snapshot {
+    ($b:ident, $conn:ident => $read:expr) => {{
+        let (mut $conn, position) = $b.begin_snapshot().await?;
+        let read = $read;
+        $b.db().end_snapshot(&mut $conn).await;
+        read.map(|value| (value, position))
+    }};
 }
 
 impl Store {
@@ -97,39 +143,23 @@ impl Store {
     /// `postgresql://...`), else SQLite: `sqlite::memory:`, `sqlite:PATH`, `sqlite://PATH` or a
     /// plain file path.
     pub async fn open(url: &str) -> Result<Store> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store::Postgres(PgStore::open(url).await?));
-        }
-        Ok(Store::Sqlite(SqliteStore::open(url).await?))
-    }
-
-    /// Which backend this is, for logs.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
-        }
+        let (backend, feed) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
+        {
+            let (store, feed) = PgStore::open(url).await?;
+            (Backend::Postgres(store), feed)
+        } else {
+            let (store, feed) = SqliteStore::open(url).await?;
+            (Backend::Sqlite(store), feed)
+        };
+        Ok(Store {
+            backend: Arc::new(backend),
+            counts: JobCounts::start(feed.subscribe(), feed.head()),
+            feed,
+        })
     }
 
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {
-        match self {
-            Store::Sqlite(s) => s.create_job(job).await,
-            Store::Postgres(s) => s.create_job(job).await,
-        }
-    }
-
-    pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
-        match self {
-            Store::Sqlite(s) => s.get_job(id).await,
-            Store::Postgres(s) => s.get_job(id).await,
-        }
-    }
-
-    pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
-        match self {
-            Store::Sqlite(s) => s.list_jobs(query).await,
-            Store::Postgres(s) => s.list_jobs(query).await,
-        }
+        on_backend!(self, b => b.write(Op::Create(job)).await?.job())
     }
 
     /// Applies `change` to the job if its etag still equals `etag` (when given).
@@ -139,64 +169,62 @@ impl Store {
         etag: Option<String>,
         change: JobChange,
     ) -> Result<Job> {
-        match self {
-            Store::Sqlite(s) => s.change_job(id, etag, change).await,
-            Store::Postgres(s) => s.change_job(id, etag, change).await,
-        }
+        on_backend!(self, b => b.write(Op::Change { id, etag, change }).await?.job())
     }
 
     /// Deletes the job and its PVC records; returns the job as it was last.
     pub async fn delete_job(&self, id: ObjectId, etag: Option<String>) -> Result<Job> {
-        match self {
-            Store::Sqlite(s) => s.delete_job(id, etag).await,
-            Store::Postgres(s) => s.delete_job(id, etag).await,
-        }
+        on_backend!(self, b => b.write(Op::Delete { id, etag }).await?.job())
     }
 
     pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
-        match self {
-            Store::Sqlite(s) => s.report_pvc(report).await,
-            Store::Postgres(s) => s.report_pvc(report).await,
-        }
+        on_backend!(self, b => b.write(Op::Report(report)).await?.pvc())
+    }
+
+    /// A job as last committed: from memory when this replica knows it, else from the database.
+    pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        on_backend!(self, b => match b.cached_job(id) {
+            Some(job) => Ok(Some(job)),
+            None => b.db().job(id).await,
+        })
     }
 
     pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {
-        match self {
-            Store::Sqlite(s) => s.get_pvc(id).await,
-            Store::Postgres(s) => s.get_pvc(id).await,
-        }
+        on_backend!(self, b => b.db().pvc(id).await)
     }
 
+    /// One page of jobs, with the exact total of all matches (kept by the count cache).
+    pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
+        on_backend!(self, b => {
+            // Every acknowledged write is at or below the fleet's head: the total waits for it.
+            let head = b.fleet_head().await?;
+            let count = async {
+                in_snapshot!(b, conn => b.db().count(&mut conn, &query.filter).await)
+            };
+            let total = self.counts.total(&query.filter, head, count);
+            b.db().page(query, total).await
+        })
+    }
+
+    /// One page of PVC records; a job's records are few (the usual query): counting is cheap.
     pub async fn list_pvcs(&self, query: &ListQuery<PvcProgress>) -> Result<Page<PvcProgress>> {
-        match self {
-            Store::Sqlite(s) => s.list_pvcs(query).await,
-            Store::Postgres(s) => s.list_pvcs(query).await,
-        }
+        on_backend!(self, b => b.db().page(query, b.db().count_now(&query.filter)).await)
     }
 
     /// Number of jobs in each state, for the metrics page.
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
-        match self {
-            Store::Sqlite(s) => s.count_jobs_by_state().await,
-            Store::Postgres(s) => s.count_jobs_by_state().await,
-        }
+        on_backend!(self, b => b.db().jobs_by_state().await)
     }
 
     /// Live committed changes, in commit order, from now on. A receiver that falls more than the
     /// feed's capacity behind is told it lagged and reads the rest with [`Store::changes_after`].
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        match self {
-            Store::Sqlite(s) => s.subscribe(),
-            Store::Postgres(s) => s.subscribe(),
-        }
+        self.feed.subscribe()
     }
 
-    /// Position of the newest committed change.
+    /// Position of the newest committed change this replica has published.
     pub fn head(&self) -> u64 {
-        match self {
-            Store::Sqlite(s) => s.head(),
-            Store::Postgres(s) => s.head(),
-        }
+        self.feed.head()
     }
 
     /// Up to `limit` changes after position `after` (of one job, if given), in order.
@@ -206,24 +234,20 @@ impl Store {
         job: Option<&ObjectId>,
         limit: u32,
     ) -> Result<Vec<Change>> {
-        match self {
-            Store::Sqlite(s) => s.changes_after(after, job, limit).await,
-            Store::Postgres(s) => s.changes_after(after, job, limit).await,
-        }
+        on_backend!(self, b => b.db().changes_after(after, job, limit).await)
     }
 
     pub async fn history(&self) -> Result<History> {
-        match self {
-            Store::Sqlite(s) => s.history().await,
-            Store::Postgres(s) => s.history().await,
-        }
+        on_backend!(self, b => b.db().history().await)
     }
 
+    /// A job and its PVC records as of one position, read in one snapshot.
     pub async fn snapshot_job(&self, id: &ObjectId) -> Result<JobSnapshot> {
-        match self {
-            Store::Sqlite(s) => s.snapshot_job(id).await,
-            Store::Postgres(s) => s.snapshot_job(id).await,
-        }
+        on_backend!(self, b => {
+            let ((job, pvcs), position) =
+                in_snapshot!(b, conn => b.db().job_with_pvcs(&mut conn, id).await)?;
+            Ok(JobSnapshot { position, job, pvcs })
+        })
     }
 
     /// One page of a WatchJobs snapshot: the jobs matching `filter` after the id `after`, in id
@@ -234,56 +258,39 @@ impl Store {
         after: Option<&ObjectId>,
         limit: usize,
     ) -> Result<JobsSnapshot> {
-        match self {
-            Store::Sqlite(s) => s.snapshot_jobs(filter, after, limit).await,
-            Store::Postgres(s) => s.snapshot_jobs(filter, after, limit).await,
-        }
+        on_backend!(self, b => {
+            let (jobs, position) =
+                in_snapshot!(b, conn => b.db().snapshot_page(&mut conn, filter, after, limit).await)?;
+            Ok(JobsSnapshot { position, jobs })
+        })
     }
 
     /// Removes change-log entries older than `older_than` (µs) or beyond the newest
     /// `keep_at_most`, in bounded chunks; returns how many went.
     pub async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64> {
-        match self {
-            Store::Sqlite(s) => s.prune_history(older_than, keep_at_most).await,
-            Store::Postgres(s) => s.prune_history(older_than, keep_at_most).await,
-        }
+        on_backend!(self, b => b.prune_history(older_than, keep_at_most).await)
     }
 
-    pub async fn create_key(&self, key: &crate::auth::ApiKey) -> Result<()> {
-        match self {
-            Store::Sqlite(s) => s.create_key(key).await,
-            Store::Postgres(s) => s.create_key(key).await,
-        }
+    pub async fn create_key(&self, key: &ApiKey) -> Result<()> {
+        on_backend!(self, b => b.db().create_key(key).await)
     }
 
-    pub async fn list_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
-        match self {
-            Store::Sqlite(s) => s.list_keys().await,
-            Store::Postgres(s) => s.list_keys().await,
-        }
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        on_backend!(self, b => b.db().list_keys().await)
     }
 
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
-        match self {
-            Store::Sqlite(s) => s.revoke_key(id, now).await,
-            Store::Postgres(s) => s.revoke_key(id, now).await,
-        }
+        on_backend!(self, b => b.db().revoke_key(id, now).await)
     }
 
     /// Whether the store answers a trivial query (for health checks).
     pub async fn ping(&self) -> Result<()> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
+        on_backend!(self, b => b.db().ping().await)
     }
 
     /// Finishes pending writes and closes the database.
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(s) => s.close().await,
-            Store::Postgres(s) => s.close().await,
-        }
+        on_backend!(self, b => b.close().await)
     }
 }
 

@@ -90,6 +90,16 @@ impl Stored for PvcProgress {
     }
 }
 
+/// `SELECT` of every column of `T`'s table, `WHERE condition`: a statement that
+/// [`decode`] reads.
+pub(crate) fn select<T: Stored>(condition: &str) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {condition}",
+        T::columns().list,
+        T::TABLE
+    )
+}
+
 /// The columns of `T`'s table that `present` (the migrated schema's) lacks, each with its field.
 pub(crate) fn missing_columns<T: Stored>(present: &[String]) -> Vec<String> {
     T::fields()

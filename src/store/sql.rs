@@ -12,6 +12,16 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The placeholder of the `n`th parameter (1-based).
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".to_string(),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
 /// A bound parameter, typed so that NULLs carry their column's type.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {
@@ -56,13 +66,8 @@ impl Sql {
 
     pub fn bind(&mut self, param: Param) -> &mut Self {
         self.params.push(param);
-        match self.dialect {
-            Dialect::Sqlite => self.text.push('?'),
-            Dialect::Postgres => {
-                let n = self.params.len();
-                self.text.push_str(&format!("${n}"));
-            }
-        }
+        let placeholder = self.dialect.placeholder(self.params.len());
+        self.text.push_str(&placeholder);
         self
     }
 

@@ -16,8 +16,6 @@
 //! connection or a database that is down fails the whole batch at once (UNAVAILABLE, as for a
 //! single write), and a failed COMMIT is never retried: it may have committed.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::LazyLock;
 
@@ -26,13 +24,13 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::sequencer::Sequencer;
 use crate::domain::now_micros;
 use crate::domain::{Job, PvcProgress};
 use crate::error::{Error, Result};
-use crate::store::batch::{BatchState, Done, Op, encode_change, pvc_key};
+use crate::store::batch::{BatchState, Changed, Done, Op, encode_change, pvc_key};
 use crate::store::database_unavailable;
-use crate::store::postgres::Sequencer;
-use crate::store::schema::{Stored, decode, params};
+use crate::store::schema::{Stored, decode, params, select};
 use crate::store::sql::Param;
 
 /// Operations in one transaction at most.
@@ -42,19 +40,13 @@ const MAX_BATCH: usize = 256;
 /// the same CPU (UpdateJob here: 4,600/s with two, 3,300/s with four).
 const BATCHES_IN_FLIGHT: usize = 2;
 
-static LOCK_JOBS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        Job::columns().list
-    )
-});
+static LOCK_JOBS: LazyLock<String> =
+    LazyLock::new(|| select::<Job>("id = ANY($1) ORDER BY id FOR UPDATE"));
 static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {} FROM pvc_progress \
-         WHERE (job_id, namespace, name) IN \
+    select::<PvcProgress>(
+        "(job_id, namespace, name) IN \
          (SELECT j COLLATE \"C\", ns COLLATE \"C\", n COLLATE \"C\" \
           FROM unnest($1::text[], $2::text[], $3::text[]) AS k(j, ns, n))",
-        PvcProgress::columns().list
     )
 });
 const INSERT_CHANGES: &str = "INSERT INTO changes (job_id, kind, at, change) \
@@ -270,9 +262,9 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
             .execute(&mut *conn)
             .await?;
     }
-    let (new_jobs, changed_jobs) = split_rows(&state.dirty_jobs, &state.jobs, &state.stored_jobs);
+    let (new_jobs, changed_jobs) = split_rows(state.changed_jobs());
     write_rows::<Job>(conn, new_jobs, changed_jobs).await?;
-    let (new_pvcs, changed_pvcs) = split_rows(&state.dirty_pvcs, &state.pvcs, &state.stored_pvcs);
+    let (new_pvcs, changed_pvcs) = split_rows(state.changed_pvcs());
     write_rows::<PvcProgress>(conn, new_pvcs, changed_pvcs).await?;
     if state.changes.is_empty() {
         return Ok(());
@@ -303,24 +295,13 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
     Ok(())
 }
 
-/// The parameters of the dirty records that still exist: (rows to insert, rows to rewrite).
-fn split_rows<K: Eq + Hash, T: Stored>(
-    dirty: &HashSet<K>,
-    current: &HashMap<K, Option<T>>,
-    stored: &HashMap<K, T>,
+/// The parameters of the changed records: (rows to insert, rows to rewrite).
+fn split_rows<'a, T: Stored>(
+    changed: impl Iterator<Item = Changed<'a, T>>,
 ) -> (Vec<Vec<Param>>, Vec<Vec<Param>>) {
-    let (mut new, mut changed) = (Vec::new(), Vec::new());
-    for key in dirty {
-        if let Some(Some(record)) = current.get(key) {
-            let rows = if stored.contains_key(key) {
-                &mut changed
-            } else {
-                &mut new
-            };
-            rows.push(params(record));
-        }
-    }
-    (new, changed)
+    let (new, rewritten): (Vec<_>, Vec<_>) = changed.partition(|c| c.stored.is_none());
+    let params = |rows: Vec<Changed<'a, T>>| rows.into_iter().map(|c| params(c.now)).collect();
+    (params(new), params(rewritten))
 }
 
 /// Inserts `new` rows and rewrites `changed` ones (matched by id, the first column), each set in

@@ -1,0 +1,166 @@
+//! The SQLite writer: one task on its own thread owns the only writing connection and commits
+//! in groups.
+//!
+//! Each statement is a round trip to SQLite's worker thread, and that round trip, not SQLite,
+//! is the dominant cost of a small write. So a batch costs a handful of statements whatever its
+//! size: the records it touches come from the writer's [`Cache`] (read from the database only on
+//! a miss, in one statement per table), the operations are applied in order in memory through
+//! the domain, and the records they changed are written with one statement per table and per set
+//! of changed columns ([`rows`](super::rows)). Callers are answered after the commit.
+
+use std::sync::Arc;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::{Cache, SharedJobs};
+use super::rows::{flush, load};
+use crate::domain::{Change, now_micros};
+use crate::error::Result;
+use crate::store::batch::{BatchState, Done, Op};
+use crate::store::feed::Feed;
+
+/// Most writes committed in one transaction. Large enough to amortise an fsync over a burst,
+/// small enough that the first caller of a batch is not kept waiting long.
+const MAX_BATCH: usize = 512;
+#[allow(clippy::large_enum_variant)] // moved once per request
+pub(super) enum Request {
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<Done>>,
+    },
+    /// Remove change-log entries older than `older_than` (µs since the epoch) or beyond the newest
+    /// `keep_at_most`; the newest entry always stays. Answers how many were removed.
+    Prune {
+        older_than: i64,
+        keep_at_most: u64,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// Commit what is queued, then stop.
+    Close,
+}
+
+/// What the writer shares with the rest of the store.
+pub(super) struct WriterLinks {
+    pub jobs: SharedJobs,
+    /// Every committed change, in commit order, published after its commit.
+    pub feed: Arc<Feed>,
+}
+
+pub(super) async fn run_writer(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<Request>,
+    links: WriterLinks,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut cache = Cache::new(links.jobs);
+    let mut next_seq = links.feed.head() + 1;
+    let mut closing = false;
+    while !closing {
+        let Some(first) = queue.recv().await else {
+            break;
+        };
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Write { op, reply } => batch.push((op, reply)),
+                Request::Close => closing = true,
+                Request::Prune {
+                    older_than,
+                    keep_at_most,
+                    reply,
+                } => {
+                    let _ = reply.send(prune(&mut conn, older_than, keep_at_most).await);
+                }
+            }
+            if batch.len() < MAX_BATCH && !closing {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let committed =
+                commit_batch(&mut conn, &mut batch, &mut cache, next_seq, &links.feed).await;
+            if let Some(last) = committed.last() {
+                next_seq = last.seq + 1;
+            }
+            for change in committed {
+                links.feed.publish(change);
+            }
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the SQLite writer connection failed");
+    }
+}
+
+/// Applies a batch in one transaction and answers every caller after the commit. Returns the
+/// committed changes, numbered from `first_seq`, for the live feed.
+///
+/// The feed's head moves to the last committed position before any caller hears of its write,
+/// so a read that a client starts after its acknowledgement knows the position it must reflect.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
+    cache: &mut Cache,
+    first_seq: u64,
+    feed: &Feed,
+) -> Vec<Arc<Change>> {
+    let started = std::time::Instant::now();
+    let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
+    let outcome: Result<BatchState> = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let mut state = load(conn, cache, batch.iter().map(|(op, _)| op)).await?;
+        state.next_seq = first_seq;
+        let now = now_micros();
+        for (op, _) in batch.iter() {
+            results.push(state.apply(op, now));
+        }
+        flush(conn, &state).await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok(state)
+    }
+    .await;
+    tracing::debug!(
+        batch = batch.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "write batch"
+    );
+    let committed = match outcome {
+        Ok(state) => {
+            let committed = cache.take(state);
+            if let Some(last) = committed.last() {
+                feed.advance(last.seq);
+            }
+            committed
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return Vec::new();
+        }
+    };
+    for ((_, reply), result) in batch.drain(..).zip(results) {
+        // The caller may have gone away; its write is committed all the same.
+        let _ = reply.send(result);
+    }
+    committed
+}
+
+/// Prunes the change log in one transaction (pruning runs rarely and in bounded chunks).
+async fn prune(conn: &mut SqliteConnection, older_than: i64, keep_at_most: u64) -> Result<u64> {
+    // The newest entry stays, so that max(seq) is always the head; at most 50,000 rows go per
+    // call, so that writers never wait long behind a prune.
+    let result = sqlx::query(
+        "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) \
+         AND seq < (SELECT min(seq) FROM changes) + 50000 \
+         AND (at < ? OR seq <= (SELECT max(seq) FROM changes) - ?)",
+    )
+    .bind(older_than)
+    .bind(keep_at_most.min(i64::MAX as u64) as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected())
+}
