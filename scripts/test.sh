@@ -24,16 +24,17 @@ apt_install() {
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
 
-# The OpenAPI test validates /api-docs and real answers with openapi-spec-validator and jsonschema.
+# The OpenAPI test validates /api-docs and real answers with openapi-spec-validator and jsonschema;
+# the metrics test parses /metrics with the Prometheus project's own OpenMetrics parser.
 provision_python() {
     local venv=target/test-venv
-    if ! "$venv/bin/python" -c 'import openapi_spec_validator, jsonschema, referencing' 2>/dev/null; then
-        say "provisioning a Python environment for the OpenAPI check ($venv)"
+    if ! "$venv/bin/python" -c 'import openapi_spec_validator, jsonschema, referencing, prometheus_client' 2>/dev/null; then
+        say "provisioning a Python environment for the OpenAPI and metrics checks ($venv)"
         command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
         mkdir -p target
         # Debian's python3 keeps venv in a separate package.
-        python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
-        "$venv/bin/pip" install -q --disable-pip-version-check 'openapi-spec-validator>=0.7,<0.8'
+        [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
+        "$venv/bin/pip" install -q --disable-pip-version-check 'openapi-spec-validator>=0.7,<0.8' 'prometheus-client>=0.20,<1'
     fi
     export JOBTRACK_TEST_PYTHON="$PWD/$venv/bin/python"
 }

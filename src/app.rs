@@ -1,22 +1,48 @@
 //! The application layer: one method per operation, called by every transport, so that each rule
 //! exists once. Parses ids and queries, then lets the store run the change through the domain.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
 use crate::auth::{Keys, Permission, Principal};
 use crate::domain::query::{ListQuery, PageAt};
 use crate::domain::{Job, JobChange, JobUpdate, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
+use crate::interface::Transport;
+use crate::metrics::{Metrics, OpenStream};
 use crate::store::{Page, Store};
 use crate::watch::{JobHub, WatchEvent};
 
-/// A watch stream's events, as the hub produces them.
-pub type Events = tokio::sync::mpsc::Receiver<Result<WatchEvent>>;
+/// A watch stream's events, as the hub produces them; counted in `/metrics` while open.
+pub struct Events {
+    events: mpsc::Receiver<Result<WatchEvent>>,
+    _open: OpenStream,
+}
+
+impl Events {
+    /// The next event; `None` once the stream is complete.
+    pub async fn recv(&mut self) -> Option<Result<WatchEvent>> {
+        self.events.recv().await
+    }
+}
+
+impl tokio_stream::Stream for Events {
+    type Item = Result<WatchEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_recv(cx)
+    }
+}
 
 /// Who is calling: the key (and so the role), and from where.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub principal: Principal,
     pub peer: Option<std::net::SocketAddr>,
-    pub transport: &'static str,
+    pub transport: Transport,
 }
 
 impl Caller {
@@ -32,8 +58,10 @@ impl Caller {
     pub fn description(&self) -> String {
         match (self.principal.describe(), self.peer) {
             (Some(key), _) => key,
-            (None, Some(addr)) => format!("an anonymous {} client at {addr}", self.transport),
-            (None, None) => format!("an anonymous {} client", self.transport),
+            (None, Some(addr)) => {
+                format!("an anonymous {} client at {addr}", self.transport.name())
+            }
+            (None, None) => format!("an anonymous {} client", self.transport.name()),
         }
     }
 }
@@ -54,15 +82,23 @@ pub struct App {
     /// Largest page a list returns; larger requests are clamped to it.
     max_page_size: usize,
     keys: Keys,
+    metrics: Arc<Metrics>,
 }
 
 impl App {
-    pub fn new(store: Store, hub: JobHub, max_page_size: usize, keys: Keys) -> Self {
+    pub fn new(
+        store: Store,
+        hub: JobHub,
+        max_page_size: usize,
+        keys: Keys,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         App {
             store,
             hub,
             max_page_size,
             keys,
+            metrics,
         }
     }
 
@@ -72,7 +108,7 @@ impl App {
         &self,
         authorization: Option<&str>,
         peer: Option<std::net::SocketAddr>,
-        transport: &'static str,
+        transport: Transport,
     ) -> Result<Caller> {
         let principal = self.keys.authenticate(authorization)?;
         self.keys.admit(&principal)?;
@@ -94,10 +130,6 @@ impl App {
             allowed,
             denied,
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     #[tracing::instrument(skip_all, fields(key = caller.key_name()))]
@@ -223,7 +255,8 @@ impl App {
         caller.principal.require(Permission::Read)?;
         let id = ObjectId::parse("job id", id)?;
         let permit = self.keys.open_stream(&caller.principal)?;
-        Ok(self.guard(caller, permit, self.hub.watch_job(id, resume_token).await?))
+        let events = self.hub.watch_job(id, resume_token).await?;
+        Ok(self.guard(caller, permit, events))
     }
 
     /// WatchJobs: every job matching `where_`, with the same guarantees.
@@ -237,25 +270,38 @@ impl App {
         caller.principal.require(Permission::Read)?;
         let filter = crate::domain::query::parse_where::<Job>(where_)?;
         let permit = self.keys.open_stream(&caller.principal)?;
-        Ok(self.guard(
-            caller,
-            permit,
-            self.hub.watch_jobs(filter, resume_token).await?,
-        ))
+        let events = self.hub.watch_jobs(filter, resume_token).await?;
+        Ok(self.guard(caller, permit, events))
     }
 
     /// A stream opened with a key ends (UNAUTHENTICATED) within a second or two of the key's
-    /// revocation; without keys, the stream is passed through untouched.
+    /// revocation; without keys, the stream is passed through untouched. Counted while open.
     fn guard(
         &self,
         caller: &Caller,
         permit: Option<crate::auth::StreamPermit>,
-        mut events: Events,
+        events: mpsc::Receiver<Result<WatchEvent>>,
     ) -> Events {
-        if caller.principal == Principal::Anyone {
-            return events;
+        let open = self.metrics.open_stream(caller.transport);
+        let events = if caller.principal == Principal::Anyone {
+            events
+        } else {
+            self.revocable(caller, permit, events)
+        };
+        Events {
+            events,
+            _open: open,
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+    }
+
+    /// `events`, ended with UNAUTHENTICATED once the caller's key is revoked.
+    fn revocable(
+        &self,
+        caller: &Caller,
+        permit: Option<crate::auth::StreamPermit>,
+        mut events: mpsc::Receiver<Result<WatchEvent>>,
+    ) -> mpsc::Receiver<Result<WatchEvent>> {
+        let (tx, rx) = mpsc::channel(4);
         let (keys, principal) = (self.keys.clone(), caller.principal.clone());
         tokio::spawn(async move {
             // Held while the stream is open: the key's count of open streams.

@@ -22,6 +22,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod interface;
 pub mod metrics;
 pub mod rest;
 pub mod server;

@@ -1,252 +1,281 @@
-//! Prometheus metrics, served at `GET /metrics`: calls by method and status code, a latency
-//! histogram per method, and jobs by state (read from the store at scrape time). Recording is a
-//! few relaxed atomic adds, so it costs nothing noticeable on the hot path.
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format
+//! (`prometheus-client`, the Prometheus project's Rust client):
+//!
+//! - calls by RPC and status code, and their latency (`jobtrack_grpc_calls_total`,
+//!   `jobtrack_grpc_call_duration_seconds`), REST requests by route and HTTP status
+//!   (`jobtrack_http_requests_total`, `jobtrack_http_request_duration_seconds`);
+//! - jobs by state (`jobtrack_jobs`), read from the store at scrape time;
+//! - what an operator looks at first: open watch streams by transport
+//!   (`jobtrack_watch_streams`), watchers catching up from the log and how far behind the newest
+//!   is (`jobtrack_watchers_lagging`, `jobtrack_watch_lag_changes`), the change log's head
+//!   (`jobtrack_change_log_head`), and the writes per committed batch and the time from a
+//!   batch's start to its commit (`jobtrack_write_batch_size`, `jobtrack_write_commit_seconds`).
+//!
+//! Recording is a lock-free atomic add behind a read lock of the label set's map: nothing
+//! measurable on the hot path.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
 use crate::domain::JobState;
-
-/// The RPCs of `jobtrack.v1.JobService`, in the order of their metric slots.
-pub const METHODS: [&str; 12] = [
-    "CreateJob",
-    "GetJob",
-    "ListJobs",
-    "UpdateJob",
-    "DeleteJob",
-    "CancelJob",
-    "WatchJob",
-    "WatchJobs",
-    "ReportPvcProgress",
-    "GetPvcProgress",
-    "ListPvcProgress",
-    "GetCaller",
-];
-
-/// gRPC status code names, indexed by code number.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+use crate::interface::{Route, Rpc, Transport};
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
+const LATENCY_BUCKETS: [f64; 14] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct MethodStats {
-    calls: [AtomicU64; 17],
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+macro_rules! label_value {
+    ($type:ty) => {
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                EncodeLabelValue::encode(&self.name(), encoder)
+            }
+        }
+    };
+}
+label_value!(Rpc);
+label_value!(Route);
+label_value!(Transport);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: Rpc,
+    code: &'static str,
 }
 
-/// Routes of the REST gateway, as metric labels; "other" is every request outside them.
-pub const HTTP_ROUTES: [&str; 7] = [
-    "jobs",
-    "job",
-    "cancel",
-    "kubepvcprogress",
-    "kubepvcprogress_item",
-    "api_docs",
-    "other",
-];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: Rpc,
+}
 
-/// HTTP status codes with a slot of their own; the last slot counts every other code.
-const HTTP_STATUSES: [u16; 16] = [
-    200, 204, 304, 400, 401, 403, 404, 405, 409, 412, 413, 428, 429, 500, 503, 0,
-];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Route,
+    status: u16,
+}
 
-/// The metric label of a matched REST route pattern.
-pub fn http_route(pattern: &str) -> &'static str {
-    let pattern = pattern.trim_end_matches('/');
-    match pattern {
-        "/api/v1/jobs" => "jobs",
-        "/api/v1/jobs/{id}" => "job",
-        "/api/v1/jobs/{id}/action/cancel" => "cancel",
-        "/api/v1/kubepvcprogress" => "kubepvcprogress",
-        "/api/v1/kubepvcprogress/{id}" => "kubepvcprogress_item",
-        "/api-docs" => "api_docs",
-        _ => "other",
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: Route,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: Transport,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// What the store's writers measure: writes per committed batch, and the time from a batch's
+/// start (its first statement) to its commit on stable storage.
+#[derive(Clone, Debug)]
+pub struct WriteMetrics {
+    batch_size: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl Default for WriteMetrics {
+    fn default() -> Self {
+        WriteMetrics {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            commit_seconds: latency_histogram(),
+        }
     }
 }
 
-#[derive(Default)]
+impl WriteMetrics {
+    /// One committed batch of `writes` operations that took `elapsed`.
+    pub fn committed(&self, writes: usize, elapsed: Duration) {
+        self.batch_size.observe(writes as f64);
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The server's metrics, registered once.
 pub struct Metrics {
-    methods: [MethodStats; METHODS.len()],
-    routes: [MethodStats; HTTP_ROUTES.len()],
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Histograms<MethodLabel>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<RouteLabel>,
+    jobs: Family<StateLabel, Gauge>,
+    watch_streams: Family<TransportLabel, Gauge>,
+    lagging: Gauge,
+    lag: Gauge,
+    head: Gauge,
+}
+
+/// What the server reads at scrape time.
+pub struct Scrape<'a> {
+    pub jobs_by_state: &'a [(JobState, i64)],
+    /// Watchers catching up from the log, and how many changes the furthest is behind.
+    pub lagging: (usize, u64),
+    pub head: u64,
 }
 
 impl Metrics {
-    /// Records one finished call of `METHODS[method]` with gRPC status `code`.
-    pub fn record(&self, method: usize, code: i32, elapsed: Duration) {
-        if let Some(m) = self.methods.get(method) {
-            m.record(code as usize, elapsed);
-        }
+    /// The metrics of one server, including its store's writers'.
+    pub fn new(writes: &WriteMetrics) -> Arc<Metrics> {
+        let mut metrics = Metrics {
+            registry: Registry::default(),
+            calls: Family::default(),
+            call_seconds: Family::new_with_constructor(latency_histogram),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            jobs: Family::default(),
+            watch_streams: Family::default(),
+            lagging: Gauge::default(),
+            lag: Gauge::default(),
+            head: Gauge::default(),
+        };
+        metrics.register(writes);
+        Arc::new(metrics)
     }
 
-    /// Records one finished REST request on `route` (one of [`HTTP_ROUTES`]).
-    pub fn record_http(&self, route: &str, status: u16, elapsed: Duration) {
-        let route = HTTP_ROUTES
-            .iter()
-            .position(|r| *r == route)
-            .unwrap_or(HTTP_ROUTES.len() - 1);
-        let slot = HTTP_STATUSES
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(HTTP_STATUSES.len() - 1);
-        self.routes[route].record(slot, elapsed);
-    }
-}
-
-impl MethodStats {
-    fn record(&self, slot: usize, elapsed: Duration) {
-        let m = self;
-        if let Some(c) = m.calls.get(slot) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            m.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        m.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        m.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Metrics {
-    /// The Prometheus text exposition.
-    pub fn render(&self, jobs_by_state: &[(JobState, i64)]) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        let http_statuses: Vec<String> = HTTP_STATUSES
-            .iter()
-            .map(|s| {
-                if *s == 0 {
-                    "other".to_string()
-                } else {
-                    s.to_string()
-                }
-            })
-            .collect();
-        let http_statuses: Vec<&str> = http_statuses.iter().map(String::as_str).collect();
-        render_family(
-            &mut out,
-            Family {
-                calls: "jobtrack_grpc_calls_total",
-                calls_help: "Finished JobService calls by method and status code.",
-                duration: "jobtrack_grpc_call_duration_seconds",
-                duration_help: "Time to answer a JobService call.",
-                label: "method",
-                code_label: "code",
-            },
-            &METHODS,
-            &self.methods,
-            &CODES,
+    fn register(&mut self, writes: &WriteMetrics) {
+        let r = &mut self.registry;
+        r.register(
+            "jobtrack_grpc_calls",
+            "Finished gRPC calls by method and status code",
+            self.calls.clone(),
         );
-        render_family(
-            &mut out,
-            Family {
-                calls: "jobtrack_http_requests_total",
-                calls_help: "Finished REST gateway requests by route and HTTP status.",
-                duration: "jobtrack_http_request_duration_seconds",
-                duration_help: "Time to answer a REST gateway request.",
-                label: "route",
-                code_label: "status",
-            },
-            &HTTP_ROUTES,
-            &self.routes,
-            &http_statuses,
+        r.register(
+            "jobtrack_grpc_call_duration_seconds",
+            "Time to answer a gRPC call",
+            self.call_seconds.clone(),
         );
-        out.push_str("# HELP jobtrack_jobs Jobs in the store by state.\n");
-        out.push_str("# TYPE jobtrack_jobs gauge\n");
+        r.register(
+            "jobtrack_http_requests",
+            "Finished REST gateway requests by route and HTTP status",
+            self.requests.clone(),
+        );
+        r.register(
+            "jobtrack_http_request_duration_seconds",
+            "Time to answer a REST gateway request",
+            self.request_seconds.clone(),
+        );
+        r.register(
+            "jobtrack_jobs",
+            "Jobs in the store by state",
+            self.jobs.clone(),
+        );
+        r.register(
+            "jobtrack_watch_streams",
+            "Open watch streams by transport",
+            self.watch_streams.clone(),
+        );
+        r.register(
+            "jobtrack_watchers_lagging",
+            "Watchers reading the change log to catch up",
+            self.lagging.clone(),
+        );
+        r.register(
+            "jobtrack_watch_lag_changes",
+            "Changes between the head and the furthest-behind catching-up watcher",
+            self.lag.clone(),
+        );
+        r.register(
+            "jobtrack_change_log_head",
+            "Position of the newest change this replica has published",
+            self.head.clone(),
+        );
+        r.register(
+            "jobtrack_write_batch_size",
+            "Writes committed together in one transaction",
+            writes.batch_size.clone(),
+        );
+        r.register(
+            "jobtrack_write_commit_seconds",
+            "Time from a write batch's first statement to its durable commit",
+            writes.commit_seconds.clone(),
+        );
+    }
+
+    /// One finished gRPC call of `rpc` with status `code` (its name, e.g. `NOT_FOUND`).
+    pub fn record_call(&self, rpc: Rpc, code: &'static str, elapsed: Duration) {
+        self.calls
+            .get_or_create(&CallLabels { method: rpc, code })
+            .inc();
+        self.call_seconds
+            .get_or_create(&MethodLabel { method: rpc })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One finished REST request on `route`.
+    pub fn record_request(&self, route: Route, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a watch stream opened over `transport` while the guard lives.
+    pub fn open_stream(&self, transport: Transport) -> OpenStream {
+        let gauge = self
+            .watch_streams
+            .get_or_create_owned(&TransportLabel { transport });
+        gauge.inc();
+        OpenStream(gauge)
+    }
+
+    /// The exposition, with the values read at scrape time.
+    pub fn exposition(&self, scrape: Scrape<'_>) -> String {
         for &state in JobState::ALL {
-            let n = jobs_by_state
+            let n = scrape
+                .jobs_by_state
                 .iter()
                 .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
-            let _ = writeln!(out, "jobtrack_jobs{{state=\"{}\"}} {n}", state.as_str());
+            self.jobs
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(n);
         }
+        for transport in Transport::ALL {
+            // Every transport shows, at zero until a stream opens.
+            drop(
+                self.watch_streams
+                    .get_or_create(&TransportLabel { transport }),
+            );
+        }
+        self.lagging.set(scrape.lagging.0 as i64);
+        self.lag.set(scrape.lagging.1.min(i64::MAX as u64) as i64);
+        self.head.set(scrape.head.min(i64::MAX as u64) as i64);
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
-/// Names of one family of call metrics (a counter by outcome and a latency histogram).
-struct Family {
-    calls: &'static str,
-    calls_help: &'static str,
-    duration: &'static str,
-    duration_help: &'static str,
-    label: &'static str,
-    code_label: &'static str,
-}
+/// One open watch stream, counted until dropped.
+pub struct OpenStream(Gauge);
 
-fn render_family(
-    out: &mut String,
-    family: Family,
-    names: &[&str],
-    stats: &[MethodStats],
-    codes: &[&str],
-) {
-    let Family {
-        calls,
-        calls_help,
-        duration,
-        duration_help,
-        label,
-        code_label,
-    } = family;
-    let _ = writeln!(out, "# HELP {calls} {calls_help}");
-    let _ = writeln!(out, "# TYPE {calls} counter");
-    for (name, m) in names.iter().zip(stats) {
-        for (code, count) in codes.iter().zip(&m.calls) {
-            let n = count.load(Ordering::Relaxed);
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "{calls}{{{label}=\"{name}\",{code_label}=\"{code}\"}} {n}"
-                );
-            }
-        }
-    }
-    let _ = writeln!(out, "# HELP {duration} {duration_help}");
-    let _ = writeln!(out, "# TYPE {duration} histogram");
-    for (name, m) in names.iter().zip(stats) {
-        let count = m.count.load(Ordering::Relaxed);
-        if count == 0 {
-            continue;
-        }
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&m.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{duration}_bucket{{{label}=\"{name}\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{duration}_bucket{{{label}=\"{name}\",le=\"+Inf\"}} {count}"
-        );
-        let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{duration}_sum{{{label}=\"{name}\"}} {sum}");
-        let _ = writeln!(out, "{duration}_count{{{label}=\"{name}\"}} {count}");
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -8,15 +8,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
-use crate::app::{App, Caller};
+use crate::app::{App, Caller, Events};
 use crate::auth::{KeyIdentity, Permission, Principal};
 use crate::domain::query::PageAt;
 use crate::error::{Error, ErrorKind};
-use crate::metrics::{METHODS, Metrics};
+use crate::interface::{Rpc, Transport};
+use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::access_service_server::AccessService;
 use crate::pb::job_service_server::JobService;
@@ -56,7 +56,7 @@ impl GrpcJobService {
     /// Runs one call: times it, logs one line with method, key, code and duration, counts it.
     async fn call<T>(
         &self,
-        method: usize,
+        rpc: Rpc,
         key: Option<Arc<KeyIdentity>>,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<Response<T>, Status> {
@@ -64,8 +64,8 @@ impl GrpcJobService {
         let result = work.await.map_err(status);
         let elapsed = started.elapsed();
         let code = result.as_ref().err().map_or(Code::Ok, Status::code);
-        self.metrics.record(method, code as i32, elapsed);
-        let name = METHODS[method];
+        self.metrics.record_call(rpc, code_name(code), elapsed);
+        let name = rpc.name();
         let micros = elapsed.as_micros() as u64;
         let key = key.as_deref().map(|k| k.name.as_str());
         match &result {
@@ -80,13 +80,55 @@ impl GrpcJobService {
     }
 }
 
-/// Authenticates a request from its `authorization` metadata (a header for gRPC-web).
+/// A status code's name, as gRPC spells it (`NOT_FOUND`).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Authenticates a request from its `authorization` metadata (a header for gRPC-web). A call
+/// that arrived as gRPC-web carries [`Transport::GrpcWeb`] (see [`mark_grpc_web`]).
 fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Error> {
     let authorization = request
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok());
-    app.authenticate(authorization, request.remote_addr(), "gRPC")
+    let transport = request
+        .extensions()
+        .get::<Transport>()
+        .copied()
+        .unwrap_or(Transport::Grpc);
+    app.authenticate(authorization, request.remote_addr(), transport)
+}
+
+/// Marks a request that arrives as gRPC-web, before it is translated into gRPC.
+pub async fn mark_grpc_web(mut request: axum::extract::Request) -> axum::extract::Request {
+    let grpc_web = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc-web"));
+    if grpc_web {
+        request.extensions_mut().insert(Transport::GrpcWeb);
+    }
+    request
 }
 
 /// The key of an authenticated caller, for the call's log line.
@@ -102,10 +144,8 @@ fn key_of(caller: &Result<Caller, Error>) -> Option<Arc<KeyIdentity>> {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
 
-fn event_stream(events: tokio::sync::mpsc::Receiver<Result<WatchEvent, Error>>) -> EventStream {
-    Box::pin(
-        ReceiverStream::new(events).map(|event| event.map(|e| event_to_pb(&e)).map_err(status)),
-    )
+fn event_stream(events: Events) -> EventStream {
+    Box::pin(events.map(|event| event.map(|e| event_to_pb(&e)).map_err(status)))
 }
 
 fn event_to_pb(event: &WatchEvent) -> pb::JobEvent {
@@ -134,7 +174,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let job = request.into_inner().job;
-        self.call(0, key_of(&caller), async {
+        self.call(Rpc::CreateJob, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(
                 &self.app.create_job(&caller, new_job_from_pb(job)?).await?,
@@ -149,7 +189,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(1, key_of(&caller), async {
+        self.call(Rpc::GetJob, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(&self.app.get_job(&caller, &r.id).await?))
         })
@@ -162,7 +202,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(2, key_of(&caller), async {
+        self.call(Rpc::ListJobs, key_of(&caller), async {
             let caller = caller?;
             let page = self
                 .app
@@ -189,7 +229,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(3, key_of(&caller), async {
+        self.call(Rpc::UpdateJob, key_of(&caller), async {
             let caller = caller?;
             let (id, update) = update_from_pb(r.job, r.update_mask, r.append_activity)?;
             Ok(job_to_pb(
@@ -205,7 +245,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<()>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(4, key_of(&caller), async {
+        self.call(Rpc::DeleteJob, key_of(&caller), async {
             let caller = caller?;
             self.app.delete_job(&caller, &r.id, &r.etag).await?;
             Ok(())
@@ -219,7 +259,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(5, key_of(&caller), async {
+        self.call(Rpc::CancelJob, key_of(&caller), async {
             let caller = caller?;
             Ok(job_to_pb(&self.app.cancel_job(&r.id, &caller, None).await?))
         })
@@ -234,7 +274,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(6, key_of(&caller), async {
+        self.call(Rpc::WatchJob, key_of(&caller), async {
             let caller = caller?;
             Ok(event_stream(
                 self.app.watch_job(&caller, &r.id, &r.resume_token).await?,
@@ -251,7 +291,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(7, key_of(&caller), async {
+        self.call(Rpc::WatchJobs, key_of(&caller), async {
             let caller = caller?;
             Ok(event_stream(
                 self.app
@@ -268,7 +308,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::PvcProgress>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(8, key_of(&caller), async {
+        self.call(Rpc::ReportPvcProgress, key_of(&caller), async {
             let caller = caller?;
             Ok(pvc_to_pb(
                 &self
@@ -286,7 +326,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::PvcProgress>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(9, key_of(&caller), async {
+        self.call(Rpc::GetPvcProgress, key_of(&caller), async {
             let caller = caller?;
             Ok(pvc_to_pb(&self.app.get_pvc_progress(&caller, &r.id).await?))
         })
@@ -299,7 +339,7 @@ impl JobService for GrpcJobService {
     ) -> Result<Response<pb::ListPvcProgressResponse>, Status> {
         let caller = caller(&self.app, &request);
         let r = request.into_inner();
-        self.call(10, key_of(&caller), async {
+        self.call(Rpc::ListPvcProgress, key_of(&caller), async {
             let caller = caller?;
             let page = self
                 .app
@@ -329,7 +369,7 @@ impl AccessService for GrpcJobService {
         request: Request<pb::GetCallerRequest>,
     ) -> Result<Response<pb::Caller>, Status> {
         let caller = caller(&self.app, &request);
-        self.call(11, key_of(&caller), async {
+        self.call(Rpc::GetCaller, key_of(&caller), async {
             let access = self.app.get_caller(&caller?);
             let permissions = |list: &[Permission]| {
                 list.iter()

@@ -31,6 +31,7 @@ use crate::auth::{KeyIdentity, Principal};
 use crate::domain::query::PageAt;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, ErrorKind};
+use crate::interface::{Route, Transport};
 use crate::metrics::Metrics;
 use params::ListParams;
 use render::{Context, Link, Projection};
@@ -46,40 +47,38 @@ struct Rest {
     app: App,
 }
 
-/// The gateway's routes. Paths answer with or without a trailing slash, as the framework's do.
+/// The gateway's routes ([`Route::PATTERNS`]). Paths answer with or without a trailing slash,
+/// as the framework's do.
 pub fn router(app: App, metrics: Arc<Metrics>) -> axum::Router {
+    let mut router = axum::Router::new();
+    for (route, pattern) in Route::PATTERNS {
+        router = router
+            .route(pattern, handler(route))
+            .route(&format!("{pattern}/"), handler(route));
+    }
+    router
+        .with_state(Rest { app })
+        .layer(axum::middleware::from_fn_with_state(metrics, log_request))
+}
+
+/// What serves `route`, with its OPTIONS answer and its 405 for other methods.
+fn handler(route: Route) -> MethodRouter<Rest> {
     let read = |handler: MethodRouter<Rest>| {
         handler
             .options(|| async { allow("GET, HEAD, OPTIONS") })
             .fallback(|| async { method_not_allowed("GET, HEAD, OPTIONS") })
     };
-    let write = |handler: MethodRouter<Rest>| {
-        handler
+    match route {
+        Route::Jobs => read(get(list_jobs)),
+        Route::Job => read(get(get_job)),
+        Route::Cancel => post(cancel_job)
             .options(|| async { allow("POST, OPTIONS") })
-            .fallback(|| async { method_not_allowed("POST, OPTIONS") })
-    };
-    let mut router = axum::Router::new();
-    for slash in ["", "/"] {
-        router = router
-            .route(&format!("/api/v1/jobs{slash}"), read(get(list_jobs)))
-            .route(&format!("/api/v1/jobs/{{id}}{slash}"), read(get(get_job)))
-            .route(
-                &format!("/api/v1/jobs/{{id}}/action/cancel{slash}"),
-                write(post(cancel_job)),
-            )
-            .route(
-                &format!("/api/v1/kubepvcprogress{slash}"),
-                read(get(list_pvcs)),
-            )
-            .route(
-                &format!("/api/v1/kubepvcprogress/{{id}}{slash}"),
-                read(get(get_pvc)),
-            );
+            .fallback(|| async { method_not_allowed("POST, OPTIONS") }),
+        Route::PvcProgressList => read(get(list_pvcs)),
+        Route::PvcProgressItem => read(get(get_pvc)),
+        Route::ApiDocs => read(get(openapi)),
+        Route::Other => axum::routing::any(not_found),
     }
-    router
-        .route("/api-docs", read(get(openapi)))
-        .with_state(Rest { app })
-        .layer(axum::middleware::from_fn_with_state(metrics, log_request))
 }
 
 /// What a request outside every route gets: the envelope's 404 (gRPC requests to an unknown
@@ -236,7 +235,9 @@ fn caller(rest: &Rest, request: &Request) -> Result<Caller, ApiError> {
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr);
-    let caller = rest.app.authenticate(authorization, peer, "REST")?;
+    let caller = rest
+        .app
+        .authenticate(authorization, peer, Transport::Rest)?;
     if let (Some(slot), Principal::Key(key)) =
         (request.extensions().get::<KeySlot>(), &caller.principal)
     {
@@ -535,16 +536,16 @@ async fn log_request(
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("other", |p| crate::metrics::http_route(p.as_str()));
+        .map_or(Route::Other, |p| Route::of_pattern(p.as_str()));
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics.record_http(route, status, elapsed);
+    metrics.record_request(route, status, elapsed);
     if method != Method::OPTIONS {
         tracing::info!(
             target: "jobtrack::http",
             method = %method,
-            route,
+            route = route.name(),
             key = key.0.get().map(|k| k.name.as_str()),
             status,
             micros = elapsed.as_micros() as u64,

@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::watch::{JobHub, WatchConfig};
 use background::{Background, HistoryRetention};
@@ -56,8 +57,20 @@ impl Server {
         );
         let keys = Keys::new(config.insecure_no_auth, config.key_limits);
         keys.replace(store.list_keys().await?);
-        let app = App::new(store.clone(), hub, config.max_page_size, keys.clone());
-        let (router, health) = routes::router(app, store.clone(), &config.cors_origins).await?;
+        let metrics = Metrics::new(store.write_metrics());
+        let app = App::new(
+            store.clone(),
+            hub.clone(),
+            config.max_page_size,
+            keys.clone(),
+            metrics.clone(),
+        );
+        let observed = routes::Observed {
+            metrics,
+            store: store.clone(),
+            hub,
+        };
+        let (router, health) = routes::router(app, observed, &config.cors_origins).await?;
 
         check_auth_is_safe(&config, &keys)?;
         let tls = tls::tls_acceptor(&config)?;

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -12,24 +14,33 @@ use tonic_health::server::HealthReporter;
 use crate::app::App;
 use crate::error::{Error, Result};
 use crate::grpc::GrpcJobService;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics, Scrape};
 use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::job_service_server::JobServiceServer;
 use crate::store::Store;
+use crate::watch::JobHub;
 
 /// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// What `/metrics` reads at scrape time besides the counters.
+#[derive(Clone)]
+pub(super) struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    pub hub: JobHub,
+}
+
 /// Every route of the server, and the health reporter its database monitor updates.
 pub(super) async fn router(
     app: App,
-    store: Store,
+    observed: Observed,
     cors_origins: &[String],
 ) -> Result<(axum::Router, HealthReporter)> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = observed.metrics.clone();
     let (health, grpc) = grpc(app.clone(), metrics.clone()).await?;
     let router = grpc
-        .route("/metrics", metrics_route(metrics.clone(), store))
+        .route("/metrics", get(move || scrape(observed.clone())))
         .merge(crate::rest::router(app, metrics))
         .merge(crate::dashboard::router())
         .fallback(crate::rest::not_found);
@@ -73,25 +84,31 @@ async fn grpc(app: App, metrics: Arc<Metrics>) -> Result<(HealthReporter, axum::
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(tonic_web::GrpcWebLayer::new())
+        // Outermost: sees the request before gRPC-web is translated, to mark it as such.
+        .layer(axum::middleware::map_request(crate::grpc::mark_grpc_web));
     Ok((health, router))
 }
 
-/// `GET /metrics`: the Prometheus exposition, with the jobs by state read at scrape time.
-fn metrics_route(metrics: Arc<Metrics>, store: Store) -> axum::routing::MethodRouter {
-    get(move || {
-        let (metrics, store) = (metrics.clone(), store.clone());
-        async move {
-            let states = store.count_jobs_by_state().await.unwrap_or_default();
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
-                )],
-                metrics.render(&states),
+/// `GET /metrics`: the exposition, with the jobs by state, the lagging watchers and the head
+/// read now. A database that cannot be read is a 503, never a page of zeros.
+async fn scrape(observed: Observed) -> Response {
+    let jobs_by_state = match observed.store.count_jobs_by_state().await {
+        Ok(states) => states,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the database cannot be read: {}\n", e.public_message()),
             )
+                .into_response();
         }
-    })
+    };
+    let page = observed.metrics.exposition(Scrape {
+        jobs_by_state: &jobs_by_state,
+        lagging: observed.hub.lagging(),
+        head: observed.store.head(),
+    });
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], page).into_response()
 }
 
 /// CORS for browsers on other origins: gRPC-web and REST calls, with the headers gRPC-web needs.

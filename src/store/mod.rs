@@ -34,6 +34,7 @@ use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
 use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
 use crate::error::{Error, Result};
+use crate::metrics::WriteMetrics;
 use backend::SqlBackend;
 use batch::Op;
 use counts::JobCounts;
@@ -109,6 +110,7 @@ pub struct Store {
     feed: Arc<Feed>,
     /// Totals of job lists, kept exact from the feed.
     counts: JobCounts,
+    metrics: WriteMetrics,
 }
 
 enum Backend {
@@ -143,19 +145,26 @@ impl Store {
     /// `postgresql://...`), else SQLite: `sqlite::memory:`, `sqlite:PATH`, `sqlite://PATH` or a
     /// plain file path.
     pub async fn open(url: &str) -> Result<Store> {
+        let metrics = WriteMetrics::default();
         let (backend, feed) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
-            let (store, feed) = PgStore::open(url).await?;
+            let (store, feed) = PgStore::open(url, metrics.clone()).await?;
             (Backend::Postgres(store), feed)
         } else {
-            let (store, feed) = SqliteStore::open(url).await?;
+            let (store, feed) = SqliteStore::open(url, metrics.clone()).await?;
             (Backend::Sqlite(store), feed)
         };
         Ok(Store {
             backend: Arc::new(backend),
             counts: JobCounts::start(feed.subscribe(), feed.head()),
             feed,
+            metrics,
         })
+    }
+
+    /// What the writers measure, for `/metrics`.
+    pub fn write_metrics(&self) -> &WriteMetrics {
+        &self.metrics
     }
 
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {

@@ -14,6 +14,7 @@
 //! already considered. Nothing is skipped and nothing arrives twice.
 
 mod dispatch;
+mod lag;
 mod selector;
 mod token;
 mod watcher;
@@ -29,6 +30,7 @@ use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use dispatch::{INBOX, Inbox, Recent, Registration, Registry, Slot, dispatch};
+use lag::Lagging;
 use selector::Selector;
 use watcher::{Start, Watcher};
 
@@ -76,6 +78,8 @@ pub struct JobHub {
     shutdown: watch::Receiver<bool>,
     registry: Arc<Mutex<Registry>>,
     recent: Arc<std::sync::RwLock<Recent>>,
+    /// The watchers catching up from the log, for `/metrics`.
+    lagging: Lagging,
     next_id: Arc<AtomicU64>,
 }
 
@@ -97,8 +101,15 @@ impl JobHub {
             shutdown,
             registry,
             recent,
+            lagging: Lagging::default(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// How many watchers are catching up from the log, and how many changes behind this
+    /// replica's head the furthest one is.
+    pub fn lagging(&self) -> (usize, u64) {
+        self.lagging.summary(self.store.head())
     }
 
     fn register(&self, job: Option<&ObjectId>) -> Inbox {
@@ -204,14 +215,7 @@ impl JobHub {
 
     fn spawn(&self, selector: Selector, inbox: Inbox, start: Start) -> Events {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        let watcher = Watcher::new(
-            self.store.clone(),
-            self.recent.clone(),
-            &self.config,
-            self.shutdown.clone(),
-            tx,
-            selector,
-        );
+        let watcher = Watcher::new(self, inbox._registration.id, tx, selector);
         tokio::spawn(watcher.run(inbox, start));
         rx
     }

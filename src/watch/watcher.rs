@@ -15,9 +15,10 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 
 use super::dispatch::{Inbox, Recent};
+use super::lag::Lagging;
 use super::selector::Selector;
 use super::token::{ResumePoint, encode_token};
-use super::{EventKind, WatchConfig, WatchEvent};
+use super::{EventKind, JobHub, WatchEvent};
 
 /// Changes read from the log per query while catching up.
 const CATCH_UP_PAGE: u32 = 500;
@@ -52,7 +53,10 @@ pub(super) enum Start {
 }
 
 pub(super) struct Watcher {
+    /// Unique among the hub's watchers.
+    id: u64,
     store: Store,
+    lagging: Lagging,
     recent: Arc<std::sync::RwLock<Recent>>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
@@ -88,20 +92,20 @@ impl SnapshotPages {
 
 impl Watcher {
     pub(super) fn new(
-        store: Store,
-        recent: Arc<std::sync::RwLock<Recent>>,
-        config: &WatchConfig,
-        shutdown: watch::Receiver<bool>,
+        hub: &JobHub,
+        id: u64,
         out: mpsc::Sender<Result<WatchEvent>>,
         selector: Selector,
     ) -> Watcher {
         Watcher {
-            store,
-            recent,
-            heartbeat: config.heartbeat,
-            snapshot_page: config.snapshot_page.max(1),
+            id,
+            store: hub.store.clone(),
+            lagging: hub.lagging.clone(),
+            recent: hub.recent.clone(),
+            heartbeat: hub.config.heartbeat,
+            snapshot_page: hub.config.snapshot_page.max(1),
             pages: None,
-            shutdown,
+            shutdown: hub.shutdown.clone(),
             out,
             selector,
             cursor: 0,
@@ -268,6 +272,7 @@ impl Watcher {
     /// Reads the log after the cursor to its end (only this job's changes, for WatchJob).
     async fn catch_up(&mut self) -> Result<(), Stop> {
         let mut floor_checked = false;
+        let catching_up = self.lagging.enter(self.id, self.cursor);
         loop {
             let job = self.selector.job().cloned();
             let in_memory = self.recent.read().unwrap_or_else(|p| p.into_inner()).after(
@@ -299,6 +304,7 @@ impl Watcher {
             for change in &page {
                 self.consider(change).await?;
             }
+            catching_up.at(self.cursor);
             if page.len() < CATCH_UP_PAGE as usize {
                 return Ok(());
             }

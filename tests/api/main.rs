@@ -13,6 +13,7 @@ mod helpers;
 mod http;
 mod jobs;
 mod lifecycle;
+mod metrics;
 mod paging;
 mod pvc_progress;
 mod query;

@@ -1,7 +1,5 @@
-//! What a client that is not ours relies on: health, reflection (v1 and v1alpha), metrics.
+//! What a client that is not ours relies on: health and reflection (v1 and v1alpha).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -119,40 +117,5 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_serve_their_descriptors
             .iter()
             .any(|s| s.name == "jobtrack.v1.JobService")
     );
-    app.stop().await;
-}
-
-async fn http_get(app: &TestApp, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
-
-#[tokio::test]
-async fn metrics_count_calls_by_method_and_code_and_jobs_by_state() {
-    let app = spawn_app().await;
-    let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
-    app.get(&created.id).await;
-    assert_eq!(
-        app.get_status("5f431ef6a7690b60975f6664").await,
-        Code::NotFound
-    );
-    let page = http_get(&app, "/metrics").await;
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    for line in [
-        "jobtrack_grpc_calls_total{method=\"CreateJob\",code=\"OK\"} 1",
-        "jobtrack_grpc_calls_total{method=\"GetJob\",code=\"OK\"} 1",
-        "jobtrack_grpc_calls_total{method=\"GetJob\",code=\"NOT_FOUND\"} 1",
-        "jobtrack_grpc_call_duration_seconds_count{method=\"GetJob\"} 2",
-        "jobtrack_jobs{state=\"RUNNING\"} 1",
-        "jobtrack_jobs{state=\"PENDING\"} 0",
-    ] {
-        assert!(page.contains(line), "missing {line:?} in\n{page}");
-    }
     app.stop().await;
 }

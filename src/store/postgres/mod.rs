@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
+use crate::metrics::WriteMetrics;
 use crate::store::backend::{SqlBackend, ask};
 use crate::store::batch::{Done, Op};
 use crate::store::db::Db;
@@ -65,7 +66,7 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connects (running migrations) and starts the writer, sequencer, follower and doorbell;
     /// answers the store and the feed its follower publishes to.
-    pub async fn open(url: &str) -> Result<(Self, Arc<Feed>)> {
+    pub async fn open(url: &str, metrics: WriteMetrics) -> Result<(Self, Arc<Feed>)> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid(format!("database URL: {e}")))?
             .application_name("jobtrack");
@@ -81,7 +82,7 @@ impl PgStore {
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let tasks = vec![
-            tokio::spawn(run_writer(pool.clone(), queue, sequencer.clone())),
+            tokio::spawn(run_writer(pool.clone(), queue, sequencer.clone(), metrics)),
             tokio::spawn(run_sequencer(
                 sequencer_pool.clone(),
                 sequencer,

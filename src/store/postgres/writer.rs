@@ -28,6 +28,7 @@ use super::sequencer::Sequencer;
 use crate::domain::now_micros;
 use crate::domain::{Job, PvcProgress};
 use crate::error::{Error, Result};
+use crate::metrics::WriteMetrics;
 use crate::store::batch::{BatchState, Changed, Done, Op, encode_change, pvc_key};
 use crate::store::database_unavailable;
 use crate::store::schema::{Stored, decode, params, select};
@@ -64,6 +65,7 @@ pub(super) async fn run_writer(
     pool: PgPool,
     mut queue: mpsc::Receiver<Pending>,
     sequencer: Arc<Sequencer>,
+    metrics: WriteMetrics,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
@@ -77,19 +79,26 @@ pub(super) async fn run_writer(
                 Err(_) => break,
             }
         }
-        let (pool, sequencer) = (pool.clone(), sequencer.clone());
+        let (pool, sequencer, metrics) = (pool.clone(), sequencer.clone(), metrics.clone());
         tokio::spawn(async move {
-            run_batch(&pool, &sequencer, batch).await;
+            run_batch(&pool, &sequencer, &metrics, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Commits one batch and answers each of its callers.
-async fn run_batch(pool: &PgPool, sequencer: &Sequencer, batch: Vec<Pending>) {
+async fn run_batch(
+    pool: &PgPool,
+    sequencer: &Sequencer,
+    metrics: &WriteMetrics,
+    batch: Vec<Pending>,
+) {
     let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
+    let started = std::time::Instant::now();
     let results = match commit(pool, &ops).await {
         Ok((results, changed)) => {
+            metrics.committed(ops.len(), started.elapsed());
             if changed {
                 sequencer.after_commit().await;
             }

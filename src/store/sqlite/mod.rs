@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
+use crate::metrics::WriteMetrics;
 use crate::store::backend::{SqlBackend, ask};
 use crate::store::batch::{Done, Op};
 use crate::store::db::Db;
@@ -52,7 +53,7 @@ pub(crate) struct SqliteStore {
 impl SqliteStore {
     /// Opens the database (running migrations) and starts the writer; answers the store and the
     /// feed its writer publishes to.
-    pub async fn open(url: &str) -> Result<(Self, Arc<Feed>)> {
+    pub async fn open(url: &str, metrics: WriteMetrics) -> Result<(Self, Arc<Feed>)> {
         let options = connect_options(url)?;
         let unavailable =
             |e| Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"));
@@ -78,6 +79,7 @@ impl SqliteStore {
         let links = WriterLinks {
             jobs: jobs.clone(),
             feed: feed.clone(),
+            metrics,
         };
         let store = SqliteStore {
             writer: tx,

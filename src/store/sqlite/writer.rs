@@ -17,6 +17,7 @@ use super::cache::{Cache, SharedJobs};
 use super::rows::{flush, load};
 use crate::domain::{Change, now_micros};
 use crate::error::Result;
+use crate::metrics::WriteMetrics;
 use crate::store::batch::{BatchState, Done, Op};
 use crate::store::feed::Feed;
 
@@ -45,6 +46,7 @@ pub(super) struct WriterLinks {
     pub jobs: SharedJobs,
     /// Every committed change, in commit order, published after its commit.
     pub feed: Arc<Feed>,
+    pub metrics: WriteMetrics,
 }
 
 pub(super) async fn run_writer(
@@ -53,7 +55,7 @@ pub(super) async fn run_writer(
     links: WriterLinks,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut cache = Cache::new(links.jobs);
+    let mut cache = Cache::new(links.jobs.clone());
     let mut next_seq = links.feed.head() + 1;
     let mut closing = false;
     while !closing {
@@ -78,8 +80,7 @@ pub(super) async fn run_writer(
             }
         }
         if !batch.is_empty() {
-            let committed =
-                commit_batch(&mut conn, &mut batch, &mut cache, next_seq, &links.feed).await;
+            let committed = commit_batch(&mut conn, &mut batch, &mut cache, next_seq, &links).await;
             if let Some(last) = committed.last() {
                 next_seq = last.seq + 1;
             }
@@ -103,7 +104,7 @@ async fn commit_batch(
     batch: &mut Vec<(Op, oneshot::Sender<Result<Done>>)>,
     cache: &mut Cache,
     first_seq: u64,
-    feed: &Feed,
+    links: &WriterLinks,
 ) -> Vec<Arc<Change>> {
     let started = std::time::Instant::now();
     let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
@@ -127,9 +128,10 @@ async fn commit_batch(
     );
     let committed = match outcome {
         Ok(state) => {
+            links.metrics.committed(batch.len(), started.elapsed());
             let committed = cache.take(state);
             if let Some(last) = committed.last() {
-                feed.advance(last.seq);
+                links.feed.advance(last.seq);
             }
             committed
         }
