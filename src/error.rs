@@ -1,5 +1,5 @@
-//! The one error type of the service. Each transport maps it once: `grpc::status` to a
-//! `tonic::Status`, and (later) the REST gateway to its JSON envelope, both through [`ErrorKind`].
+//! The one error type of the service. Each transport maps it once, through [`ErrorKind`]:
+//! `grpc::status` to a `tonic::Status`, the REST gateway's `ApiError` to its JSON envelope.
 
 /// What went wrong, in the words a client can act on.
 #[derive(Clone, Debug, thiserror::Error)]

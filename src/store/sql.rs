@@ -87,68 +87,12 @@ impl Sql {
                 self.filter(inner);
                 self.push("), FALSE)")
             }
-            Filter::Compare { field, op, value } => {
-                let column = column(field);
-                match (op, value) {
-                    (CmpOp::Eq, Value::Null) => return self.push(column).push(" IS NULL"),
-                    (CmpOp::Ne, Value::Null) => return self.push(column).push(" IS NOT NULL"),
-                    (CmpOp::Ne, v) => {
-                        return self
-                            .push("(")
-                            .push(column)
-                            .push(" IS NULL OR ")
-                            .push(column)
-                            .push(" <> ")
-                            .bind_value(v)
-                            .push(")");
-                    }
-                    _ => {}
-                }
-                let symbol = match op {
-                    CmpOp::Eq => " = ",
-                    CmpOp::Ne => " <> ",
-                    CmpOp::Gt => " > ",
-                    CmpOp::Gte => " >= ",
-                    CmpOp::Lt => " < ",
-                    CmpOp::Lte => " <= ",
-                };
-                self.push(column).push(symbol).bind_value(value)
-            }
+            Filter::Compare { field, op, value } => self.compare(column(field), *op, value),
             Filter::In {
                 field,
                 values,
                 negated,
-            } => {
-                let column = column(field);
-                let has_null = values.contains(&Value::Null);
-                let present: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
-                // A missing field matches `$in [null]` and every `$nin` without null.
-                let (null_test, glue, list_op) = match (*negated, has_null) {
-                    (false, false) => (None, "", " IN ("),
-                    (false, true) => (Some(" IS NULL"), " OR ", " IN ("),
-                    (true, false) => (Some(" IS NULL"), " OR ", " NOT IN ("),
-                    (true, true) => (Some(" IS NOT NULL"), " AND ", " NOT IN ("),
-                };
-                if present.is_empty() {
-                    return match null_test {
-                        None => self.push("1=0"),
-                        Some(_) if *negated && !has_null => self.push("1=1"),
-                        Some(test) => self.push(column).push(test),
-                    };
-                }
-                self.push("(");
-                if let Some(test) = null_test {
-                    self.push(column).push(test).push(glue);
-                }
-                self.push(column).push(list_op);
-                for (i, v) in present.iter().enumerate() {
-                    if i > 0 {
-                        self.push(", ");
-                    }
-                    self.bind_value(v);
-                }
-                self.push("))")
-            }
+            } => self.in_list(column(field), values, *negated),
             Filter::Exists { field, exists } => {
                 self.push(column(field))
                     .push(if *exists { " IS NOT NULL" } else { " IS NULL" })
@@ -164,6 +108,66 @@ impl Sql {
                     .bind(Param::Text(Some(postgres_regex(pattern.as_str())))),
             },
         }
+    }
+
+    /// `column op value`; `$ne` also matches a missing field, as in the query language.
+    fn compare(&mut self, column: &str, op: CmpOp, value: &Value) -> &mut Self {
+        match (op, value) {
+            (CmpOp::Eq, Value::Null) => return self.push(column).push(" IS NULL"),
+            (CmpOp::Ne, Value::Null) => return self.push(column).push(" IS NOT NULL"),
+            (CmpOp::Ne, v) => {
+                return self
+                    .push("(")
+                    .push(column)
+                    .push(" IS NULL OR ")
+                    .push(column)
+                    .push(" <> ")
+                    .bind_value(v)
+                    .push(")");
+            }
+            _ => {}
+        }
+        let symbol = match op {
+            CmpOp::Eq => " = ",
+            CmpOp::Ne => " <> ",
+            CmpOp::Gt => " > ",
+            CmpOp::Gte => " >= ",
+            CmpOp::Lt => " < ",
+            CmpOp::Lte => " <= ",
+        };
+        self.push(column).push(symbol).bind_value(value)
+    }
+
+    /// `$in` (`$nin` when `negated`); a `null` among the values matches a missing field.
+    fn in_list(&mut self, column: &str, values: &[Value], negated: bool) -> &mut Self {
+        let has_null = values.contains(&Value::Null);
+        let present: Vec<&Value> = values.iter().filter(|v| **v != Value::Null).collect();
+        // A missing field matches `$in [null]` and every `$nin` without null.
+        let (null_test, glue, list_op) = match (negated, has_null) {
+            (false, false) => (None, "", " IN ("),
+            (false, true) => (Some(" IS NULL"), " OR ", " IN ("),
+            (true, false) => (Some(" IS NULL"), " OR ", " NOT IN ("),
+            (true, true) => (Some(" IS NOT NULL"), " AND ", " NOT IN ("),
+        };
+        if present.is_empty() {
+            return match null_test {
+                None => self.push("1=0"),
+                Some(_) if negated && !has_null => self.push("1=1"),
+                Some(test) => self.push(column).push(test),
+            };
+        }
+        self.push("(");
+        if let Some(test) = null_test {
+            self.push(column).push(test).push(glue);
+        }
+        self.push(column).push(list_op);
+        for (i, v) in present.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind_value(v);
+        }
+        self.push("))")
     }
 
     fn join<T: Stored>(&mut self, parts: &[Filter<T>], glue: &str, empty: &str) -> &mut Self {

@@ -1,5 +1,6 @@
-//! One test binary: every test starts the real server on port 0 against a fresh SQLite file and
-//! talks to it with a real tonic client.
+//! One test binary: every test starts the real server on port 0 against a fresh database — a
+//! SQLite file, or with `JOBTRACK_TEST_POSTGRES` a new database on that Postgres server — and
+//! talks to it with real clients (tonic for gRPC and gRPC-web, raw HTTP/1.1 for REST).
 
 mod auth;
 mod bad_input;
