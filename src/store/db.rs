@@ -108,6 +108,8 @@ where
         }
     }
 
+    /// A connection of its own, for reads that need one (the pool's executor boxes its futures,
+    /// so reads on the pool itself keep the callers' futures small).
     async fn conn(&self) -> Result<PoolConnection<DB>> {
         Ok(self.pool.acquire().await?)
     }
@@ -122,7 +124,7 @@ where
 
     async fn one<T: Stored>(&self, statement: &str, id: &ObjectId) -> Result<Option<T>> {
         let row = query::<DB>(statement, vec![text(id.as_str())])
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(decode).transpose()
     }
@@ -140,9 +142,8 @@ where
     }
 
     async fn rows<T: Stored>(&self, sql: Sql) -> Result<Vec<T>> {
-        let mut conn = self.conn().await?;
         let rows = query::<DB>(&sql.text, sql.params)
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode).collect()
     }
@@ -172,7 +173,7 @@ where
     pub async fn jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
-                .fetch_all(&mut *self.conn().await?)
+                .fetch_all(&self.pool)
                 .await?;
         Ok(states(rows))
     }
@@ -203,9 +204,7 @@ where
             ),
             None => (&self.statements.changes_after, vec![after, limit]),
         };
-        let rows = query::<DB>(statement, params)
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
+        let rows = query::<DB>(statement, params).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| positioned(row.try_get(0)?, &row.try_get::<Vec<u8>, _>(1)?))
             .collect()
@@ -214,7 +213,7 @@ where
     /// The retained history: changes after `floor` are all still in the log.
     pub async fn history(&self) -> Result<History> {
         let row = query::<DB>(&self.statements.history, Vec::new())
-            .fetch_one(&mut *self.conn().await?)
+            .fetch_one(&self.pool)
             .await?;
         let (min, max): (Option<i64>, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
         let head = max.unwrap_or(0).max(0) as u64;
@@ -284,7 +283,7 @@ where
             .bind(text(&key.hash));
         insert.push(", ").bind(int(key.created)).push(")");
         query::<DB>(&insert.text, insert.params)
-            .execute(&mut *self.conn().await?)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -294,7 +293,7 @@ where
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT id, name, role, hash, created, revoked FROM api_keys ORDER BY created, id",
         )
-        .fetch_all(&mut *self.conn().await?)
+        .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(api_key).collect()
     }
@@ -308,16 +307,14 @@ where
         update.bind(int(now)).push(") WHERE id = ").bind(text(id));
         update.push(" RETURNING id");
         let revoked = query::<DB>(&update.text, update.params)
-            .fetch_optional(&mut *self.conn().await?)
+            .fetch_optional(&self.pool)
             .await?;
         Ok(revoked.is_some())
     }
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.conn().await?)
-            .await?;
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 }
