@@ -85,6 +85,9 @@ cargo fmt --all -- --check
 say "lints"
 cargo clippy --all-targets --locked -- -D warnings
 
+say "layout: files of at most 600 lines under src/, no circle between modules"
+python3 scripts/check_layout.py
+
 # The replica tests need Postgres in every case; they run once, in the Postgres pass.
 say "tests on SQLite (unit and integration: real servers on port 0, real gRPC and HTTP clients)"
 cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}" --skip replicas::

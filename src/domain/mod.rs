@@ -17,6 +17,8 @@ pub use pvc::{
     CopyProgress, OpType, PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats,
 };
 
+use crate::error::{Error, Result};
+
 /// Longest text accepted in any string field or activity line, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 /// Most activity lines one job may hold.
@@ -38,4 +40,19 @@ pub fn etag(id: &ObjectId, revision: u64, updated_micros: i64) -> String {
     hasher.update(&revision.to_be_bytes());
     hasher.update(&updated_micros.to_be_bytes());
     hasher.digest().to_string()
+}
+
+/// Refuses text over [`MAX_TEXT_BYTES`] or with a NUL character, naming the field.
+pub(crate) fn check_text(name: &str, value: Option<&str>) -> Result<()> {
+    match value {
+        Some(v) if v.len() > MAX_TEXT_BYTES => Err(Error::invalid(format!(
+            "{name} is {} bytes long; the limit is {MAX_TEXT_BYTES}",
+            v.len()
+        ))),
+        // Postgres cannot store it, and no job name or message needs it.
+        Some(v) if v.contains('\0') => Err(Error::invalid(format!(
+            "{name} contains a NUL character (\\u0000), which is not allowed in text"
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -13,8 +13,8 @@ use crate::domain::query::{Filter, ListQuery};
 use crate::domain::{Change, Job, JobState, ObjectId, PvcProgress};
 use crate::error::Result;
 use crate::store::batch::decode_change;
-use crate::store::schema::{KeyRow, Stored, api_key, decode, select, states};
-use crate::store::sql::{Dialect, Param, Sql, page, snapshot_page};
+use crate::store::schema::{KeyRow, Param, Stored, api_key, decode, select, states};
+use crate::store::sql::{Dialect, Sql, page, snapshot_page};
 use crate::store::{History, Page};
 
 /// One backend's pool and its spelling of the shared statements.

@@ -11,7 +11,27 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use crate::domain::query::{Datum, Field, Kind, Resource, Value};
 use crate::domain::{Job, JobState, PvcProgress};
 use crate::error::{Error, Result};
-use crate::store::sql::Param;
+
+/// A bound parameter, typed so that NULLs carry their column's type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<&Value> for Param {
+    fn from(v: &Value) -> Self {
+        match v {
+            Value::Null => Param::Text(None),
+            Value::Int(i) => Param::Int(Some(*i)),
+            Value::Text(s) => Param::Text(Some(s.clone())),
+            // Lines are never queried (the parser refuses them); stored as JSON.
+            Value::Lines(lines) => {
+                Param::Text(Some(serde_json::Value::from(lines.clone()).to_string()))
+            }
+        }
+    }
+}
 
 /// A resource kept in a table of its own.
 pub trait Stored: Resource {

@@ -3,7 +3,7 @@
 
 use crate::domain::Job;
 use crate::domain::query::{CmpOp, Filter, ListQuery, SortKey, Value};
-use crate::store::schema::Stored;
+use crate::store::schema::{Param, Stored};
 
 /// The SQL dialect: placeholders, regex operator and NULL ordering differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,27 +18,6 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "?".to_string(),
             Dialect::Postgres => format!("${n}"),
-        }
-    }
-}
-
-/// A bound parameter, typed so that NULLs carry their column's type.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Param {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-impl From<&Value> for Param {
-    fn from(v: &Value) -> Self {
-        match v {
-            Value::Null => Param::Text(None),
-            Value::Int(i) => Param::Int(Some(*i)),
-            Value::Text(s) => Param::Text(Some(s.clone())),
-            // Lines are never queried (the parser refuses them); stored as JSON.
-            Value::Lines(lines) => {
-                Param::Text(Some(serde_json::Value::from(lines.clone()).to_string()))
-            }
         }
     }
 }

@@ -6,9 +6,9 @@
 //! a property in `openapi.json`).
 
 use crate::domain::pvc::{CopyProgress, SnapshotProgress};
+use crate::domain::query::value::required;
 use crate::domain::query::{Datum, EnumKind, Field, Kind, Origin, Resource, Uses};
 use crate::domain::{Job, JobFields, JobState, JobType, ObjectId};
-use crate::error::{Error, Result};
 
 /// A client-written nullable field of [`JobFields`]: text, an id or an integer.
 macro_rules! written {
@@ -222,11 +222,6 @@ static FIELDS: [Field<Job>; 37] = [
         },
     },
 ];
-
-/// The value of a field every record has.
-pub(crate) fn required<V>(value: Option<V>) -> Result<V> {
-    value.ok_or_else(|| Error::invalid("a value is required"))
-}
 
 impl Resource for Job {
     const NAME: &'static str = "jobs";

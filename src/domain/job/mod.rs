@@ -8,7 +8,7 @@ pub mod update;
 use crate::domain::query::{Datum, Kind, Resource};
 use crate::domain::string_enum::string_enum;
 use crate::domain::{
-    CopyProgress, MAX_ACTIVITY_LINES, MAX_TEXT_BYTES, ObjectId, SnapshotProgress, etag,
+    CopyProgress, MAX_ACTIVITY_LINES, ObjectId, SnapshotProgress, check_text, etag,
 };
 use crate::error::{Error, Result};
 
@@ -201,20 +201,6 @@ pub(crate) fn validate(job: &Job) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_text(name: &str, value: Option<&str>) -> Result<()> {
-    match value {
-        Some(v) if v.len() > MAX_TEXT_BYTES => Err(Error::invalid(format!(
-            "{name} is {} bytes long; the limit is {MAX_TEXT_BYTES}",
-            v.len()
-        ))),
-        // Postgres cannot store it, and no job name or message needs it.
-        Some(v) if v.contains('\0') => Err(Error::invalid(format!(
-            "{name} contains a NUL character (\\u0000), which is not allowed in text"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 pub(super) fn validate_activity(existing: usize, lines: &[String]) -> Result<()> {
     for line in lines {
         check_text("an activity line", Some(line))?;
@@ -231,6 +217,7 @@ pub(super) fn validate_activity(existing: usize, lines: &[String]) -> Result<()>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::domain::MAX_TEXT_BYTES;
 
     /// A job with every field set, aggregates included.
     pub(crate) fn a_job_with_everything_set() -> Job {

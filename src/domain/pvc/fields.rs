@@ -3,7 +3,7 @@
 
 use super::{OpType, PvcProgress, PvcState, TransferStats};
 use crate::domain::ObjectId;
-use crate::domain::job::fields::required;
+use crate::domain::query::value::required;
 use crate::domain::query::{
     CmpOp, Datum, EnumKind, Field, Filter, Kind, Origin, Resource, Uses, Value,
 };

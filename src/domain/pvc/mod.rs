@@ -5,9 +5,8 @@
 pub mod fields;
 pub mod progress;
 
-use crate::domain::job::check_text;
 use crate::domain::string_enum::string_enum;
-use crate::domain::{ObjectId, etag};
+use crate::domain::{ObjectId, check_text, etag};
 use crate::error::{Error, Result};
 
 pub use progress::{CopyProgress, Progress, SnapshotProgress};

@@ -106,6 +106,11 @@ impl Value {
     }
 }
 
+/// The value of a field every record has: a stored NULL there is refused.
+pub(crate) fn required<V>(value: Option<V>) -> Result<V> {
+    value.ok_or_else(|| Error::invalid("a value is required"))
+}
+
 /// A value of the wrong type for its field (a stored row that does not fit the table).
 fn wrong(expected: &str, got: &Value) -> Error {
     Error::invalid(format!("expected {expected}, got {got:?}"))

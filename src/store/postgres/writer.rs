@@ -31,8 +31,8 @@ use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
 use crate::store::batch::{BatchState, Changed, Done, Op, encode_change, pvc_key};
 use crate::store::database_unavailable;
+use crate::store::schema::Param;
 use crate::store::schema::{Stored, decode, params, select};
-use crate::store::sql::Param;
 
 /// Operations in one transaction at most.
 const MAX_BATCH: usize = 256;

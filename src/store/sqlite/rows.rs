@@ -12,8 +12,8 @@ use super::cache::Cache;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::Result;
 use crate::store::batch::{BatchState, Changed, Op, PvcKey, encode_change, pvc_key};
+use crate::store::schema::Param;
 use crate::store::schema::{Stored, decode, params, select};
-use crate::store::sql::Param;
 
 static SELECT_JOBS: LazyLock<String> =
     LazyLock::new(|| select::<Job>("id IN (SELECT value FROM json_each(?))"));

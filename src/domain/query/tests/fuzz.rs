@@ -7,26 +7,13 @@
 //! per target, a couple of seconds); a failing input is printed so it can join the corpus.
 //!
 //! Beside it, property tests generate valid `where` documents from the query grammar, parse them,
-//! render the filter back to a `where` ([`super::render`]) and check that it parses to the same
+//! render the filter back to a `where` (`render.rs`) and check that it parses to the same
 //! filter, for both resources.
 
+use super::Rng;
 use crate::domain::Job;
 use crate::domain::query::{ListQuery, PageAt, parse_sort, parse_where};
 use crate::error::Error;
-
-/// xorshift64*: deterministic, so a failure repeats.
-pub(crate) struct Rng(pub(crate) u64);
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const TOKENS: &[&str] = &[
     "{",

@@ -4,6 +4,20 @@
 pub(crate) mod fuzz;
 mod render;
 
+/// xorshift64*: deterministic, so a failure repeats.
+pub(crate) struct Rng(pub(crate) u64);
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 use crate::domain::query::*;
 use crate::domain::{Job, PvcProgress};
 

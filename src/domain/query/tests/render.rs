@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use super::fuzz::Rng;
+use super::Rng;
 use crate::domain::query::{
     CmpOp, EnumKind, Field, Filter, Kind, Operator, Resource, Value, parse_where,
 };
