@@ -23,6 +23,11 @@ apt_install() {
 }
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+# Every test runs under cargo-nextest, which gives each its own deadline (.config/nextest.toml).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    say "installing cargo-nextest (crates.io)"
+    cargo install --locked cargo-nextest
+fi
 
 # The OpenAPI test validates /api-docs and real answers with openapi-spec-validator and jsonschema;
 # the metrics test parses /metrics with the Prometheus project's own OpenMetrics parser.
@@ -79,6 +84,9 @@ provision_web() {
 }
 provision_web
 
+# The durability test counts the server's fsyncs with strace (Debian's package).
+command -v strace >/dev/null || { say "installing strace (Debian's package)"; apt_install strace; }
+
 say "format"
 cargo fmt --all -- --check
 
@@ -90,11 +98,10 @@ python3 scripts/check_layout.py
 
 # The replica tests need Postgres in every case; they run once, in the Postgres pass.
 say "tests on SQLite (unit and integration: real servers on port 0, real gRPC and HTTP clients)"
-cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}" --skip replicas::
+cargo nextest run --all-targets --locked --no-tests=fail -E 'not test(/^replicas::/)'
 
 say "the same integration tests on PostgreSQL, and the replica tests"
-JOBTRACK_TEST_POSTGRES="$PG_URL" \
-    cargo test --locked --test api -- --test-threads "${TEST_THREADS:-4}"
+JOBTRACK_TEST_POSTGRES="$PG_URL" cargo nextest run --locked --test api
 
 say "dashboard: every RPC over gRPC-web, the committed build is fresh, Chromium drives the page"
 (cd web && JOBTRACK_BIN=../target/debug/jobtrack node tests/run.mjs)

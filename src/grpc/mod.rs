@@ -118,6 +118,34 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Error> {
     app.authenticate(authorization, request.remote_addr(), transport)
 }
 
+/// A request over the size limit is RESOURCE_EXHAUSTED, as gRPC specifies and the README says;
+/// tonic's decoder refuses it (before any handler runs) as OUT_OF_RANGE, in a trailers-only
+/// answer whose status is in the headers.
+pub async fn oversized_is_resource_exhausted(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let headers = response.headers();
+    let decoder_refused = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy())
+            .is_some_and(|m| m.starts_with("Error, decoded message length too large"));
+    if decoder_refused {
+        let status = Status::resource_exhausted(format!(
+            "the request message is over the limit of {} bytes",
+            crate::server::MAX_MESSAGE_BYTES
+        ));
+        let (parts, ()) = status.into_http::<()>().into_parts();
+        for name in ["grpc-status", "grpc-message"] {
+            if let Some(value) = parts.headers.get(name) {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+    }
+    response
+}
+
 /// Marks a request that arrives as gRPC-web, before it is translated into gRPC.
 pub async fn mark_grpc_web(mut request: axum::extract::Request) -> axum::extract::Request {
     let grpc_web = request

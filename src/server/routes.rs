@@ -17,11 +17,9 @@ use crate::grpc::GrpcJobService;
 use crate::metrics::{self, Metrics, Scrape};
 use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::job_service_server::JobServiceServer;
+use crate::server::MAX_MESSAGE_BYTES;
 use crate::store::Store;
 use crate::watch::JobHub;
-
-/// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// What `/metrics` reads at scrape time besides the counters.
 #[derive(Clone)]
@@ -84,6 +82,9 @@ async fn grpc(app: App, metrics: Arc<Metrics>) -> Result<(HealthReporter, axum::
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .into_axum_router()
+        .layer(axum::middleware::map_response(
+            crate::grpc::oversized_is_resource_exhausted,
+        ))
         .layer(tonic_web::GrpcWebLayer::new())
         // Outermost: sees the request before gRPC-web is translated, to mark it as such.
         .layer(axum::middleware::map_request(crate::grpc::mark_grpc_web));

@@ -346,7 +346,7 @@ where
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_role_may_call_exactly_its_rpcs_over_grpc_and_grpc_web_and_bad_keys_none() {
     let (app, keys) = app_with_keys().await;
     rpc_matrix(app.client(), "gRPC", &keys).await;
@@ -409,7 +409,7 @@ fn rest_endpoints(job: &str, pvc: &str) -> Vec<(&'static str, String, Option<&'s
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_role_gets_exactly_its_rest_endpoints_and_bad_keys_401_in_the_envelope() {
     let (app, keys) = app_with_keys().await;
     let admin = keys.header(Role::Admin);
@@ -513,7 +513,7 @@ async fn every_role_gets_exactly_its_rest_endpoints_and_bad_keys_401_in_the_enve
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_key_stops_working_and_its_open_stream_ends() {
     let (app, keys) = app_with_keys().await;
     let viewer = &keys.of(Role::Viewer);
@@ -523,12 +523,17 @@ async fn a_revoked_key_stops_working_and_its_open_stream_ends() {
         .await
         .expect("watch")
         .into_inner();
-    let synced = stream.message().await.expect("event").expect("synced");
+    let synced = within("SYNCED", stream.message())
+        .await
+        .expect("event")
+        .expect("synced");
     assert_eq!(synced.r#type, pb::JobEventType::Synced as i32);
     let id = viewer.split('_').nth(1).expect("id").to_string();
     let store = Store::open(&app.database).await.expect("store");
     assert!(store.revoke_key(&id, 2).await.expect("revoke"));
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    // (How soon a revoked key's stream ends — about a second — is the keys' reload period; a
+    // test only waits for it to happen.)
+    let ended = within("the stream of a revoked key to end", async {
         loop {
             match stream.message().await {
                 Ok(Some(_)) => continue,
@@ -537,8 +542,7 @@ async fn a_revoked_key_stops_working_and_its_open_stream_ends() {
             }
         }
     })
-    .await
-    .expect("the stream ends within 5 s");
+    .await;
     assert_eq!(ended, Code::Unauthenticated);
     let refused = client
         .list_jobs(with_key(pb::ListJobsRequest::default(), Some(viewer)))
@@ -547,7 +551,7 @@ async fn a_revoked_key_stops_working_and_its_open_stream_ends() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_server_for_other_machines_refuses_to_start_without_keys() {
     let db = test_db().await;
     let mut config = jobtrack::config::Config::for_database(&db.url);
@@ -562,11 +566,13 @@ async fn a_server_for_other_machines_refuses_to_start_without_keys() {
     drop(app);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
+    // A burst of 5 and a refill of one call every 1,000 s: within this test the bucket never
+    // refills, so the answers are exact.
     let (app, keys) = app_with_keys_and(|c| {
         c.key_limits = jobtrack::auth::Limits {
-            rate: 2.0,
+            rate: 0.001,
             burst: 5.0,
             max_streams: 2,
         }
@@ -576,16 +582,14 @@ async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
     let (noisy, quiet) = (key(Role::Viewer), key(Role::Operator));
     let mut client = app.client();
     let mut codes = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..8 {
         codes.push(c(client
             .list_jobs(with_key(pb::ListJobsRequest::default(), Some(&noisy)))
             .await));
     }
-    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
-    assert!(
-        codes.iter().filter(|c| **c == Code::Ok).count() <= 6,
-        "{codes:?}"
-    );
+    let mut expected = vec![Code::Ok; 5];
+    expected.extend([Code::ResourceExhausted; 3]);
+    assert_eq!(codes, expected, "five calls in the burst, then none");
     let rest = request(
         app.addr,
         "GET",
@@ -619,15 +623,12 @@ async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
         Code::ResourceExhausted
     );
     drop(first);
-    let mut reopened = false;
-    for _ in 0..20 {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        if open(&mut client).await.is_ok() {
-            reopened = true;
-            break;
-        }
-    }
-    assert!(reopened, "a closed stream gives its slot back");
+    // The server learns of the closed stream a moment later: then its slot is free again.
+    let _third = eventually("a closed stream to give its slot back", || {
+        let opening = open(&mut client);
+        async move { opening.await.ok() }
+    })
+    .await;
     // The server is healthy for everyone else.
     let health = request(
         app.addr,
@@ -641,7 +642,7 @@ async fn a_key_over_its_limits_is_refused_while_other_keys_carry_on() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
     use jobtrack::pb::access_service_client::AccessServiceClient;
     let (app, keys) = app_with_keys().await;
@@ -720,7 +721,7 @@ async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
     open.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn jobtrack_whoami_shows_the_key_of_jobtrack_key_and_what_it_may_not_do() {
     let (app, keys) = app_with_keys().await;
     let server = format!("http://{}", app.addr);
@@ -754,7 +755,7 @@ async fn jobtrack_whoami_shows_the_key_of_jobtrack_key_and_what_it_may_not_do() 
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_log_line_of_each_call_names_its_key() {
     use std::io::BufRead;
     let db = test_db().await;
@@ -784,9 +785,7 @@ async fn the_log_line_of_each_call_names_its_key() {
         }
     });
     let next_line = |want: &dyn Fn(&str) -> bool| loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a log line");
+        let line = rx.recv_timeout(crate::helpers::WAIT).expect("a log line");
         if want(&line) {
             return line;
         }

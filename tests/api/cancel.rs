@@ -10,7 +10,7 @@ async fn cancel(app: &TestApp, id: &str) -> Result<pb::Job, tonic::Status> {
         .map(tonic::Response::into_inner)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_running_snapshot_or_copy_job_makes_it_cancelled_at_once() {
     let app = spawn_app().await;
     for job_type in [JobType::K8sSnap, JobType::K8sCopy] {
@@ -26,7 +26,7 @@ async fn cancelling_a_running_snapshot_or_copy_job_makes_it_cancelled_at_once() 
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_cancelled_job_again_succeeds_and_changes_nothing() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -36,7 +36,7 @@ async fn cancelling_a_cancelled_job_again_succeeds_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_of_a_job_in_another_state_is_a_failed_precondition() {
     let app = spawn_app().await;
     for state in [
@@ -61,7 +61,7 @@ async fn cancel_of_a_job_in_another_state_is_a_failed_precondition() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_of_a_running_job_of_another_type_is_a_failed_precondition() {
     let app = spawn_app().await;
     for job_type in [
@@ -82,7 +82,7 @@ async fn cancel_of_a_running_job_of_another_type_is_a_failed_precondition() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_of_an_unknown_job_is_not_found_and_of_a_malformed_id_invalid() {
     let app = spawn_app().await;
     assert_eq!(
@@ -93,7 +93,7 @@ async fn cancel_of_an_unknown_job_is_not_found_and_of_a_malformed_id_invalid() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_progress_report_after_cancel_is_refused_so_the_executor_stops() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;

@@ -1,15 +1,15 @@
 //! The client CLI as a person runs it: `jobtrack watch` survives a server restart without loss.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc::Receiver;
 
 use jobtrack::pb;
 
 use crate::durability::start_binary_on;
 use crate::helpers::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     let db = test_db().await;
     let port = {
@@ -34,6 +34,8 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .expect("jobtrack watch starts");
+    let lines = read_lines(watcher.stdout.take().expect("stdout"));
+    let mut output = Vec::new();
     let step = |client: &mut jobtrack::pb::job_service_client::JobServiceClient<
         tonic::transport::Channel,
     >,
@@ -47,11 +49,12 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
                 .expect("update");
         }
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_line(&lines, &mut output, "SYNCED");
     for n in 0..5 {
         step(&mut client, n).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill the server once the watcher has shown the last of these.
+    wait_for_line(&lines, &mut output, "\"step 4\"");
     server.kill().expect("SIGKILL");
     server.wait().expect("reaped");
 
@@ -76,26 +79,22 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
         .await
         .expect("complete");
 
-    // The watcher ends by itself once it has seen the terminal event.
-    let mut finished = None;
-    for _ in 0..300 {
-        if let Some(status) = watcher.try_wait().expect("poll") {
-            finished = Some(status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The watcher ends by itself once it has seen the terminal event: its output closes.
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        output.push(line);
     }
-    let status = finished.unwrap_or_else(|| {
-        let _ = watcher.kill();
-        panic!("jobtrack watch did not finish after the job ended")
+    let pid = watcher.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(watcher.wait()));
+    let status = exit.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        panic!(
+            "jobtrack watch did not finish after the job ended:\n{}",
+            output.join("\n")
+        )
     });
-    let mut output = String::new();
-    watcher
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut output)
-        .expect("read");
+    let status = status.expect("the watcher's exit status");
+    let output = output.join("\n");
     assert!(status.success(), "{output}");
     for n in 0..10 {
         let needle = format!("\"step {n}\"");
@@ -109,4 +108,34 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     assert!(output.contains("the job has ended"), "{output}");
     server.kill().expect("stop");
     server.wait().expect("reaped");
+}
+
+/// The lines a child writes to `out`, as they come.
+fn read_lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects lines into `output` until one contains `needle`; fails after [`WAIT`].
+fn wait_for_line(lines: &Receiver<String>, output: &mut Vec<String>, needle: &str) {
+    loop {
+        let line = lines.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "no line with {needle:?} after {WAIT:?} in:\n{}",
+                output.join("\n")
+            )
+        });
+        let found = line.contains(needle);
+        output.push(line);
+        if found {
+            return;
+        }
+    }
 }

@@ -3,7 +3,7 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn of_two_writers_holding_the_same_etag_exactly_one_wins_and_the_other_is_aborted() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -46,7 +46,7 @@ async fn of_two_writers_holding_the_same_etag_exactly_one_wins_and_the_other_is_
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_reports_on_one_job_are_all_counted() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;

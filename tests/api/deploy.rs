@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::helpers::spawn_app;
 use crate::rest_openapi::python;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_manifests_fit_together_and_fit_the_server() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let output = Command::new(python())

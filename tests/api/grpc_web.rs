@@ -8,7 +8,7 @@ use jobtrack::pb::job_service_client::JobServiceClient;
 use crate::helpers::*;
 use crate::http::request;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn grpc_web_over_http2_serves_unary_calls_and_streams() {
     let app = spawn_app().await;
     // An HTTP/2-only (h2c) HTTP client under tonic-web's gRPC-web client layer.
@@ -49,18 +49,26 @@ async fn grpc_web_over_http2_serves_unary_calls_and_streams() {
         .await
         .expect("WatchJob over gRPC-web")
         .into_inner();
-    let first = stream.message().await.expect("event").expect("snapshot");
+    let first = within("SNAPSHOT", stream.message())
+        .await
+        .expect("event")
+        .expect("snapshot");
     assert_eq!(first.r#type, pb::JobEventType::Snapshot as i32);
-    let synced = stream.message().await.expect("event").expect("synced");
+    let synced = within("SYNCED", stream.message())
+        .await
+        .expect("event")
+        .expect("synced");
     assert_eq!(synced.r#type, pb::JobEventType::Synced as i32);
     app.set_state(&created.id, JobState::Completed)
         .await
         .expect("complete");
-    let done = stream.message().await.expect("event").expect("update");
+    let done = within("UPDATED", stream.message())
+        .await
+        .expect("event")
+        .expect("update");
     assert_eq!(done.job.expect("job").state, JobState::Completed as i32);
     assert!(
-        stream
-            .message()
+        within("the end of the stream", stream.message())
             .await
             .expect("the stream ends OK")
             .is_none()
@@ -91,7 +99,7 @@ async fn ask(app: &TestApp, headers: &[(&'static str, String)]) -> crate::http::
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cors_is_off_by_default_and_allows_exactly_the_configured_origins() {
     let app = spawn_app().await;
     let reply = ask(&app, &preflight("http://dash.example")).await;

@@ -1,6 +1,10 @@
-//! `spawn_app()` and small builders shared by the tests.
+//! `spawn_app()`, small builders, and the habits every test follows: a wait waits *for an
+//! event* and fails with a message after [`WAIT`] ([`within`], [`eventually`]), never a sleep
+//! that hopes; a randomized test prints its seed ([`seed`]) so a failure can be replayed.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use jobtrack::config::Config;
 use jobtrack::pb;
@@ -12,6 +16,69 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 pub use pb::{JobState, JobType, OpType, PvcState};
+
+/// How long any one wait in a test may take before the test fails: far longer than anything
+/// takes on a loaded 2-core machine, far shorter than a CI run's limit. A bound, not a target:
+/// how fast things are is measured by benchmarks, never by tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The output of `future`, or a failure naming `what` after [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+/// Asks `check` until it answers `Some` (briefly pausing between tries), for a condition no
+/// event tells the client about; fails naming `what` after [`WAIT`].
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    within(what, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The seed of a randomized test: `JOBTRACK_TEST_SEED` to replay one, else a fresh one. Printed
+/// either way (the test harness shows it when the test fails).
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("JOBTRACK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32) | 1
+        });
+    println!("{test}: seed {seed} (replay with JOBTRACK_TEST_SEED={seed})");
+    seed
+}
+
+/// A small xorshift generator for randomized tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,

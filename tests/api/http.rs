@@ -130,13 +130,14 @@ pub fn encode(value: &str) -> String {
         .collect()
 }
 
-/// Sends `raw` bytes and returns whatever comes back within 5 s (for protocol-level checks).
+/// Sends `raw` bytes and returns all that comes back until the server closes the connection
+/// (for protocol-level checks).
 pub async fn request_raw(addr: SocketAddr, raw: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let _ = stream.write_all(raw.as_bytes()).await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
+    let _ = crate::helpers::within(
+        "the server to close the connection",
         stream.read_to_end(&mut out),
     )
     .await;

@@ -3,7 +3,7 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_created_job_is_pending_with_a_server_id_an_etag_and_revision_one() {
     let app = spawn_app().await;
     let created = app
@@ -28,7 +28,7 @@ async fn a_created_job_is_pending_with_a_server_id_an_etag_and_revision_one() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn server_made_ids_strictly_increase_in_creation_order() {
     let app = spawn_app().await;
     let mut last = String::new();
@@ -43,7 +43,7 @@ async fn server_made_ids_strictly_increase_in_creation_order() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_retried_create_with_a_client_id_gets_already_exists_and_leaves_the_job_unchanged() {
     let app = spawn_app().await;
     let id = "5f431ef6a7690b60975f6664".to_string();
@@ -70,7 +70,7 @@ async fn a_retried_create_with_a_client_id_gets_already_exists_and_leaves_the_jo
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn fields_never_set_stay_absent_and_explicit_zeros_are_kept() {
     let app = spawn_app().await;
     let created = app
@@ -90,7 +90,7 @@ async fn fields_never_set_stay_absent_and_explicit_zeros_are_kept() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn update_writes_exactly_the_masked_fields_and_clears_masked_unset_ones() {
     let app = spawn_app().await;
     let created = app
@@ -130,7 +130,7 @@ async fn update_writes_exactly_the_masked_fields_and_clears_masked_unset_ones() 
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_empty_mask_writes_every_field_set_in_the_job() {
     let app = spawn_app().await;
     let created = app
@@ -158,7 +158,7 @@ async fn an_empty_mask_writes_every_field_set_in_the_job() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn append_activity_adds_lines_in_order_with_the_state_change_in_one_revision() {
     let app = spawn_app().await;
     let created = app
@@ -193,7 +193,7 @@ async fn append_activity_adds_lines_in_order_with_the_state_change_in_one_revisi
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn naming_output_only_or_derived_fields_in_the_mask_is_invalid_and_writes_nothing() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Pending)).await;
@@ -217,7 +217,7 @@ async fn naming_output_only_or_derived_fields_in_the_mask_is_invalid_and_writes_
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn delete_removes_the_job_and_its_pvc_records() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -249,7 +249,7 @@ async fn delete_removes_the_job_and_its_pvc_records() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn delete_with_a_stale_etag_is_aborted_and_keeps_the_job() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Pending)).await;
@@ -284,7 +284,7 @@ async fn delete_with_a_stale_etag_is_aborted_and_keeps_the_job() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_job_is_not_found() {
     let app = spawn_app().await;
     assert_eq!(

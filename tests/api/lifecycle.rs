@@ -22,7 +22,7 @@ fn legal(from: JobState, to: JobState) -> bool {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_transition_is_allowed_or_refused_exactly_as_documented_and_refusals_change_nothing()
 {
     let app = spawn_app().await;
@@ -63,7 +63,7 @@ async fn every_transition_is_allowed_or_refused_exactly_as_documented_and_refusa
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn creating_directly_in_any_state_is_allowed_but_never_unknown() {
     let app = spawn_app().await;
     for state in STATES {
@@ -81,7 +81,7 @@ async fn creating_directly_in_any_state_is_allowed_but_never_unknown() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn running_sets_start_time_and_a_terminal_state_sets_end_time_once() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sSnap, JobState::Pending)).await;
@@ -122,7 +122,7 @@ async fn running_sets_start_time_and_a_terminal_state_sets_end_time_once() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn setting_the_current_state_again_applies_the_other_fields() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sSnap, JobState::Running)).await;
@@ -144,7 +144,7 @@ async fn setting_the_current_state_again_applies_the_other_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_terminal_job_refuses_every_update_append_and_pvc_report() {
     let app = spawn_app().await;
     for terminal in [
@@ -194,7 +194,7 @@ async fn a_terminal_job_refuses_every_update_append_and_pvc_report() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn negative_counters_and_times_are_invalid_and_change_nothing() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +23,7 @@ async fn http_get(app: &TestApp, path: &str) -> String {
     response
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_calls_by_method_and_code_and_jobs_by_state() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -105,9 +104,8 @@ async fn metrics_parse_as_openmetrics_and_show_streams_head_and_write_batches() 
         .into_inner();
     let synced = jobtrack::pb::JobEventType::Synced as i32;
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        let event = within("an event", watch.message())
             .await
-            .expect("an event within 10 s")
             .expect("the stream")
             .expect("an event");
         if event.r#type == synced {

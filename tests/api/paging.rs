@@ -74,7 +74,7 @@ fn sort_key(job: &pb::Job) -> (i32, std::cmp::Reverse<Option<i64>>) {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn paging_through_a_thousand_jobs_with_every_page_size_meets_each_job_exactly_once() {
     let app = spawn_app().await;
     thousand_jobs(&app).await;
@@ -100,7 +100,7 @@ async fn paging_through_a_thousand_jobs_with_every_page_size_meets_each_job_exac
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn paging_a_filtered_descending_list_is_complete_and_total_counts_all_matches() {
     let app = spawn_app().await;
     thousand_jobs(&app).await;
@@ -122,7 +122,7 @@ async fn paging_a_filtered_descending_list_is_complete_and_total_counts_all_matc
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn page_size_zero_means_25_large_is_clamped_and_negative_is_invalid() {
     let app = spawn_app().await;
     thousand_jobs(&app).await;
@@ -146,7 +146,7 @@ async fn page_size_zero_means_25_large_is_clamped_and_negative_is_invalid() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_page_token_reused_with_another_query_or_mangled_is_invalid() {
     let app = spawn_app().await;
     thousand_jobs(&app).await;

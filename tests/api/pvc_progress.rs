@@ -3,7 +3,7 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn aggregates_follow_a_mix_of_reports_with_unset_op_types_and_skipped_states() {
     let app = spawn_app().await;
     let job = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -86,7 +86,7 @@ async fn aggregates_follow_a_mix_of_reports_with_unset_op_types_and_skipped_stat
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_with_only_snapshot_records_has_no_copy_progress() {
     let app = spawn_app().await;
     let job = app.create(job(JobType::K8sSnap, JobState::Running)).await;
@@ -99,7 +99,7 @@ async fn a_job_with_only_snapshot_records_has_no_copy_progress() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_report_changes_the_jobs_revision_updated_time_and_etag() {
     let app = spawn_app().await;
     let job = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -119,7 +119,7 @@ async fn a_report_changes_the_jobs_revision_updated_time_and_etag() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_report_again_keeps_the_record_id_and_unreported_fields() {
     let app = spawn_app().await;
     let job = app.create(job(JobType::K8sSnap, JobState::Running)).await;
@@ -152,7 +152,7 @@ async fn a_report_again_keeps_the_record_id_and_unreported_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_report_for_an_unknown_job_is_not_found_and_bad_reports_are_invalid() {
     let app = spawn_app().await;
     let unknown = app

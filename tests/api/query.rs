@@ -77,7 +77,7 @@ async fn names(app: &TestApp, where_: &str, sort: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn each_where_operator_selects_the_documented_jobs() {
     let app = spawn_app().await;
     let ids = fixture(&app).await;
@@ -181,7 +181,7 @@ async fn each_where_operator_selects_the_documented_jobs() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn dotted_paths_reach_into_the_derived_progress() {
     let app = spawn_app().await;
     let with_failures = app
@@ -239,7 +239,7 @@ async fn dotted_paths_reach_into_the_derived_progress() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn both_sort_forms_order_alike_and_missing_values_sort_first() {
     let app = spawn_app().await;
     fixture(&app).await;
@@ -271,7 +271,7 @@ async fn both_sort_forms_order_alike_and_missing_values_sort_first() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_where_or_sort_is_invalid_with_a_message_that_says_what_is_wrong() {
     let app = spawn_app().await;
     let cases = [
@@ -312,7 +312,7 @@ async fn a_bad_where_or_sort_is_invalid_with_a_message_that_says_what_is_wrong()
 
 /// Watchers filter in memory; lists filter in SQL. Both must decide alike, for every operator
 /// and for missing fields.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn in_memory_filtering_agrees_with_sql_for_every_operator_and_missing_fields() {
     use jobtrack::domain::query::{ListQuery, PageAt, parse_where};
     use jobtrack::domain::{Job, JobFields, NewJob, ObjectId};

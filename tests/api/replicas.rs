@@ -45,7 +45,7 @@ async fn set_resources(
         .map(tonic::Response::into_inner)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_change_written_on_one_replica_reaches_watchers_on_the_other_in_order() {
     let (a, b) = two_replicas().await;
     let mut all = watch_jobs(&b, "", "").await;
@@ -76,7 +76,7 @@ async fn a_change_written_on_one_replica_reaches_watchers_on_the_other_in_order(
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_resume_token_from_replica_a_resumes_on_replica_b_without_loss() {
     let (a, b) = two_replicas().await;
     let created = a.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -120,7 +120,7 @@ async fn a_resume_token_from_replica_a_resumes_on_replica_b_without_loss() {
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn of_two_replicas_writing_with_the_same_etag_exactly_one_wins() {
     let (a, b) = two_replicas().await;
     let created = a.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -139,7 +139,7 @@ async fn of_two_replicas_writing_with_the_same_etag_exactly_one_wins() {
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_racing_a_progress_report_ends_cancelled_and_the_late_report_is_refused() {
     let (a, b) = two_replicas().await;
     for round in 0..20 {
@@ -177,7 +177,7 @@ async fn cancel_racing_a_progress_report_ends_cancelled_and_the_late_report_is_r
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_creating_the_same_client_supplied_id_get_one_already_exists() {
     let (a, b) = two_replicas().await;
     for round in 0..30 {
@@ -205,7 +205,7 @@ async fn two_replicas_creating_the_same_client_supplied_id_get_one_already_exist
 /// that meets the other replica's insert of one id falls back to one transaction per operation:
 /// exactly one create of each shared id wins everywhere, and every other create in the batch
 /// still succeeds.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn batched_creates_racing_on_shared_ids_lose_only_the_shared_ones() {
     let (a, b) = two_replicas().await;
     let shared: Vec<String> = (0..40)
@@ -269,7 +269,7 @@ async fn batched_creates_racing_on_shared_ids_lose_only_the_shared_ones() {
 /// A transaction that commits after a later one (here: its COMMIT waits on a lock held by the
 /// test) still gets its change delivered, exactly once, after the one that committed first; no
 /// position is skipped or given twice.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
     use sqlx::Connection;
     let (a, b) = two_replicas().await;
@@ -338,7 +338,21 @@ async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The slow write is in its COMMIT when Postgres shows it waiting for the advisory lock.
+    let locks = sqlx::PgPool::connect(&a.database).await.expect("connect");
+    eventually("the slow write to wait in COMMIT", || {
+        let locks = locks.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+            .fetch_one(&locks)
+            .await
+            .expect("pg_locks");
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
     assert!(!slow_write.is_finished(), "the slow write waits in COMMIT");
     for n in 1..=5 {
         set_resources(&b, &fast.id, n, "")
@@ -520,17 +534,13 @@ async fn health(app: &TestApp) -> i32 {
 }
 
 async fn wait_for_health(app: &TestApp, status: tonic_health::ServingStatus, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while health(app).await != status as i32 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never became {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(&format!("health to become {what}"), || async {
+        (health(app).await == status as i32).then_some(())
+    })
+    .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write() {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
@@ -618,10 +628,20 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
                     continue;
                 };
                 let mut stream = stream.into_inner();
-                while let Ok(Some(event)) = stream.message().await {
-                    if !matches!(kind(&event), Ev::Synced | Ev::Heartbeat) {
-                        ledger.lock().expect("lock").see(&event);
+                let mut first = true;
+                while let Ok(Some(event)) = within("an event", stream.message()).await {
+                    match kind(&event) {
+                        Ev::Heartbeat => {}
+                        Ev::Synced => ledger.lock().expect("lock").synced(),
+                        // A stream without a token (the first) starts with a snapshot.
+                        Ev::Snapshot if first && token.is_empty() => {
+                            let mut ledger = ledger.lock().expect("lock");
+                            ledger.fresh_snapshot();
+                            ledger.see(&event);
+                        }
+                        _ => ledger.lock().expect("lock").see(&event),
                     }
+                    first = false;
                     token = event.resume_token.clone();
                     if stop.load(std::sync::atomic::Ordering::Relaxed)
                         && kind(&event) == Ev::Heartbeat
@@ -633,7 +653,17 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
             }
         })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Stop Postgres mid-load: once writes have been acknowledged and the watcher is following.
+    eventually("20 acknowledged jobs", || {
+        let n = acked.lock().expect("lock").len();
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
+    eventually("the watcher to follow", || {
+        let seen = ledger.lock().expect("lock").updates();
+        async move { (seen > 0).then_some(()) }
+    })
+    .await;
     cluster.stop();
     wait_for_health(&app, tonic_health::ServingStatus::NotServing, "NOT_SERVING").await;
     // During the outage every call is UNAVAILABLE.
@@ -644,17 +674,27 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
         })
         .await;
     assert_eq!(code(during), Code::Unavailable);
-    // Longer than the pool's 5 s wait for a connection: a write that arrives during the outage
-    // waits that long for the database to come back, then hears UNAVAILABLE. (A shorter outage
-    // may pass unseen: batched writes wait it out and succeed.)
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The outage lasts until a writer has heard UNAVAILABLE (a write waits for the pool's
+    // connection timeout first; a short outage may pass unseen, as batched writes wait it out).
+    eventually("a writer to hear UNAVAILABLE", || {
+        let seen = codes
+            .lock()
+            .expect("lock")
+            .contains_key(&(Code::Unavailable as i32));
+        async move { seen.then_some(()) }
+    })
+    .await;
     cluster.start();
     wait_for_health(&app, tonic_health::ServingStatus::Serving, "SERVING again").await;
     let acked_before_recovery = acked.lock().expect("lock").len();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually("writes acknowledged after the restart", || {
+        let n = acked.lock().expect("lock").len();
+        async move { (n > acked_before_recovery + 10).then_some(()) }
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for writer in writers {
-        writer.await.expect("writer");
+        within("a writer", writer).await.expect("writer");
     }
     let codes = codes.lock().expect("lock").clone();
     let acked = acked.lock().expect("lock").clone();
@@ -684,9 +724,8 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
     }
     // The watcher that lived through the outage has every change of every job (it stops at
     // the first heartbeat after the writers, i.e. once it is quiet).
-    tokio::time::timeout(Duration::from_secs(30), watcher)
+    within("the watcher to catch up", watcher)
         .await
-        .expect("the watcher catches up within 30 s")
         .expect("watcher");
     for id in acked.keys() {
         let stored = app.get(id).await;

@@ -196,7 +196,7 @@ const AGGREGATE_COUNTS: &[&str] = &[
     ".kube_snapshot_progress.skipped_pvs",
 ];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_seed_job_reads_back_through_rest_exactly_as_documented() {
     let app = spawn_app().await;
     create_seed_job(&app).await;
@@ -248,7 +248,7 @@ async fn the_seed_job_reads_back_through_rest_exactly_as_documented() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_seed_pvc_record_reads_back_through_rest_exactly_as_documented() {
     let app = spawn_app().await;
     let owner = app
@@ -325,7 +325,7 @@ async fn the_seed_pvc_record_reads_back_through_rest_exactly_as_documented() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_empty_collection_answers_with_no_items_and_a_zero_total() {
     let app = spawn_app().await;
     let reply = get(app.addr, "/api/v1/jobs").await;
@@ -362,7 +362,7 @@ fn link(body: &Value, rel: &str) -> Option<String> {
     body["_links"][rel]["href"].as_str().map(str::to_string)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn one_hundred_and_one_jobs_page_like_the_framework_with_next_prev_and_last() {
     let app = spawn_app().await;
     let ids = seed_jobs(&app, 101).await;
@@ -414,7 +414,7 @@ async fn one_hundred_and_one_jobs_page_like_the_framework_with_next_prev_and_las
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn paging_links_carry_the_query_raw_as_the_framework_writes_it() {
     let app = spawn_app().await;
     seed_jobs(&app, 12).await;
@@ -452,7 +452,7 @@ async fn paging_links_carry_the_query_raw_as_the_framework_writes_it() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn max_results_defaults_to_25_and_is_clamped_to_the_limit() {
     let app = spawn_app_with(|c| c.max_page_size = 30).await;
     seed_jobs(&app, 40).await;
@@ -560,7 +560,7 @@ async fn names(app: &TestApp, where_: &str, sort: &str) -> Vec<String> {
     out.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_where_operator_works_raw_and_url_encoded() {
     let app = spawn_app().await;
     let jobs = seed_fleet(&app).await;
@@ -615,7 +615,7 @@ async fn every_where_operator_works_raw_and_url_encoded() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn both_sort_forms_order_alike_raw_and_encoded() {
     let app = spawn_app().await;
     seed_fleet(&app).await;
@@ -643,7 +643,7 @@ async fn both_sort_forms_order_alike_raw_and_encoded() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_where_sort_and_projection_are_400s_that_say_what_to_fix() {
     let app = spawn_app().await;
     seed_fleet(&app).await;
@@ -691,7 +691,7 @@ async fn bad_where_sort_and_projection_are_400s_that_say_what_to_fix() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn projection_narrows_items_but_keeps_the_framework_fields() {
     let app = spawn_app().await;
     let jobs = seed_fleet(&app).await;
@@ -727,7 +727,7 @@ async fn projection_narrows_items_but_keeps_the_framework_fields() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_not_found_forms_all_answer_404_in_the_envelope() {
     let app = spawn_app().await;
     let running = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -766,7 +766,7 @@ async fn the_not_found_forms_all_answer_404_in_the_envelope() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_etag_in_any_form_gives_304_with_an_empty_body() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -880,7 +880,7 @@ fn without_date(reply: &Reply) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn head_answers_every_get_with_the_same_headers_and_no_body() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -913,7 +913,7 @@ async fn head_answers_every_get_with_the_same_headers_and_no_body() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn other_methods_get_405_with_an_allow_header() {
     let app = spawn_app().await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -970,7 +970,7 @@ async fn cancel(app: &TestApp, id: &str, headers: &[(&str, &str)], body: &[u8]) 
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_through_rest_follows_the_same_rules_as_grpc() {
     let app = spawn_app().await;
     let running = app.create(job(JobType::K8sSnap, JobState::Running)).await;
@@ -1016,7 +1016,7 @@ async fn cancel_through_rest_follows_the_same_rules_as_grpc() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_refuses_bodies_and_stale_etags_and_changes_nothing() {
     let app = spawn_app().await;
     let running = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -1051,7 +1051,7 @@ async fn cancel_refuses_bodies_and_stale_etags_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_terraform_providers_request_reads_the_newest_matching_job_raw_and_encoded() {
     let app = spawn_app().await;
     let backupdef = "5f7721cb44b03575ec17a5af";
@@ -1106,7 +1106,7 @@ async fn the_terraform_providers_request_reads_the_newest_matching_job_raw_and_e
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn pvc_records_page_with_link_headers_and_the_total() {
     let app = spawn_app().await;
     let owner = app.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -1192,7 +1192,7 @@ async fn pvc_records_page_with_link_headers_and_the_total() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rest_reads_see_a_grpc_write_at_once() {
     let app = spawn_app().await;
     for i in 0..20 {

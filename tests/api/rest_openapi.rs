@@ -52,7 +52,7 @@ impl Exchanges {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_is_valid_31_and_every_real_answer_matches_it() {
     let app = spawn_app().await;
     let addr = app.addr;

@@ -6,7 +6,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::helpers::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn health_reports_serving_for_the_server_and_the_job_service() {
     let app = spawn_app().await;
     let channel = Channel::from_shared(format!("http://{}", app.addr))
@@ -29,7 +29,7 @@ async fn health_reports_serving_for_the_server_and_the_job_service() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reflection_v1_and_v1alpha_list_the_services_and_serve_their_descriptors() {
     use tonic_reflection::pb::{v1, v1alpha};
     let app = spawn_app().await;

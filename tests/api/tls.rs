@@ -61,7 +61,7 @@ async fn https(addr: std::net::SocketAddr, tls: &Tls, head: String, body: &[u8])
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn grpc_grpc_web_and_rest_all_run_over_tls_on_the_one_port() {
     let tls = self_signed();
     let app = spawn_app_with(|c| {
@@ -133,12 +133,12 @@ async fn grpc_grpc_web_and_rest_all_run_over_tls_on_the_one_port() {
     );
     assert!(text.contains(&created.id));
 
-    // Plain HTTP on the TLS port gets no answer.
+    // Plain HTTP on the TLS port gets no HTTP answer (at most a TLS alert), and is closed.
     let plain = crate::http::request_raw(
         app.addr,
         "GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+    assert!(!plain.starts_with("HTTP/"), "{plain}");
     app.stop().await;
 }
