@@ -51,7 +51,15 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// A client mistake. (In test builds, where in the code it was refused is kept for the
+    /// fuzzing harness, which tells paths through the parsers apart by it.)
+    #[track_caller]
     pub fn invalid(message: impl Into<String>) -> Self {
+        #[cfg(test)]
+        {
+            let caller = std::panic::Location::caller();
+            REFUSED_AT.with(|at| at.set(Some(caller)));
+        }
         Error::InvalidArgument(message.into())
     }
 
@@ -80,3 +88,10 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+thread_local! {
+    /// Where the last [`Error::invalid`] on this thread was made (test builds only).
+    pub(crate) static REFUSED_AT: std::cell::Cell<Option<&'static std::panic::Location<'static>>> =
+        const { std::cell::Cell::new(None) };
+}

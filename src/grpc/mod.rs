@@ -118,6 +118,9 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Error> {
     app.authenticate(authorization, request.remote_addr(), transport)
 }
 
+/// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A request over the size limit is RESOURCE_EXHAUSTED, as gRPC specifies and the README says;
 /// tonic's decoder refuses it (before any handler runs) as OUT_OF_RANGE, in a trailers-only
 /// answer whose status is in the headers.
@@ -134,7 +137,7 @@ pub async fn oversized_is_resource_exhausted(
     if decoder_refused {
         let status = Status::resource_exhausted(format!(
             "the request message is over the limit of {} bytes",
-            crate::server::MAX_MESSAGE_BYTES
+            MAX_MESSAGE_BYTES
         ));
         let (parts, ()) = status.into_http::<()>().into_parts();
         for name in ["grpc-status", "grpc-message"] {

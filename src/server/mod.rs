@@ -25,9 +25,6 @@ use crate::watch::{JobHub, WatchConfig};
 use background::{Background, HistoryRetention};
 use connections::Connections;
 
-/// Largest gRPC message accepted (4 MiB, gRPC's usual limit); larger ones get RESOURCE_EXHAUSTED.
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 /// A server bound to its port, ready to run.
 pub struct Server {
     listener: TcpListener,

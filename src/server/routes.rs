@@ -13,11 +13,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::grpc::GrpcJobService;
+use crate::grpc::{GrpcJobService, MAX_MESSAGE_BYTES};
 use crate::metrics::{self, Metrics, Scrape};
 use crate::pb::access_service_server::AccessServiceServer;
 use crate::pb::job_service_server::JobServiceServer;
-use crate::server::MAX_MESSAGE_BYTES;
 use crate::store::Store;
 use crate::watch::JobHub;
 

@@ -63,7 +63,7 @@ impl Statements {
 }
 
 /// Binds `params` to `text`, in order.
-fn query<'q, DB>(text: &str, params: Vec<Param>) -> Query<'q, DB, DB::Arguments>
+pub(super) fn query<'q, DB>(text: &str, params: Vec<Param>) -> Query<'q, DB, DB::Arguments>
 where
     DB: Database,
     for<'e> Option<i64>: Encode<'e, DB> + Type<DB>,

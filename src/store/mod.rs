@@ -21,6 +21,8 @@ mod batch;
 mod counts;
 mod db;
 mod feed;
+#[cfg(test)]
+mod fuzz;
 mod postgres;
 mod schema;
 pub mod sql;

@@ -13,6 +13,7 @@ import {
   PvcState,
 } from "../src/gen/jobtrack/v1/jobtrack_pb";
 import { startServer, type Server } from "./server";
+import { each } from "./wait";
 
 let server: Server;
 let client: ReturnType<typeof createClient<typeof JobService>>;
@@ -89,7 +90,7 @@ test("WatchJob streams the snapshot, SYNCED, each change, and ends after the ter
   const kinds: JobEventType[] = [];
   let last;
   const stream = client.watchJob({ id: job.id });
-  for await (const event of stream) {
+  for await (const event of each("WatchJob", stream)) {
     kinds.push(event.type);
     last = event;
     if (event.type === JobEventType.SYNCED) {
@@ -110,7 +111,7 @@ test("WatchJobs streams every matching job and resumes from a token", async () =
   let token = "";
   const first = client.watchJobs({ where }, { signal: abort.signal });
   const created = [];
-  for await (const event of first) {
+  for await (const event of each("WatchJobs", first)) {
     if (event.type === JobEventType.SYNCED) {
       created.push(await client.createJob({ job: { name: "a", cluster, type: JobType.RESTORE } }));
       continue;
@@ -123,7 +124,7 @@ test("WatchJobs streams every matching job and resumes from a token", async () =
     }
   }
   await client.createJob({ job: { name: "b", cluster, type: JobType.RESTORE } });
-  for await (const event of client.watchJobs({ where, resumeToken: token })) {
+  for await (const event of each("the resumed WatchJobs", client.watchJobs({ where, resumeToken: token }))) {
     if (event.type === JobEventType.CREATED) seen.push(event.job!.name!);
     if (event.type === JobEventType.SYNCED) break;
   }

@@ -22,6 +22,7 @@ await build({
   logLevel: "warning",
 });
 const files = tests.map((t) => `.test-build/${t.replace(/\.ts$/, ".mjs")}`);
-const args = bench ? files : ["--test", "--test-concurrency=1", ...files];
+// Every test has a deadline (its waits fail sooner, with a message: tests/wait.ts).
+const args = bench ? files : ["--test", "--test-concurrency=1", "--test-timeout=120000", ...files];
 const run = spawnSync(process.execPath, args, { stdio: "inherit" });
 process.exit(run.status ?? 1);
