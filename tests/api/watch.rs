@@ -46,14 +46,18 @@ pub(crate) async fn next(stream: &mut Streaming<pb::JobEvent>) -> Option<pb::Job
         .expect("no stream error")
 }
 
-/// The next event that is not a heartbeat.
+/// The next event that is not a heartbeat. The deadline covers the heartbeats too: a stream
+/// that only beats while a change is due has lost it, and fails here instead of waiting forever.
 pub(crate) async fn next_change(stream: &mut Streaming<pb::JobEvent>) -> pb::JobEvent {
-    loop {
-        let event = next(stream).await.expect("the stream goes on");
-        if event.r#type != Ev::Heartbeat as i32 {
-            return event;
+    within("the next change (heartbeats do not count)", async {
+        loop {
+            let event = next(stream).await.expect("the stream goes on");
+            if event.r#type != Ev::Heartbeat as i32 {
+                return event;
+            }
         }
-    }
+    })
+    .await
 }
 
 pub(crate) fn kind(event: &pb::JobEvent) -> Ev {
@@ -781,10 +785,13 @@ async fn a_snapshot_read_in_pages_while_jobs_change_misses_and_repeats_nothing()
         .expect("list")
         .into_inner()
         .jobs;
-    for job in &all {
-        while ledger.revision_of(&job.id) != Some(job.revision) {
-            ledger.see(&next_change(&mut stream).await);
+    within("the watcher reaching every job's final revision", async {
+        for job in &all {
+            while ledger.revision_of(&job.id) != Some(job.revision) {
+                ledger.see(&next_change(&mut stream).await);
+            }
         }
-    }
+    })
+    .await;
     app.stop().await;
 }
