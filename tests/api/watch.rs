@@ -643,7 +643,8 @@ async fn a_watcher_that_never_reads_holds_up_nobody_and_later_catches_up_with_ev
     for s in [&mut stalled, &mut active] {
         while kind(&next_change(s).await) != Ev::Synced {}
     }
-    // (How much memory a stalled watcher costs is measured by `jobtrack bench`, not here.)
+    // (How much memory a stalled watcher costs is a benchmark: `jobtrack bench --op fanout
+    // --stalled-watchers N --server-pid P`, figures in the README.)
     // Far more changes than the live feed holds (4,096), while one watcher reads nothing.
     let total = 6000;
     let mut writers = Vec::new();

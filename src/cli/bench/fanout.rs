@@ -17,13 +17,20 @@ enum Watched {
     Jobs(String),
 }
 
+/// Whether a bench watcher goes on reading after SYNCED or holds its stream without reading.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    Always,
+    StopAtSynced,
+}
+
 /// Opens `count` watch streams on `watched` over `connections` connections; each stream's
 /// events go to `on_event` in a task of its own. Returns when every stream has sent SYNCED.
 async fn open_watchers(
     server: &str,
     watched: &Watched,
-    count: usize,
-    connections: usize,
+    (count, connections): (usize, usize),
+    reading: Reading,
     on_event: impl Fn(usize, pb::JobEvent) + Send + Sync + Clone + 'static,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let clients = connect(server, connections.clamp(1, count.max(1))).await?;
@@ -42,10 +49,15 @@ async fn open_watchers(
                 }
             };
             while let Ok(Some(event)) = stream.message().await {
-                if event.r#type == pb::JobEventType::Synced as i32 {
+                let synced = event.r#type == pb::JobEventType::Synced as i32;
+                if synced {
                     let _ = ready.send(Ok(())).await;
                 }
                 on_event(i, event);
+                if synced && reading == Reading::StopAtSynced {
+                    // Holds the stream open and reads nothing more, until the bench aborts it.
+                    std::future::pending::<()>().await;
+                }
             }
         }));
     }
@@ -71,7 +83,14 @@ pub(super) async fn attach_idle_watchers(
         .into_inner();
     let before = args.server_pid.and_then(rss_kib);
     let idle = Watched::Job(idle.id);
-    let tasks = open_watchers(&args.server, &idle, args.idle_watchers, 100, |_, _| {}).await?;
+    let tasks = open_watchers(
+        &args.server,
+        &idle,
+        (args.idle_watchers, 100),
+        Reading::Always,
+        |_, _| {},
+    )
+    .await?;
     let after = args.server_pid.and_then(rss_kib);
     println!(
         "attached {} idle watchers{}",
@@ -159,12 +178,21 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     let tasks = open_watchers(
         &args.server,
         &watched,
-        args.watchers,
-        args.connections,
+        (args.watchers, args.connections),
+        Reading::Always,
         move |_, event| seen.see(event),
     )
     .await?;
     let after = args.server_pid.and_then(rss_kib);
+    let stalled = open_watchers(
+        &args.server,
+        &watched,
+        (args.stalled_watchers, 1),
+        Reading::StopAtSynced,
+        |_, _| {},
+    )
+    .await?;
+    let (before_writes, stalled_count) = (args.server_pid.and_then(rss_kib), stalled.len());
     println!(
         "{} watchers synced in {:.1}s",
         args.watchers,
@@ -182,6 +210,10 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu_server = cores(cpu_server, cpu_seconds(args.server_pid), elapsed);
+    let growth = match (before_writes, args.server_pid.and_then(rss_kib)) {
+        (Some(b), Some(a)) => format!("{:.1}MiB", a.saturating_sub(b) as f64 / 1024.0),
+        _ => "n/a".into(),
+    };
     let cpu_self = cores(cpu_self, cpu_seconds(None), elapsed);
     let mut latencies = std::mem::take(
         &mut *deliveries
@@ -198,7 +230,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         _ => "n/a".into(),
     };
     println!(
-        "op=Fanout watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} server_cpu={cpu_server} bench_cpu={cpu_self}",
+        "op=Fanout watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} stalled_watchers={stalled_count} server_rss_growth_during_writes={growth} server_cpu={cpu_server} bench_cpu={cpu_self}",
         args.watchers,
         args.connections,
         writes as f64 / elapsed,
@@ -208,7 +240,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         percentile(&latencies, 0.99),
         percentile(&latencies, 1.0),
     );
-    for t in tasks {
+    for t in tasks.into_iter().chain(stalled) {
         t.abort();
     }
     Ok(())

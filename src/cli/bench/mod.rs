@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// to compare writer throughput with and without watchers.
     #[arg(long, default_value_t = 0)]
     pub idle_watchers: usize,
+    /// --op fanout: also open this many streams on the watched jobs that read up to SYNCED and
+    /// then nothing more; the line reports the server's memory growth during the writes (what a
+    /// watcher that never reads costs).
+    #[arg(long, default_value_t = 0)]
+    pub stalled_watchers: usize,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
