@@ -85,12 +85,15 @@ test("errors arrive as gRPC status codes", async () => {
   assert.equal(await code(client.cancelJob({ id: pending.id })), Code.FailedPrecondition);
 });
 
+/** Heartbeats (every second on the test server) are not changes. */
+const isHeartbeat = (event: { type: JobEventType }) => event.type === JobEventType.HEARTBEAT;
+
 test("WatchJob streams the snapshot, SYNCED, each change, and ends after the terminal one", async () => {
   const job = await client.createJob({ job: { type: JobType.K8S_SNAP, state: JobState.RUNNING } });
   const kinds: JobEventType[] = [];
   let last;
   const stream = client.watchJob({ id: job.id });
-  for await (const event of each("WatchJob", stream)) {
+  for await (const event of each("WatchJob", stream, isHeartbeat)) {
     kinds.push(event.type);
     last = event;
     if (event.type === JobEventType.SYNCED) {
@@ -111,7 +114,7 @@ test("WatchJobs streams every matching job and resumes from a token", async () =
   let token = "";
   const first = client.watchJobs({ where }, { signal: abort.signal });
   const created = [];
-  for await (const event of each("WatchJobs", first)) {
+  for await (const event of each("WatchJobs", first, isHeartbeat)) {
     if (event.type === JobEventType.SYNCED) {
       created.push(await client.createJob({ job: { name: "a", cluster, type: JobType.RESTORE } }));
       continue;
@@ -124,7 +127,7 @@ test("WatchJobs streams every matching job and resumes from a token", async () =
     }
   }
   await client.createJob({ job: { name: "b", cluster, type: JobType.RESTORE } });
-  for await (const event of each("the resumed WatchJobs", client.watchJobs({ where, resumeToken: token }))) {
+  for await (const event of each("the resumed WatchJobs", client.watchJobs({ where, resumeToken: token }), isHeartbeat)) {
     if (event.type === JobEventType.CREATED) seen.push(event.job!.name!);
     if (event.type === JobEventType.SYNCED) break;
   }

@@ -18,12 +18,26 @@ export async function within<T>(what: string, promise: Promise<T>): Promise<T> {
   }
 }
 
-/** The items of a stream, each awaited for at most WAIT_MS. */
-export async function* each<T>(what: string, stream: AsyncIterable<T>): AsyncGenerator<T> {
+/**
+ * The items of a stream, each awaited for at most WAIT_MS. Items for which `isBeat` holds
+ * (heartbeats) are skipped and do not count as progress: a stream that only beats while an item
+ * is due fails here instead of waiting forever.
+ */
+export async function* each<T>(
+  what: string,
+  stream: AsyncIterable<T>,
+  isBeat: (item: T) => boolean = () => false,
+): AsyncGenerator<T> {
   const items = stream[Symbol.asyncIterator]();
+  const nextItem = async (): Promise<IteratorResult<T>> => {
+    for (;;) {
+      const next = await items.next();
+      if (next.done || !isBeat(next.value)) return next;
+    }
+  };
   try {
     for (;;) {
-      const next = await within(`the next event of ${what}`, items.next());
+      const next = await within(`the next event of ${what}`, nextItem());
       if (next.done) return;
       yield next.value;
     }
