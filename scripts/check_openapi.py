@@ -5,12 +5,14 @@ Usage: check_openapi.py SAMPLES.json
 
 SAMPLES.json (written by tests/api/rest_openapi.rs) holds the document served at /api-docs and a
 list of real exchanges with the running server: {"method", "path" (template), "status",
-"headers", "body"}. This script
+"headers", "body"} — or, for a watch (text/event-stream), "events": [{"event", "id", "data"}]
+instead of "body". This script
   1. validates the document as OpenAPI 3.1 (openapi-spec-validator),
   2. checks that every exchange's operation and status are documented, that the response's
      required headers are present, and that its JSON body is valid against the documented schema
-     (JSON Schema 2020-12, as OpenAPI 3.1 uses),
-  3. checks that every documented operation and status was exercised at least once.
+     (JSON Schema 2020-12, as OpenAPI 3.1 uses) — for an event stream, that each event's data is
+     valid against the schema the media type names (x-jobtrack-event-data, x-jobtrack-error-data),
+  3. checks that every documented operation, status and media type was exercised at least once.
 Exit status 0 when everything holds; otherwise every problem is printed and the status is 1.
 """
 
@@ -72,6 +74,30 @@ def main() -> int:
             if resolve(header).get("required") and name.lower() not in headers:
                 problems.append(f"{where}: required header {name} missing")
         content = response.get("content")
+        media_type = headers.get("content-type", "").split(";")[0].strip()
+        if media_type:
+            exercised.add((sample["path"], sample["method"].lower(), str(sample["status"]), media_type))
+        if media_type == "text/event-stream":
+            media = (content or {}).get(media_type)
+            if media is None:
+                problems.append(f"{where}: an event stream where none is documented")
+                continue
+            events = sample.get("events") or []
+            if not events:
+                problems.append(f"{where}: no events recorded")
+            for event in events:
+                key = "x-jobtrack-error-data" if event["event"] == "error" else "x-jobtrack-event-data"
+                validator = Draft202012Validator(
+                    {"$ref": SPEC_URI + media[key]["$ref"]}, registry=registry
+                )
+                for error in validator.iter_errors(event["data"]):
+                    problems.append(f"{where}: event {event['event']}: {error.message}")
+                if event["event"] != "error":
+                    if str(event["data"].get("type", "")).lower() != event["event"]:
+                        problems.append(f"{where}: event {event['event']} with data type {event['data'].get('type')}")
+                    if not event.get("id"):
+                        problems.append(f"{where}: event {event['event']} without an id")
+            continue
         body = sample.get("body")
         if content is None:
             if body is not None:
@@ -102,6 +128,12 @@ def main() -> int:
                     continue  # server faults cannot be provoked from outside
                 if (path, method, status) not in exercised:
                     problems.append(f"{method.upper()} {path} -> {status}: documented, never exercised")
+                    continue
+                for media_type in resolve(operation["responses"][status]).get("content", {}):
+                    if method != "head" and (path, method, status, media_type) not in exercised:
+                        problems.append(
+                            f"{method.upper()} {path} -> {status} {media_type}: documented, never exercised"
+                        )
 
     for problem in problems:
         print(problem)

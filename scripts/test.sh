@@ -86,6 +86,10 @@ provision_web
 
 # The durability test counts the server's fsyncs with strace (Debian's package).
 command -v strace >/dev/null || { say "installing strace (Debian's package)"; apt_install strace; }
+# The Server-Sent Events tests follow a watch with curl, as a user does.
+command -v curl >/dev/null || { say "installing curl (Debian's package)"; apt_install curl; }
+# ...and through nginx as an HTTP/1.x reverse proxy with its default buffering.
+[ -x /usr/sbin/nginx ] || { say "installing nginx-light (Debian's package)"; apt_install nginx-light; }
 
 say "format"
 cargo fmt --all -- --check

@@ -270,7 +270,7 @@ impl App {
         caller.principal.require(Permission::Read)?;
         let filter = crate::domain::query::parse_where::<Job>(where_)?;
         let permit = self.keys.open_stream(&caller.principal)?;
-        let events = self.hub.watch_jobs(filter, resume_token).await?;
+        let events = self.hub.watch_jobs(filter, where_, resume_token).await?;
         Ok(self.guard(caller, permit, events))
     }
 

@@ -26,6 +26,26 @@ pub struct Config {
     /// TLS certificate and key files (PEM); both or neither.
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// How many connections may be open at once, and how long one may stay silent.
+    pub connections: ConnectionLimits,
+}
+
+/// Limits on the port's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_open: usize,
+    /// A connection that sends nothing for this long after it opens is closed.
+    pub first_byte_timeout: std::time::Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_open: 10_000,
+            first_byte_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl Config {
@@ -47,6 +67,7 @@ impl Config {
             key_limits: crate::auth::Limits::default(),
             tls_cert: None,
             tls_key: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -107,10 +107,17 @@ pub enum Transport {
     /// gRPC-web (browsers), over HTTP/1.1 or HTTP/2.
     GrpcWeb,
     Rest,
+    /// Server-Sent Events: the watch over plain HTTP.
+    Sse,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Grpc, Transport::GrpcWeb, Transport::Rest];
+    pub const ALL: [Transport; 4] = [
+        Transport::Grpc,
+        Transport::GrpcWeb,
+        Transport::Rest,
+        Transport::Sse,
+    ];
 
     /// As people write it ("an anonymous gRPC-web client").
     pub fn name(self) -> &'static str {
@@ -118,6 +125,7 @@ impl Transport {
             Transport::Grpc => "gRPC",
             Transport::GrpcWeb => "gRPC-web",
             Transport::Rest => "REST",
+            Transport::Sse => "SSE",
         }
     }
 }

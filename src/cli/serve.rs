@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::Limits;
-use crate::config::{Config, database_url, redacted};
+use crate::config::{Config, ConnectionLimits, database_url, redacted};
 use crate::server::{Server, shutdown_signal};
 
 #[derive(Args, Clone, Debug)]
@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// Watch streams one API key may hold open at once.
     #[arg(long, env = "JOBTRACK_KEY_MAX_STREAMS", default_value_t = 1000)]
     pub key_max_streams: usize,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "JOBTRACK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A connection that sends nothing for this many seconds after it opens is closed.
+    #[arg(long, env = "JOBTRACK_FIRST_BYTE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub first_byte_timeout_secs: f64,
 }
 
 impl ServeArgs {
@@ -114,6 +120,10 @@ impl ServeArgs {
             },
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            connections: ConnectionLimits {
+                max_open: self.max_connections.max(1),
+                first_byte_timeout: seconds(self.first_byte_timeout_secs, 10.0),
+            },
         }
     }
 }

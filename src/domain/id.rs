@@ -15,10 +15,17 @@ use crate::error::{Error, Result};
 pub struct ObjectId(String);
 
 impl ObjectId {
-    /// Parses a client-supplied id. Upper-case hex is accepted and stored lower-case.
+    /// Parses a client-supplied id: 24 lowercase hex characters, as the contract and the REST
+    /// item routes (`[a-f0-9]{24}`) have them. Upper case is refused, never folded into what
+    /// could be another job's id.
     pub fn parse(what: &str, s: &str) -> Result<Self> {
-        if s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(ObjectId(s.to_ascii_lowercase()))
+        let lowercase_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if s.len() == 24 && s.bytes().all(lowercase_hex) {
+            Ok(ObjectId(s.to_string()))
+        } else if s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Err(Error::invalid(format!(
+                "{what} {s:?} is not an id: ids are 24 lowercase hex characters (this one has upper case)"
+            )))
         } else if s.is_empty() {
             Err(Error::invalid(format!(
                 "{what} is required (24 hex characters)"
@@ -114,11 +121,14 @@ mod tests {
     }
 
     #[test]
-    fn malformed_ids_are_refused_and_upper_case_is_folded() {
+    fn malformed_ids_are_refused_and_upper_case_is_malformed() {
         assert!(ObjectId::parse("id", "").is_err());
         assert!(ObjectId::parse("id", "5f431ef6a7690b60975f666").is_err());
         assert!(ObjectId::parse("id", "5f431ef6a7690b60975f666z").is_err());
-        let id = ObjectId::parse("id", "5F431EF6A7690B60975F6664").expect("hex");
+        let upper = ObjectId::parse("id", "5F431EF6A7690B60975F6664").expect_err("upper case");
+        assert!(upper.to_string().contains("lowercase"), "{upper}");
+        assert!(ObjectId::parse("id", "5f431ef6a7690b60975F6664").is_err());
+        let id = ObjectId::parse("id", "5f431ef6a7690b60975f6664").expect("lowercase hex");
         assert_eq!(id.as_str(), "5f431ef6a7690b60975f6664");
     }
 }

@@ -13,6 +13,7 @@
 
 mod params;
 mod render;
+mod sse;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -227,6 +228,11 @@ fn method_not_allowed(methods: &'static str) -> Response {
 
 /// Authenticates a request from its `Authorization` header: the same step as gRPC's.
 fn caller(rest: &Rest, request: &Request) -> Result<Caller, ApiError> {
+    caller_as(rest, request, Transport::Rest)
+}
+
+/// [`caller`], for a request served over `transport` (a watch's Server-Sent Events).
+fn caller_as(rest: &Rest, request: &Request, transport: Transport) -> Result<Caller, ApiError> {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -235,9 +241,7 @@ fn caller(rest: &Rest, request: &Request) -> Result<Caller, ApiError> {
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|i| i.remote_addr);
-    let caller = rest
-        .app
-        .authenticate(authorization, peer, Transport::Rest)?;
+    let caller = rest.app.authenticate(authorization, peer, transport)?;
     if let (Some(slot), Principal::Key(key)) =
         (request.extensions().get::<KeySlot>(), &caller.principal)
     {
@@ -262,8 +266,12 @@ fn item_id(what: &str, path: Result<Path<String>, PathRejection>) -> Result<Obje
 }
 
 async fn list_jobs(State(rest): State<Rest>, request: Request) -> ApiResult {
-    let caller = caller(&rest, &request)?;
     let params = ListParams::parse(request.uri().query())?;
+    if params.watch {
+        let caller = caller_as(&rest, &request, Transport::Sse)?;
+        return sse::watch_jobs(&rest, &caller, &params, request.headers()).await;
+    }
+    let caller = caller(&rest, &request)?;
     let projection = Projection::parse(&params.projection, &render::projectable::<Job>())?;
     let page = rest
         .app
@@ -377,8 +385,13 @@ async fn get_job(
     path: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> ApiResult {
-    let caller = caller(&rest, &request)?;
     let id = item_id("job", path)?;
+    let params = ListParams::parse(request.uri().query())?;
+    if params.watch {
+        let caller = caller_as(&rest, &request, Transport::Sse)?;
+        return sse::watch_job(&rest, &caller, id.as_str(), &params, request.headers()).await;
+    }
+    let caller = caller(&rest, &request)?;
     let job = rest.app.get_job(&caller, id.as_str()).await?;
     let projection = item_projection(&request, &render::projectable::<Job>())?;
     Ok(item_response(

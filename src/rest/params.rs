@@ -3,7 +3,8 @@
 //!
 //! Real clients send `where` both URL-encoded and raw (`?where={"cluster":"5f77..."}`), so the
 //! query string is decoded leniently, as the framework does: `%XX` sequences and `+` are decoded,
-//! anything else is taken as it stands.
+//! anything else is taken as it stands. What decodes to bytes that are not UTF-8 is refused,
+//! naming the parameter: a query is never silently changed.
 
 use std::borrow::Cow;
 
@@ -11,8 +12,17 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::error::{Error, Result};
 
-/// Parameters the framework knows; every other one is carried through paging links unchanged.
-const KNOWN: [&str; 5] = ["where", "sort", "max_results", "page", "projection"];
+/// Parameters the framework knows, and the watch's (`watch`, `resume_token`); every other one is
+/// carried through paging links unchanged.
+const KNOWN: [&str; 7] = [
+    "where",
+    "sort",
+    "max_results",
+    "page",
+    "projection",
+    "watch",
+    "resume_token",
+];
 
 /// What must be escaped in a link's query value so the link parses back to the same request,
 /// while JSON stays readable (`{"state":"RUNNING"}` as the framework writes it).
@@ -45,6 +55,12 @@ pub(crate) struct ListParams {
     /// 1-based.
     pub page: u64,
     pub projection: String,
+    /// `watch=1`: follow the collection or item as Server-Sent Events.
+    pub watch: bool,
+    /// Where a watch resumes (as `Last-Event-ID` does).
+    pub resume_token: String,
+    /// Which parameters were given, by name.
+    given: Vec<&'static str>,
     /// Unknown parameters, in order: ignored, but kept in paging links as the framework does.
     pub others: Vec<(String, String)>,
 }
@@ -55,27 +71,44 @@ impl ListParams {
             page: 1,
             ..ListParams::default()
         };
-        let mut seen = [false; KNOWN.len()];
-        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let Some(slot) = KNOWN.iter().position(|k| *k == key) else {
-                params.others.push((key.into_owned(), value.into_owned()));
+        for (key, value) in decode(query.unwrap_or(""))? {
+            let Some(name) = KNOWN.iter().copied().find(|k| *k == key) else {
+                params.others.push((key, value));
                 continue;
             };
-            if std::mem::replace(&mut seen[slot], true) {
+            if params.given.contains(&name) {
                 return Err(Error::invalid(format!(
                     "{key} is given twice: give each query parameter once"
                 )));
             }
-            let value = value.into_owned();
-            match KNOWN[slot] {
+            params.given.push(name);
+            match name {
                 "where" => params.where_ = value,
                 "sort" => params.sort = value,
                 "max_results" => params.max_results = parse_max_results(&value)?,
                 "page" => params.page = parse_page(&value)?,
+                "watch" => params.watch = parse_watch(&value)?,
+                "resume_token" => params.resume_token = value,
                 _ => params.projection = value,
             }
         }
+        if !params.watch && params.given.contains(&"resume_token") {
+            return Err(Error::invalid(
+                "resume_token applies to a watch: add watch=1 (or leave resume_token out)",
+            ));
+        }
         Ok(params)
+    }
+
+    /// Refuses the given parameters outside `allowed` (a watch takes only some of them).
+    pub fn only(&self, allowed: &[&str], of: &str) -> Result<()> {
+        match self.given.iter().find(|name| !allowed.contains(name)) {
+            Some(name) => Err(Error::invalid(format!(
+                "{name} does not apply to {of}; it takes {}",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The query string of this request at page `page`, in the framework's order
@@ -165,6 +198,42 @@ impl ListParams {
     }
 }
 
+/// The `key=value` pairs of a query string: `+` is a space, `%XX` a byte, the rest as it stands;
+/// a key or value whose bytes are not UTF-8 is refused, naming the parameter.
+fn decode(query: &str) -> Result<Vec<(String, String)>> {
+    let text = |part: &str, what: &dyn Fn() -> String| -> Result<String> {
+        let spaced = part.replace('+', " ");
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(&spaced).collect();
+        String::from_utf8(bytes).map_err(|_| {
+            Error::invalid(format!(
+                "{} is not UTF-8 once percent-decoded: encode text as UTF-8 (%C3%A9 for é)",
+                what()
+            ))
+        })
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key = text(key, &|| "a query parameter's name".to_string())?;
+            let value = text(value, &|| format!("the value of {}", truncate(&key)))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn parse_watch(value: &str) -> Result<bool> {
+    match value.trim() {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "watch {:?} is not 1 or 0: watch=1 follows the jobs as Server-Sent Events",
+            truncate(value)
+        ))),
+    }
+}
+
 fn parse_max_results(value: &str) -> Result<i32> {
     match value.trim().parse::<u64>() {
         Ok(n) => Ok(n.min(i32::MAX as u64) as i32),
@@ -227,6 +296,29 @@ mod tests {
         assert!(header.contains(
             "</api/v1/jobs?max_results=10&where=%7B%22state%22:%22RUNNING%22%7D&sort=-_created&page=3&x=1>; rel=\"next\""
         ));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_naming_the_parameter() {
+        let refused = |query: &str| ListParams::parse(Some(query)).expect_err(query).to_string();
+        assert!(refused("where=%7B%22name%22%3A%22%FF%FE%22%7D").contains("the value of where"));
+        assert!(refused("sort=%C3%28").contains("the value of sort"));
+        assert!(refused("x%FF=1").contains("a query parameter's name"));
+        let fine =
+            ListParams::parse(Some("where=%7B%22name%22%3A%22caf%C3%A9+x%22%7D")).expect("valid");
+        assert_eq!(fine.where_, r#"{"name":"café x"}"#);
+    }
+
+    #[test]
+    fn a_watch_takes_a_token_and_a_token_needs_a_watch() {
+        let watch = ListParams::parse(Some("watch=1&resume_token=abc")).expect("valid");
+        assert!(watch.watch);
+        assert_eq!(watch.resume_token, "abc");
+        assert!(watch.only(&["watch", "resume_token"], "a watch").is_ok());
+        assert!(watch.only(&["watch"], "a watch").is_err());
+        assert!(ListParams::parse(Some("resume_token=abc")).is_err());
+        assert!(ListParams::parse(Some("watch=yes")).is_err());
+        assert!(!ListParams::parse(Some("watch=0")).expect("valid").watch);
     }
 
     #[test]

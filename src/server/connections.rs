@@ -1,19 +1,25 @@
 //! The one port: accepts TCP connections and serves each — TLS first when configured — with
 //! HTTP/1.1 and HTTP/2 (h2c or ALPN h2) alike, until shutdown; then lets calls in flight finish
-//! within a grace period and ends whatever is still open.
+//! within a grace period and ends whatever is still open. At most `max_open` connections are
+//! served at once (one more is closed as soon as it is accepted), and a connection that sends
+//! nothing within `first_byte_timeout` is closed: silent connections hold nothing for long.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt;
+
+use crate::config::ConnectionLimits;
 
 /// How long a client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +33,11 @@ pub(super) struct Connections {
     graceful: GracefulShutdown,
     /// Connection tasks, so that those still open after the grace period can be ended.
     tasks: JoinSet<()>,
+    /// One permit per connection served.
+    open: Arc<Semaphore>,
+    limits: ConnectionLimits,
+    /// When a connection over the limit was last logged (at most one line a second).
+    refused_logged: Option<Instant>,
 }
 
 impl Connections {
@@ -34,6 +45,7 @@ impl Connections {
         router: axum::Router,
         local_addr: SocketAddr,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: ConnectionLimits,
     ) -> Connections {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
@@ -51,6 +63,9 @@ impl Connections {
             builder,
             graceful: GracefulShutdown::new(),
             tasks: JoinSet::new(),
+            open: Arc::new(Semaphore::new(limits.max_open.max(1))),
+            limits,
+            refused_logged: None,
         }
     }
 
@@ -64,7 +79,10 @@ impl Connections {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.serve(stream, peer),
+                    Ok((stream, peer)) => match self.open.clone().try_acquire_owned() {
+                        Ok(permit) => self.serve(stream, peer, permit),
+                        Err(_) => self.refuse(stream, peer),
+                    },
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -78,8 +96,24 @@ impl Connections {
         }
     }
 
-    /// Serves one connection in a task of its own.
-    fn serve(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Closes a connection over the limit at once, so its client learns it now.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr) {
+        drop(stream);
+        if self
+            .refused_logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.refused_logged = Some(Instant::now());
+            tracing::warn!(
+                %peer,
+                max_connections = self.limits.max_open,
+                "too many open connections: closed a new one (--max-connections)"
+            );
+        }
+    }
+
+    /// Serves one connection in a task of its own, holding `permit` while it is open.
+    fn serve(&mut self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let info = TcpConnectInfo {
             local_addr: Some(self.local_addr),
@@ -97,7 +131,12 @@ impl Connections {
             self.builder.clone(),
             self.tls.clone(),
         );
+        let first_byte_timeout = self.limits.first_byte_timeout;
         self.tasks.spawn(async move {
+            let _permit = permit;
+            if !speaks_within(&stream, first_byte_timeout, peer).await {
+                return;
+            }
             let served = match tls {
                 None => {
                     let connection =
@@ -134,6 +173,23 @@ impl Connections {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Whether the client sends its first byte within `timeout` (a client that connects and says
+/// nothing is closed; one that closes first needs no answer).
+async fn speaks_within(stream: &TcpStream, timeout: Duration, peer: SocketAddr) -> bool {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut byte)).await {
+        Ok(Ok(n)) => n > 0,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "connection failed before its first byte");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "connection sent nothing: closed");
+            false
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub struct Server {
     shutdown_grace: Duration,
     /// TLS on the one port, when a certificate is configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    connection_limits: crate::config::ConnectionLimits,
 }
 
 impl Server {
@@ -96,6 +97,7 @@ impl Server {
             },
             shutdown_grace: config.shutdown_grace,
             tls,
+            connection_limits: config.connections,
         })
     }
 
@@ -118,7 +120,8 @@ impl Server {
             self.keys,
             self.history,
         );
-        let mut connections = Connections::new(self.router, local_addr, self.tls);
+        let mut connections =
+            Connections::new(self.router, local_addr, self.tls, self.connection_limits);
         connections.accept_until(self.listener, shutdown).await;
 
         tracing::info!("shutting down: no new connections; finishing calls in flight");

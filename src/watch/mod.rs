@@ -34,7 +34,18 @@ use lag::Lagging;
 use selector::Selector;
 use watcher::{Start, Watcher};
 
-pub use token::{ResumePoint, decode_token, encode_token};
+use token::{ResumePoint, decode_token, selection_of};
+
+/// Where a stream starts, from its resume token.
+enum StartAt {
+    /// After the change at this position.
+    Change(u64),
+    /// Inside a snapshot of this stream's selection: the client has, as of `position`, the
+    /// records up to `sent`.
+    Snapshot { position: u64, sent: Option<String> },
+    /// A fresh snapshot.
+    Nothing,
+}
 
 /// Events buffered per watcher between its task and the client's stream.
 const WATCHER_BUFFER: usize = 4;
@@ -143,55 +154,93 @@ impl JobHub {
     /// WatchJob: NOT_FOUND (before any event) for a job that does not exist, unless resuming.
     pub async fn watch_job(&self, id: ObjectId, resume_token: &str) -> Result<Events> {
         let inbox = self.register(Some(&id));
+        let selection = selection_of("job", id.as_str());
         let selector = Selector::Job {
             id: id.clone(),
             finished: false,
         };
-        match self.resume_point(resume_token).await? {
-            Some(position) => Ok(self.spawn(selector, inbox, Start::Resume(position))),
-            None => {
-                let snapshot = self.store.snapshot_job(&id).await?;
-                let job = snapshot
-                    .job
-                    .ok_or_else(|| Error::NotFound(format!("job {id} not found")))?;
-                let start = Start::JobSnapshot {
-                    position: snapshot.position,
-                    job,
-                    pvcs: snapshot.pvcs,
-                };
-                Ok(self.spawn(selector, inbox, start))
+        let start = match self.resume_point(resume_token, selection).await? {
+            StartAt::Change(position) => {
+                let now = self.store.snapshot_job(&id).await?;
+                let ended = now.job.is_none_or(|job| job.state.is_terminal());
+                Start::Resume { position, ended }
             }
-        }
-    }
-
-    /// WatchJobs over the jobs matching `filter`.
-    pub async fn watch_jobs(&self, filter: Filter<Job>, resume_token: &str) -> Result<Events> {
-        let inbox = self.register(None);
-        let start = match self.resume_point(resume_token).await? {
-            Some(position) => Start::Resume(position),
-            None => {
-                let snapshot = self
-                    .store
-                    .snapshot_jobs(&filter, None, self.config.snapshot_page)
-                    .await?;
-                Start::JobsSnapshot {
-                    position: snapshot.position,
-                    jobs: snapshot.jobs,
+            StartAt::Snapshot { position, sent } => Start::Job {
+                from: position,
+                sent,
+                read: self.store.snapshot_job(&id).await?,
+            },
+            StartAt::Nothing => {
+                let read = self.store.snapshot_job(&id).await?;
+                if read.job.is_none() {
+                    return Err(Error::NotFound(format!("job {id} not found")));
+                }
+                Start::Job {
+                    from: read.position,
+                    sent: None,
+                    read,
                 }
             }
         };
-        Ok(self.spawn(Selector::Jobs { filter }, inbox, start))
+        Ok(self.spawn((selector, selection), inbox, start))
     }
 
-    /// The position to resume after, or `None` for a fresh snapshot (no token, a token taken
-    /// inside a snapshot, or one older than the retained history: never an error loop).
-    async fn resume_point(&self, token: &str) -> Result<Option<u64>> {
+    /// WatchJobs over the jobs matching `filter`, the parsed `where_`.
+    pub async fn watch_jobs(
+        &self,
+        filter: Filter<Job>,
+        where_: &str,
+        resume_token: &str,
+    ) -> Result<Events> {
+        let inbox = self.register(None);
+        let selection = selection_of("where", where_);
+        let page = self.config.snapshot_page;
+        let start = match self.resume_point(resume_token, selection).await? {
+            StartAt::Change(position) => Start::Resume {
+                position,
+                ended: false,
+            },
+            StartAt::Snapshot { position, sent } => {
+                let after = match &sent {
+                    Some(key) => Some(ObjectId::parse("resume_token", key).map_err(|_| {
+                        Error::invalid(
+                            "resume_token is malformed: pass a resume_token from an event as it was",
+                        )
+                    })?),
+                    None => None,
+                };
+                Start::Jobs {
+                    from: position,
+                    sent,
+                    page: self
+                        .store
+                        .snapshot_jobs(&filter, after.as_ref(), page)
+                        .await?,
+                }
+            }
+            StartAt::Nothing => {
+                let first = self.store.snapshot_jobs(&filter, None, page).await?;
+                Start::Jobs {
+                    from: first.position,
+                    sent: None,
+                    page: first,
+                }
+            }
+        };
+        Ok(self.spawn((Selector::Jobs { filter }, selection), inbox, start))
+    }
+
+    /// Where a stream with `token` starts: after a change, inside a snapshot of `selection`, or
+    /// from nothing (no token, a token of an earlier version's snapshot, or one older than the
+    /// retained history: a fresh snapshot, never an error loop).
+    async fn resume_point(&self, token: &str, selection: u32) -> Result<StartAt> {
         if token.is_empty() {
-            return Ok(None);
+            return Ok(StartAt::Nothing);
         }
-        let (position, in_snapshot) = match decode_token(token)? {
-            ResumePoint::After(p) => (p, false),
-            ResumePoint::InSnapshot(p) => (p, true),
+        let point = decode_token(token)?;
+        let position = match &point {
+            ResumePoint::After(p) | ResumePoint::InSnapshot { position: p, .. } => *p,
+            ResumePoint::OldSnapshot => return Ok(StartAt::Nothing),
         };
         let history = self.store.history().await?;
         if position > history.head.max(self.store.head()) {
@@ -199,8 +248,12 @@ impl JobHub {
                 "resume_token is ahead of this server's history: it belongs to another database",
             ));
         }
-        if in_snapshot {
-            return Ok(None);
+        if let ResumePoint::InSnapshot { selection: of, .. } = &point
+            && *of != selection
+        {
+            return Err(Error::invalid(
+                "resume_token belongs to the snapshot of another watch: resume with the same job id or where as the stream it came from",
+            ));
         }
         if position < history.floor {
             tracing::info!(
@@ -208,12 +261,15 @@ impl JobHub {
                 floor = history.floor,
                 "resume token older than the retained history: sending a snapshot"
             );
-            return Ok(None);
+            return Ok(StartAt::Nothing);
         }
-        Ok(Some(position))
+        Ok(match point {
+            ResumePoint::InSnapshot { position, sent, .. } => StartAt::Snapshot { position, sent },
+            _ => StartAt::Change(position),
+        })
     }
 
-    fn spawn(&self, selector: Selector, inbox: Inbox, start: Start) -> Events {
+    fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> Events {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let watcher = Watcher::new(self, inbox._registration.id, tx, selector);
         tokio::spawn(watcher.run(inbox, start));

@@ -50,6 +50,15 @@ impl Selector {
         }
     }
 
+    /// The key of the record `change` is about, in the order a snapshot sends records: for
+    /// WatchJob the job itself (`""`), then its PVC records by id; for WatchJobs the job's id.
+    pub(super) fn key_of<'c>(&self, change: &'c Change) -> &'c str {
+        match self {
+            Selector::Job { .. } => change.pvc.as_ref().map_or("", |pvc| pvc.id.as_str()),
+            Selector::Jobs { .. } => change.job.id.as_str(),
+        }
+    }
+
     pub(super) fn finished(&self) -> bool {
         matches!(self, Selector::Job { finished: true, .. })
     }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::domain::{Change, Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{JobSnapshot, JobsSnapshot, Store};
 
 use super::dispatch::{Inbox, Recent};
 use super::lag::Lagging;
@@ -40,16 +40,32 @@ impl From<Error> for Stop {
 /// How a stream begins.
 #[allow(clippy::large_enum_variant)] // made once per stream
 pub(super) enum Start {
-    Resume(u64),
-    JobSnapshot {
-        position: u64,
-        job: Job,
-        pvcs: Vec<PvcProgress>,
+    /// After the change at `position`: the changes after it. `ended`: the job of a WatchJob is
+    /// already terminal or gone, so the stream ends after SYNCED.
+    Resume { position: u64, ended: bool },
+    /// WatchJob's snapshot, read at `read.position`, of a client that has, as of `from`, the
+    /// records up to `sent` (fresh: `from` is the read's position and `sent` is `None`).
+    Job {
+        from: u64,
+        sent: Option<String>,
+        read: JobSnapshot,
     },
-    JobsSnapshot {
-        position: u64,
-        jobs: Vec<Job>,
+    /// WatchJobs' snapshot, page by page from `page` (read after `sent`), likewise.
+    Jobs {
+        from: u64,
+        sent: Option<String>,
+        page: JobsSnapshot,
     },
+}
+
+/// Whether the stream is still sending its snapshot.
+#[derive(Clone, PartialEq)]
+enum Phase {
+    /// The client has, as of the cursor, every record of the selection up to the key `sent`
+    /// and none after it; changes of records after it are left to the snapshot.
+    Snapshot { sent: Option<String> },
+    /// After SYNCED (or when resuming after a change): every change the selector wants.
+    Live,
 }
 
 pub(super) struct Watcher {
@@ -62,32 +78,13 @@ pub(super) struct Watcher {
     shutdown: watch::Receiver<bool>,
     out: mpsc::Sender<Result<WatchEvent>>,
     selector: Selector,
+    /// Which selection a snapshot token belongs to.
+    selection: u32,
     /// Position of the last change considered.
     cursor: u64,
-    /// Whether the events being sent belong to the initial snapshot.
-    in_snapshot: bool,
+    phase: Phase,
     snapshot_page: usize,
-    /// While a snapshot read in several pages is being completed: the position of each page.
-    pages: Option<SnapshotPages>,
     last_sent: Instant,
-}
-
-/// A WatchJobs snapshot read in keyset pages by id, each at its own position. A change of a job
-/// is already in the snapshot if its page was read at or after it.
-struct SnapshotPages {
-    /// (last id, position) of each full page, in id order.
-    full: Vec<(ObjectId, u64)>,
-    /// The position of the last page, which covers every id after the full pages.
-    rest: u64,
-}
-
-impl SnapshotPages {
-    fn position_of(&self, id: &ObjectId) -> u64 {
-        self.full
-            .iter()
-            .find(|(last, _)| id.as_str() <= last.as_str())
-            .map_or(self.rest, |(_, position)| *position)
-    }
 }
 
 impl Watcher {
@@ -95,7 +92,7 @@ impl Watcher {
         hub: &JobHub,
         id: u64,
         out: mpsc::Sender<Result<WatchEvent>>,
-        selector: Selector,
+        (selector, selection): (Selector, u32),
     ) -> Watcher {
         Watcher {
             id,
@@ -104,12 +101,12 @@ impl Watcher {
             recent: hub.recent.clone(),
             heartbeat: hub.config.heartbeat,
             snapshot_page: hub.config.snapshot_page.max(1),
-            pages: None,
             shutdown: hub.shutdown.clone(),
             out,
             selector,
+            selection,
             cursor: 0,
-            in_snapshot: false,
+            phase: Phase::Live,
             last_sent: Instant::now(),
         }
     }
@@ -125,22 +122,26 @@ impl Watcher {
         }
     }
 
+    /// Sends one event, with the token of where the stream stands after it.
     async fn send(
         &mut self,
         kind: EventKind,
         job: Option<Arc<Job>>,
         pvc: Option<Arc<PvcProgress>>,
     ) -> Result<(), Stop> {
-        let point = if self.in_snapshot {
-            ResumePoint::InSnapshot(self.cursor)
-        } else {
-            ResumePoint::After(self.cursor)
+        let point = match &self.phase {
+            Phase::Snapshot { sent } => ResumePoint::InSnapshot {
+                position: self.cursor,
+                selection: self.selection,
+                sent: sent.clone(),
+            },
+            Phase::Live => ResumePoint::After(self.cursor),
         };
         let event = WatchEvent {
             kind,
             job,
             pvc,
-            resume_token: encode_token(point),
+            resume_token: encode_token(&point),
         };
         let shutdown = self.shutdown.clone();
         tokio::select! {
@@ -151,42 +152,28 @@ impl Watcher {
         Ok(())
     }
 
-    /// The snapshot (or the history since the resume point), then SYNCED.
+    /// Sends the snapshot, or its rest, or the history since the resume point; then SYNCED.
     async fn begin(&mut self, start: Start) -> Result<(), Stop> {
         match start {
-            Start::Resume(position) => {
+            Start::Resume { position, ended } => {
                 self.cursor = position;
                 self.catch_up().await?;
-            }
-            Start::JobSnapshot {
-                position,
-                job,
-                pvcs,
-            } => {
-                self.cursor = position;
-                self.in_snapshot = true;
-                let job = Arc::new(job);
-                if let Selector::Job { finished, .. } = &mut self.selector {
-                    *finished = job.state.is_terminal();
-                }
-                self.send(EventKind::Snapshot, Some(job.clone()), None)
-                    .await?;
-                for pvc in pvcs {
-                    self.send(
-                        EventKind::PvcUpdated,
-                        Some(job.clone()),
-                        Some(Arc::new(pvc)),
-                    )
-                    .await?;
+                if ended && let Selector::Job { finished, .. } = &mut self.selector {
+                    *finished = true;
                 }
             }
-            Start::JobsSnapshot { position, jobs } => {
-                self.cursor = position;
-                self.in_snapshot = true;
-                self.jobs_snapshot(position, jobs).await?;
+            Start::Job { from, sent, read } => {
+                self.cursor = from;
+                self.phase = Phase::Snapshot { sent };
+                self.job_snapshot(read).await?;
+            }
+            Start::Jobs { from, sent, page } => {
+                self.cursor = from;
+                self.phase = Phase::Snapshot { sent };
+                self.jobs_snapshot(page).await?;
             }
         }
-        self.in_snapshot = false;
+        self.phase = Phase::Live;
         self.send(EventKind::Synced, None, None).await?;
         if self.selector.finished() {
             return Err(Stop::Done);
@@ -194,75 +181,118 @@ impl Watcher {
         Ok(())
     }
 
-    /// Sends a WatchJobs snapshot page by page, so a watcher holds one page, not every matching
-    /// job. Pages read later are at later positions: the changes after the first page's
-    /// position are then replayed, each unless its job's page already shows it, still with
-    /// in-snapshot tokens (resuming from one starts a fresh snapshot), at least up to the last
-    /// page's position — from the log where the live feed has not got that far yet.
-    async fn jobs_snapshot(&mut self, first_position: u64, first: Vec<Job>) -> Result<(), Stop> {
-        let mut full = Vec::new();
-        let (mut position, mut jobs) = (first_position, first);
-        loop {
-            let last = (jobs.len() >= self.snapshot_page)
-                .then(|| jobs.last().map(|j| j.id.clone()))
-                .flatten();
-            for job in jobs {
-                self.send(EventKind::Snapshot, Some(Arc::new(job)), None)
-                    .await?;
-            }
-            let Some(last) = last else {
-                break;
-            };
-            let Selector::Jobs { filter } = &self.selector else {
-                break;
-            };
-            let next = self
-                .store
-                .snapshot_jobs(filter, Some(&last), self.snapshot_page)
-                .await?;
-            full.push((last, position));
-            (position, jobs) = (next.position, next.jobs);
+    /// Marks the record `key` as sent: the stream's tokens now continue after it.
+    fn sent(&mut self, key: &str) {
+        self.phase = Phase::Snapshot {
+            sent: Some(key.to_string()),
+        };
+    }
+
+    /// Whether the client has the record `key` (so its changes are to be sent as they come).
+    fn known(&self, key: &str) -> bool {
+        match &self.phase {
+            Phase::Snapshot { sent } => sent.as_deref().is_some_and(|sent| key <= sent),
+            Phase::Live => true,
         }
-        if !full.is_empty() {
-            self.pages = Some(SnapshotPages {
-                full,
-                rest: position,
-            });
-            self.catch_up().await?;
-            // The live feed may not have reached the last page's position yet; the log has.
-            while self.cursor < position {
-                let changes = self
-                    .store
-                    .changes_after(self.cursor, None, CATCH_UP_PAGE)
-                    .await?;
-                if changes.is_empty() {
-                    break;
-                }
-                for change in changes {
-                    self.consider(&change).await?;
-                }
+    }
+
+    /// WatchJob's snapshot: the job, then one PVC_UPDATED per PVC record in id order, each
+    /// unless the client has it already; first the changes since `from` of what it has.
+    async fn job_snapshot(&mut self, read: JobSnapshot) -> Result<(), Stop> {
+        self.replay_until(read.position).await?;
+        let Some(job) = read.job else {
+            // Deleted since the client's token: the replay has told it.
+            return Ok(());
+        };
+        let job = Arc::new(job);
+        if let Selector::Job { finished, .. } = &mut self.selector {
+            *finished = *finished || job.state.is_terminal();
+        }
+        if !self.known("") {
+            self.sent("");
+            self.send(EventKind::Snapshot, Some(job.clone()), None)
+                .await?;
+        }
+        let mut pvcs = read.pvcs;
+        pvcs.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        for pvc in pvcs {
+            if self.known(pvc.id.as_str()) {
+                continue;
             }
-            self.pages = None;
+            self.sent(pvc.id.as_str());
+            self.send(
+                EventKind::PvcUpdated,
+                Some(job.clone()),
+                Some(Arc::new(pvc)),
+            )
+            .await?;
         }
         Ok(())
     }
 
-    /// Reports `change` if the selector wants it; the cursor moves past it either way.
+    /// WatchJobs' snapshot, page by page in id order, so a watcher holds one page, not every
+    /// matching job. Before each page (read at a later position than the last), the changes
+    /// since of the jobs already sent; changes of the jobs not yet sent are left to their page.
+    async fn jobs_snapshot(&mut self, mut page: JobsSnapshot) -> Result<(), Stop> {
+        loop {
+            self.replay_until(page.position).await?;
+            let more = page.jobs.len() >= self.snapshot_page;
+            for job in page.jobs {
+                self.sent(job.id.as_str());
+                self.send(EventKind::Snapshot, Some(Arc::new(job)), None)
+                    .await?;
+            }
+            let (Selector::Jobs { filter }, Phase::Snapshot { sent: Some(last) }) =
+                (&self.selector, &self.phase)
+            else {
+                return Ok(());
+            };
+            if !more {
+                return Ok(());
+            }
+            let last = ObjectId::parse("a snapshot key", last)?;
+            page = self
+                .store
+                .snapshot_jobs(filter, Some(&last), self.snapshot_page)
+                .await?;
+        }
+    }
+
+    /// Considers every change after the cursor up to `bound` (a snapshot read's position),
+    /// from the log, where they all are; the cursor is then at `bound`.
+    async fn replay_until(&mut self, bound: u64) -> Result<(), Stop> {
+        while self.cursor < bound {
+            let job = self.selector.job().cloned();
+            let page = self
+                .store
+                .changes_after(self.cursor, job.as_ref(), CATCH_UP_PAGE)
+                .await?;
+            let full = page.len() >= CATCH_UP_PAGE as usize;
+            for change in page.iter().filter(|c| c.seq <= bound) {
+                self.consider(change).await?;
+            }
+            if !full || page.last().is_some_and(|c| c.seq >= bound) {
+                break;
+            }
+        }
+        self.cursor = self.cursor.max(bound);
+        Ok(())
+    }
+
+    /// Reports `change` if the selector wants it (and, inside a snapshot, the client has its
+    /// record); the cursor moves past it either way.
     async fn consider(&mut self, change: &Change) -> Result<(), Stop> {
         if change.seq <= self.cursor {
             return Ok(());
         }
         self.cursor = change.seq;
-        if let Some(pages) = &self.pages
-            && change.seq <= pages.position_of(&change.job.id)
-        {
-            // Its page was read after this change: the snapshot already shows it.
+        if !self.known(self.selector.key_of(change)) {
             return Ok(());
         }
         if let Some(kind) = self.selector.select(change) {
             self.send(kind, Some(change.job.clone()), change.pvc.clone())
                 .await?;
-            if self.selector.finished() {
+            if self.selector.finished() && self.phase == Phase::Live {
                 return Err(Stop::Done);
             }
         }

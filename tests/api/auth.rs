@@ -15,13 +15,13 @@ use crate::helpers::*;
 use crate::http::request;
 
 /// The keys a test server knows: one per role, and a revoked admin key.
-struct TestKeys {
+pub(crate) struct TestKeys {
     by_role: Vec<(Role, String)>,
     revoked: String,
 }
 
 impl TestKeys {
-    fn of(&self, role: Role) -> String {
+    pub(crate) fn of(&self, role: Role) -> String {
         self.by_role
             .iter()
             .find(|(r, _)| *r == role)
@@ -76,7 +76,7 @@ async fn app_with_keys() -> (TestApp, TestKeys) {
     app_with_keys_and(|_| {}).await
 }
 
-async fn app_with_keys_and(
+pub(crate) async fn app_with_keys_and(
     configure: impl FnOnce(&mut jobtrack::config::Config),
 ) -> (TestApp, TestKeys) {
     let db = test_db().await;

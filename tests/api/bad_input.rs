@@ -308,6 +308,14 @@ async fn each_malformed_where_and_sort_is_invalid_with_a_message_saying_why() {
         ),
         ("{\"\":1}", "where: unknown field \"\" of jobs"),
         (
+            "{\"state\":\"RUNNIN\"}",
+            "where at state: state has no value \"RUNNIN\" (did you mean RUNNING?); it is one of PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, PARTIAL, CANCELLED",
+        ),
+        (
+            "{\"type\":{\"$in\":[\"k8s_copy\"]}}",
+            "where at type.$in: type has no value \"k8s_copy\" (did you mean K8S_COPY?)",
+        ),
+        (
             "{\"name\":\"\\u0000\"}",
             "where at name: text values cannot contain a NUL character",
         ),
@@ -351,5 +359,114 @@ async fn each_malformed_where_and_sort_is_invalid_with_a_message_saying_why() {
         .expect("a valid sort");
     assert_eq!(listed.total, 1);
     assert_eq!(app.get(&created.id).await, created);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_id_in_upper_case_is_malformed_not_another_spelling_of_a_job() {
+    let app = spawn_app().await;
+    let lower = "5f431ef6a7690b60975f6abc";
+    let upper = "5F431EF6A7690B60975F6ABC";
+    let created = app
+        .create(pb::Job {
+            id: lower.into(),
+            ..job(JobType::K8sCopy, JobState::Running)
+        })
+        .await;
+    let mut c = app.client();
+    let says_lowercase = |result: Result<(), tonic::Status>, what: &str| {
+        let status = result.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains("lowercase"), "{what}: {status:?}");
+    };
+    says_lowercase(
+        c.get_job(pb::GetJobRequest { id: upper.into() })
+            .await
+            .map(|_| ()),
+        "get",
+    );
+    says_lowercase(
+        c.cancel_job(pb::CancelJobRequest { id: upper.into() })
+            .await
+            .map(|_| ()),
+        "cancel",
+    );
+    says_lowercase(
+        app.set_state(upper, JobState::Failed).await.map(|_| ()),
+        "update",
+    );
+    says_lowercase(
+        c.watch_job(pb::WatchJobRequest {
+            id: upper.into(),
+            resume_token: String::new(),
+        })
+        .await
+        .map(|_| ()),
+        "watch",
+    );
+    says_lowercase(
+        c.create_job(pb::CreateJobRequest {
+            job: Some(pb::Job {
+                id: "5F431EF6A7690B60975F6DEF".into(),
+                ..job(JobType::K8sCopy, JobState::Running)
+            }),
+        })
+        .await
+        .map(|_| ()),
+        "create",
+    );
+    let rest = crate::http::get(app.addr, &format!("/api/v1/jobs/{upper}")).await;
+    assert!(rest.error(404).contains("lowercase"));
+    assert_eq!(app.get(lower).await, created, "the job is untouched");
+    assert_eq!(app.count_jobs().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_values_that_are_not_utf8_are_400_naming_the_parameter() {
+    use crate::http::get;
+    let app = spawn_app().await;
+    let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
+    for (target, names) in [
+        (
+            "/api/v1/jobs?where=%7B%22name%22%3A%22%FF%FE%22%7D",
+            "the value of where",
+        ),
+        ("/api/v1/jobs?sort=%C3%28", "the value of sort"),
+        ("/api/v1/jobs?projection=%FF", "the value of projection"),
+        ("/api/v1/jobs?max_results=%FF", "the value of max_results"),
+        ("/api/v1/jobs?page=%E2%82", "the value of page"),
+        (
+            "/api/v1/jobs?watch=1&resume_token=%FF",
+            "the value of resume_token",
+        ),
+        ("/api/v1/jobs?%FF=1", "a query parameter's name"),
+        ("/api/v1/kubepvcprogress?where=%FF", "the value of where"),
+    ] {
+        let reply = get(app.addr, target).await;
+        let message = reply.error(400);
+        assert!(message.contains(names), "{target}: {message:?}");
+        assert!(message.contains("UTF-8"), "{target}: {message:?}");
+    }
+    let item = get(
+        app.addr,
+        &format!("/api/v1/jobs/{}?projection=%FF", created.id),
+    )
+    .await;
+    assert!(item.error(400).contains("the value of projection"));
+    // Raw quotes and braces, as real clients send them, and UTF-8 that is valid, still work.
+    let raw = get(
+        app.addr,
+        r#"/api/v1/jobs?where={"name":"kubecluster-1598234357"}"#,
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(raw.json()["_meta"]["total"], 1);
+    let accented = get(
+        app.addr,
+        "/api/v1/jobs?where=%7B%22name%22%3A%22caf%C3%A9%22%7D",
+    )
+    .await;
+    assert_eq!(accented.json()["_meta"]["total"], 0);
     app.stop().await;
 }

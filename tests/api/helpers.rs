@@ -284,6 +284,17 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// Sets the job's message (nothing else), as an executor reports what it is doing.
+    pub async fn set_message(&self, id: &str, message: &str) -> pb::Job {
+        let job = pb::Job {
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        self.update(id, job, &["message"], &[])
+            .await
+            .expect("update the message")
+    }
+
     pub async fn report(&self, pvc: pb::PvcProgress) -> Result<pb::PvcProgress, tonic::Status> {
         self.client()
             .report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) })

@@ -13,12 +13,19 @@ use crate::watch::{Ledger, kind, next, next_change, watch_job, watch_jobs};
 
 /// Two servers on one fresh Postgres database.
 async fn two_replicas() -> (TestApp, TestApp) {
+    two_replicas_with(|_| {}).await
+}
+
+/// Two replicas on one fresh Postgres database, both with settings changed by `configure`.
+async fn two_replicas_with(
+    configure: impl Fn(&mut jobtrack::config::Config),
+) -> (TestApp, TestApp) {
     let server = postgres_server().expect(
         "the replica tests need Postgres: set JOBTRACK_TEST_POSTGRES (scripts/test.sh does)",
     );
     let url = fresh_postgres_database(&server).await;
-    let a = spawn_app_on(&url, |_| {}).await;
-    let b = spawn_app_on(&url, |_| {}).await;
+    let a = spawn_app_on(&url, &configure).await;
+    let b = spawn_app_on(&url, &configure).await;
     (a, b)
 }
 
@@ -173,6 +180,50 @@ async fn cancel_racing_a_progress_report_ends_cancelled_and_the_late_report_is_r
         assert_eq!(code(a.report(late.clone()).await), Code::FailedPrecondition);
         assert_eq!(code(b.report(late).await), Code::FailedPrecondition);
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A token from inside a paged WatchJobs snapshot on replica A continues that snapshot on
+/// replica B: the jobs not yet sent, each once, and the changes of those already sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_from_inside_a_snapshot_on_replica_a_continues_it_on_replica_b() {
+    let (a, b) = two_replicas_with(|c| c.watch_snapshot_page = 2).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(a.create(job(JobType::K8sCopy, JobState::Running)).await.id);
+    }
+    let mut on_a = watch_jobs(&a, "", "").await;
+    let mut ledger = Ledger::default();
+    let mut token = String::new();
+    for _ in 0..3 {
+        let event = next_change(&mut on_a).await;
+        assert_eq!(kind(&event), Ev::Snapshot);
+        ledger.see(&event);
+        token = event.resume_token;
+    }
+    drop(on_a);
+    // Through B: a job the client has, and one it has not yet.
+    set_resources(&b, &ids[0], 1, "").await.expect("update");
+    set_resources(&b, &ids[4], 1, "").await.expect("update");
+    let mut on_b = watch_jobs(&b, "", &token).await;
+    let mut rest = Vec::new();
+    loop {
+        let event = next_change(&mut on_b).await;
+        if kind(&event) == Ev::Synced {
+            break;
+        }
+        ledger.see(&event);
+        rest.push((kind(&event), event.job.expect("job").id));
+    }
+    let expected = vec![
+        (Ev::Updated, ids[0].clone()),
+        (Ev::Snapshot, ids[3].clone()),
+        (Ev::Snapshot, ids[4].clone()),
+        (Ev::Snapshot, ids[5].clone()),
+    ];
+    assert_eq!(rest, expected);
+    assert_eq!(ledger.revision_of(&ids[4]), Some(2), "job 4 as it is now");
     a.stop().await;
     b.stop().await;
 }
@@ -628,20 +679,10 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
                     continue;
                 };
                 let mut stream = stream.into_inner();
-                let mut first = true;
                 while let Ok(Some(event)) = within("an event", stream.message()).await {
-                    match kind(&event) {
-                        Ev::Heartbeat => {}
-                        Ev::Synced => ledger.lock().expect("lock").synced(),
-                        // A stream without a token (the first) starts with a snapshot.
-                        Ev::Snapshot if first && token.is_empty() => {
-                            let mut ledger = ledger.lock().expect("lock");
-                            ledger.fresh_snapshot();
-                            ledger.see(&event);
-                        }
-                        _ => ledger.lock().expect("lock").see(&event),
+                    if !matches!(kind(&event), Ev::Heartbeat | Ev::Synced) {
+                        ledger.lock().expect("lock").see(&event);
                     }
-                    first = false;
                     token = event.resume_token.clone();
                     if stop.load(std::sync::atomic::Ordering::Relaxed)
                         && kind(&event) == Ev::Heartbeat

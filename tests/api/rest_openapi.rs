@@ -50,6 +50,102 @@ impl Exchanges {
             "headers": headers, "body": body,
         }));
     }
+
+    /// Records a watch: its headers and the events read (up to SYNCED).
+    async fn add_watch(&mut self, addr: std::net::SocketAddr, template: &str, target: &str) {
+        let (headers, mut sse) = crate::sse::open(addr, target, &[])
+            .await
+            .unwrap_or_else(|refused| panic!("{target}: {refused:?}"));
+        let mut events = Vec::new();
+        loop {
+            let event = sse.next_change().await;
+            let synced = event.event == "synced";
+            events.push(json!({"event": event.event, "id": event.id, "data": event.data}));
+            if synced {
+                break;
+            }
+        }
+        let headers: serde_json::Map<String, Value> = headers
+            .into_iter()
+            .map(|(n, v)| (n, Value::String(v)))
+            .collect();
+        self.0.push(json!({
+            "method": "GET", "path": template, "status": 200,
+            "headers": headers, "events": events,
+        }));
+    }
+}
+
+/// The answers that come of keys, on a server with keys: 401 on every route without one, 403 for
+/// a role that may not cancel, 429 on every route once a key has spent its burst.
+async fn key_answers(ex: &mut Exchanges) {
+    use jobtrack::auth::{Limits, Role};
+    let (app, keys) = crate::auth::app_with_keys_and(|c| {
+        c.key_limits = Limits {
+            rate: 0.001,
+            burst: 2.0,
+            max_streams: 10,
+        }
+    })
+    .await;
+    let missing = "5f431ef6a7690b60975f6664";
+    let reads = [
+        ("/api/v1/jobs", "/api/v1/jobs".to_string()),
+        ("/api/v1/jobs/{id}", format!("/api/v1/jobs/{missing}")),
+        (
+            "/api/v1/kubepvcprogress",
+            "/api/v1/kubepvcprogress".to_string(),
+        ),
+        (
+            "/api/v1/kubepvcprogress/{id}",
+            format!("/api/v1/kubepvcprogress/{missing}"),
+        ),
+    ];
+    let cancel = format!("/api/v1/jobs/{missing}/action/cancel");
+    let cancel_template = "/api/v1/jobs/{id}/action/cancel";
+    for (template, target) in &reads {
+        for method in ["GET", "HEAD"] {
+            let reply = request(app.addr, method, target, &[], b"").await;
+            assert_eq!(reply.status, 401, "{method} {target}");
+            ex.add(method, template, &reply);
+        }
+    }
+    let reply = request(app.addr, "POST", &cancel, &[], b"").await;
+    assert_eq!(reply.status, 401);
+    ex.add("POST", cancel_template, &reply);
+    let viewer = format!("Bearer {}", keys.of(Role::Viewer));
+    let reply = request(
+        app.addr,
+        "POST",
+        &cancel,
+        &[("Authorization", &viewer)],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    ex.add("POST", cancel_template, &reply);
+    // The operator's burst of two, spent; then every route answers 429.
+    let operator = format!("Bearer {}", keys.of(Role::Operator));
+    let with_key = [("Authorization", operator.as_str())];
+    for _ in 0..2 {
+        assert_eq!(
+            request(app.addr, "GET", "/api/v1/jobs", &with_key, b"")
+                .await
+                .status,
+            200
+        );
+    }
+    for (template, target) in &reads {
+        for method in ["GET", "HEAD"] {
+            let reply = request(app.addr, method, target, &with_key, b"").await;
+            assert_eq!(reply.status, 429, "{method} {target}");
+            ex.add(method, template, &reply);
+        }
+    }
+    let reply = request(app.addr, "POST", &cancel, &with_key, b"").await;
+    assert_eq!(reply.status, 429);
+    ex.add("POST", cancel_template, &reply);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -170,6 +266,17 @@ async fn the_openapi_document_is_valid_31_and_every_real_answer_matches_it() {
         assert_eq!(reply.status, 405);
         ex.add(method, template, &reply);
     }
+
+    // Watches, as Server-Sent Events.
+    ex.add_watch(addr, "/api/v1/jobs/{id}", &format!("{job_item}?watch=1"))
+        .await;
+    ex.add_watch(addr, "/api/v1/jobs", "/api/v1/jobs?watch=1")
+        .await;
+    // A watch with a bad parameter is a 400 on the item route too.
+    let reply = request(addr, "GET", &format!("{job_item}?watch=2"), &[], b"").await;
+    assert_eq!(reply.status, 400);
+    ex.add("GET", "/api/v1/jobs/{id}", &reply);
+    key_answers(&mut ex).await;
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let samples = dir.path().join("samples.json");

@@ -213,12 +213,13 @@ async fn watch_job_of_a_deleted_job_ends_after_deleted_and_unknown_or_bad_reques
 }
 
 /// Records, per job, the revisions seen, and checks each arrives once and in order. A job is
-/// restated (by a SNAPSHOT) only inside a snapshot the client expects to be fresh.
+/// arrives in a SNAPSHOT at most once, before any change of it: every token resumes exactly,
+/// so a resumed stream never restates what the client has.
 #[derive(Default)]
 pub(crate) struct Ledger {
     last: HashMap<String, u64>,
-    /// Inside a fresh snapshot (after a resume that starts over): restated jobs are expected.
-    restating: bool,
+    /// Jobs whose DELETED arrived: nothing more may come of them.
+    gone: std::collections::HashSet<String>,
 }
 
 impl Ledger {
@@ -233,29 +234,37 @@ impl Ledger {
         self.last.get(id).copied()
     }
 
-    /// A fresh snapshot starts (a resume the client knows starts over): it restates jobs
-    /// already seen, until [`Ledger::synced`].
-    pub(crate) fn fresh_snapshot(&mut self) {
-        self.restating = true;
-    }
-
-    pub(crate) fn synced(&mut self) {
-        self.restating = false;
+    /// The jobs seen and not deleted, with their last revision.
+    pub(crate) fn live(&self) -> &HashMap<String, u64> {
+        &self.last
     }
 
     pub(crate) fn see(&mut self, event: &pb::JobEvent) {
         let job = event.job.as_ref().expect("a change carries its job");
+        assert!(
+            !self.gone.contains(&job.id),
+            "job {}: {:?} after its DELETED",
+            job.id,
+            kind(event)
+        );
+        if kind(event) == Ev::Deleted {
+            // The job as it was last: the client has seen that revision.
+            let previous = self.last.remove(&job.id);
+            assert_eq!(
+                previous,
+                Some(job.revision),
+                "job {}: DELETED of revision {} after {previous:?}",
+                job.id,
+                job.revision
+            );
+            self.gone.insert(job.id.clone());
+            return;
+        }
         let previous = self.last.insert(job.id.clone(), job.revision);
         if kind(event) == Ev::Snapshot {
             assert!(
-                previous.is_none() || self.restating,
-                "job {} arrived in a snapshot twice",
-                job.id
-            );
-            // A fresh snapshot restates the job; it never goes back in time.
-            assert!(
-                previous.is_none_or(|p| job.revision >= p),
-                "snapshot of {} went back",
+                previous.is_none(),
+                "job {} restated by a SNAPSHOT after revision {previous:?}",
                 job.id
             );
             return;
@@ -379,7 +388,7 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
     // Heartbeats every 500 ms: a stream that only beats while the writer is done is a lost change.
     let app = spawn_app_with(|c| c.heartbeat = Duration::from_millis(500)).await;
     let mut ids = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..12 {
         ids.push(
             app.create(job(JobType::K8sCopy, JobState::Running))
                 .await
@@ -393,7 +402,7 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
             for i in 0..2000 {
                 let update = pb::UpdateJobRequest {
                     job: Some(pb::Job {
-                        id: ids[i % 4].clone(),
+                        id: ids[i % 12].clone(),
                         num_backup_resources: Some(i as i64),
                         ..Default::default()
                     }),
@@ -413,41 +422,35 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
     let mut quiet_beats = 0;
     let mut ledger = Ledger::default();
     let mut rng = Rng(seed("random reconnects"));
-    // What the client knows of its token: whether it came from inside a snapshot (a stream that
-    // began with SNAPSHOT events, before its SYNCED). Resuming from such a token starts a fresh
-    // snapshot today; from any other, the changes after it follow, never a snapshot.
+    // What the client knows of its token: whether it came from inside the snapshot (before the
+    // SYNCED of the first stream). Resuming from such a token continues the snapshot: the jobs
+    // not yet sent, never one already seen; from any other, the changes after it, never a
+    // snapshot.
     let (mut token, mut token_in_snapshot) = (String::new(), false);
     let (mut reconnects, mut snapshot_drops) = (0, 0);
     // The first snapshot may already include some updates (the writer starts first), so the
     // test waits for the updates *reflected*, not for 2,000 events.
     while ledger.updates() < 2000 {
         let mut stream = within("the watch call", watch_jobs(&app, "", &token)).await;
-        // The first streams are dropped inside their snapshot (four jobs: four SNAPSHOT events,
-        // then SYNCED), so that resuming from a snapshot's token is tried every run.
+        // The first three streams take at most three events each: with twelve jobs in the
+        // snapshot, each is dropped inside it, and the next continues it from its token.
         let take = if reconnects < 3 {
             1 + rng.below(3)
         } else {
             1 + rng.below(150)
         };
-        let (mut in_snapshot, mut first) = (false, true);
+        let mut in_snapshot = token.is_empty() || token_in_snapshot;
         for _ in 0..take {
             let event = next(&mut stream).await.expect("an open stream");
             match kind(&event) {
                 Ev::Snapshot => {
-                    if first {
-                        assert!(
-                            token.is_empty() || token_in_snapshot,
-                            "a resume from a token after SYNCED re-sent a snapshot"
-                        );
-                        ledger.fresh_snapshot();
-                        in_snapshot = true;
-                    }
+                    assert!(
+                        in_snapshot,
+                        "a SNAPSHOT after SYNCED, or on a resume from a token after SYNCED"
+                    );
                     ledger.see(&event);
                 }
-                Ev::Synced => {
-                    ledger.synced();
-                    in_snapshot = false;
-                }
+                Ev::Synced => in_snapshot = false,
                 Ev::Heartbeat => {
                     // Several beats of silence after the last acknowledged update: a change is
                     // missing (or the writer failed).
@@ -467,7 +470,6 @@ async fn a_client_that_drops_its_stream_at_random_points_and_resumes_sees_every_
                 }
                 _ => ledger.see(&event),
             }
-            first = false;
             token = event.resume_token;
             token_in_snapshot = in_snapshot;
             if ledger.updates() >= 2000 {

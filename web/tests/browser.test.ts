@@ -158,3 +158,51 @@ test("with API keys the page asks for one, keeps it for the session, and shows w
     await keyed.stop();
   }
 });
+
+test("an EventSource follows the jobs over Server-Sent Events and reconnects after a restart without missing one", async () => {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(server.url + "/");
+  const cluster = "5f77218d44b03575ec17cccc";
+  await page.evaluate((cluster) => {
+    const w = window as unknown as { seen: { type: string; id: string; name?: string }[] };
+    w.seen = [];
+    const where = encodeURIComponent(JSON.stringify({ cluster }));
+    const source = new EventSource(`/api/v1/jobs?watch=1&where=${where}`);
+    for (const type of ["snapshot", "synced", "created", "updated", "deleted"]) {
+      source.addEventListener(type, (e) => {
+        const event = e as MessageEvent;
+        w.seen.push({ type, id: event.lastEventId, name: JSON.parse(event.data).job?.name });
+      });
+    }
+  }, cluster);
+  const seen = () => page.evaluate(() => (window as unknown as { seen: { type: string; name?: string }[] }).seen);
+  const waitFor = (type: string, name?: string) =>
+    page.waitForFunction(
+      ([type, name]) =>
+        (window as unknown as { seen: { type: string; name?: string }[] }).seen.some(
+          (e) => e.type === type && (name === undefined || e.name === name),
+        ),
+      [type, name] as const,
+      { timeout: 30000 },
+    );
+  await waitFor("synced");
+  await api().createJob({ job: { name: "sse-a", cluster, type: JobType.RESTORE, state: JobState.RUNNING } });
+  await waitFor("created", "sse-a");
+
+  // The server restarts; a job is created while the browser is reconnecting (its retry: is 2 s).
+  const { database, listen } = server;
+  await server.stop();
+  server = await startServer(database, listen);
+  await api().createJob({ job: { name: "sse-b", cluster, type: JobType.RESTORE, state: JobState.RUNNING } });
+  await waitFor("created", "sse-b");
+  // Resumed with Last-Event-ID: no snapshot again, each job once.
+  const events = await seen();
+  assert.deepEqual(
+    events.filter((e) => e.type === "created").map((e) => e.name),
+    ["sse-a", "sse-b"],
+  );
+  assert.equal(events.filter((e) => e.type === "snapshot").length, 0, JSON.stringify(events));
+  assert.deepEqual(errors, []);
+});

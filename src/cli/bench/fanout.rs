@@ -139,15 +139,23 @@ struct Deliveries {
 
 impl Deliveries {
     fn see(&self, event: pb::JobEvent) {
-        if event.r#type != pb::JobEventType::Updated as i32
-            || !self.measuring.load(Ordering::Relaxed)
-        {
+        let message = event.job.and_then(|j| j.message);
+        self.seen(
+            event.r#type == pb::JobEventType::Updated as i32,
+            message.as_deref(),
+        );
+    }
+
+    /// An event over SSE: its type and its data's job.
+    fn see_sse(&self, kind: &str, data: &serde_json::Value) {
+        self.seen(kind == "updated", data["job"]["message"].as_str());
+    }
+
+    fn seen(&self, updated: bool, message: Option<&str>) {
+        if !updated || !self.measuring.load(Ordering::Relaxed) {
             return;
         }
-        let sent = event
-            .job
-            .and_then(|j| j.message)
-            .and_then(|m| m.strip_prefix("t=").and_then(|t| t.parse::<i64>().ok()));
+        let sent = message.and_then(|m| m.strip_prefix("t=").and_then(|t| t.parse::<i64>().ok()));
         if let Some(sent) = sent {
             self.delivered.fetch_add(1, Ordering::Relaxed);
             let micros = (now_micros() - sent).clamp(0, u32::MAX as i64) as u32;
@@ -174,15 +182,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     let deliveries = Deliveries::default();
     let before = args.server_pid.and_then(rss_kib);
     let opened = Instant::now();
-    let seen = deliveries.clone();
-    let tasks = open_watchers(
-        &args.server,
-        &watched,
-        (args.watchers, args.connections),
-        Reading::Always,
-        move |_, event| seen.see(event),
-    )
-    .await?;
+    let tasks = open_measured(args, &watched, &deliveries).await?;
     let after = args.server_pid.and_then(rss_kib);
     let stalled = open_watchers(
         &args.server,
@@ -230,7 +230,8 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         _ => "n/a".into(),
     };
     println!(
-        "op=Fanout watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} stalled_watchers={stalled_count} server_rss_growth_during_writes={growth} server_cpu={cpu_server} bench_cpu={cpu_self}",
+        "op=Fanout{} watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} stalled_watchers={stalled_count} server_rss_growth_during_writes={growth} server_cpu={cpu_server} bench_cpu={cpu_self}",
+        if args.sse { " sse" } else { "" },
         args.watchers,
         args.connections,
         writes as f64 / elapsed,
@@ -244,6 +245,37 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         t.abort();
     }
     Ok(())
+}
+
+/// Opens the `--watchers` streams whose deliveries are measured: gRPC, or with `--sse` Server-Sent
+/// Events, one HTTP/1.1 connection each.
+async fn open_measured(
+    args: &BenchArgs,
+    watched: &Watched,
+    deliveries: &Deliveries,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let seen = deliveries.clone();
+    if !args.sse {
+        return open_watchers(
+            &args.server,
+            watched,
+            (args.watchers, args.connections),
+            Reading::Always,
+            move |_, event| seen.see(event),
+        )
+        .await;
+    }
+    let path = match watched {
+        Watched::Job(id) => format!("/api/v1/jobs/{id}?watch=1"),
+        Watched::Jobs(filter) => format!(
+            "/api/v1/jobs?watch=1&where={}",
+            percent_encoding::utf8_percent_encode(filter, percent_encoding::NON_ALPHANUMERIC)
+        ),
+    };
+    super::sse::open_watchers(&args.server, &path, args.watchers, move |kind, data| {
+        seen.see_sse(kind, &data);
+    })
+    .await
 }
 
 /// Creates the jobs written to (with a spread, they share a cluster id of this run's own) and

@@ -7,6 +7,8 @@
 
 mod calls;
 mod fanout;
+mod resync;
+mod sse;
 
 use clap::{Args, ValueEnum};
 
@@ -31,6 +33,10 @@ pub enum BenchOp {
     /// --rate updates/s of that job; delivery latency, delivered/expected, server memory per
     /// watcher.
     Fanout,
+    /// A WatchJobs client (--where) that drops its stream every --drop-every-ms and resumes
+    /// from its last token: time to SYNCED, streams, jobs the snapshot repeated. Gives up after
+    /// --duration seconds.
+    Resync,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -91,6 +97,13 @@ pub struct BenchArgs {
     /// watcher that never reads costs).
     #[arg(long, default_value_t = 0)]
     pub stalled_watchers: usize,
+    /// --op resync: milliseconds each stream lives before the client drops it.
+    #[arg(long, default_value_t = 2000)]
+    pub drop_every_ms: u64,
+    /// --op fanout: the watchers are Server-Sent Events streams (HTTP/1.1, one connection each)
+    /// instead of gRPC.
+    #[arg(long)]
+    pub sse: bool,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
@@ -195,6 +208,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<(), String> {
     match args.op {
         BenchOp::Seed => calls::seed(&args, &clients).await,
         BenchOp::Fanout => fanout::run(&args, &clients).await,
+        BenchOp::Resync => resync::run(&args, &clients).await,
         _ => calls::run(&args, &clients).await,
     }
 }

@@ -366,7 +366,18 @@ fn scalar<T>(field: &'static Field<T>, arg: &Json, path: &str) -> Result<Value> 
         }
         (Kind::Text | Kind::Id, Json::String(s)) => Ok(Value::Text(s.clone())),
         (Kind::Text | Kind::Id, _) => Err(wrong("a string")),
-        (Kind::Enum(kind), Json::String(s)) => Ok(Value::Text(kind.canonical(s))),
+        (Kind::Enum(kind), Json::String(s)) => match (kind.canonical(s), kind.misspelling_of(s)) {
+            (Some(value), _) => Ok(Value::Text(value.to_string())),
+            (None, Some(near)) => Err(Error::invalid(format!(
+                "{}: {} has no value {:?} (did you mean {near}?); it is one of {}",
+                at(path),
+                field.name,
+                truncate(s, 64),
+                kind.values().join(", ")
+            ))),
+            // A value of another version of the enum: it matches nothing, as the contract says.
+            (None, None) => Ok(Value::Text(s.clone())),
+        },
         (Kind::Enum(_), _) => Err(wrong("a string")),
         (Kind::Time, Json::String(s)) => httpdate::parse_http_date(s)
             .ok()

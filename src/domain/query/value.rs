@@ -158,22 +158,60 @@ impl EnumKind {
         }
     }
 
-    /// The documented spelling of `s`, which may carry the proto prefix (`JOB_STATE_RUNNING`) or,
-    /// for PVC states, underscores. Unknown strings come back as they are: they match nothing.
-    pub fn canonical(self, s: &str) -> String {
-        let prefix = match self {
+    /// The documented value `s` is a misspelling of: one that differs only in case or in `-`/`_`,
+    /// or by one edit (two, for values of six letters or more) — `RUNNIN`, `running`,
+    /// `CANCELED`. Other unknown strings are no misspelling: they simply match nothing, as the
+    /// contract says (the Terraform provider's `AGENT_UPDATE`).
+    pub fn misspelling_of(self, s: &str) -> Option<&'static str> {
+        let norm = |v: &str| v.to_ascii_uppercase().replace('-', "_");
+        let prefix = self.prefix();
+        let given = norm(s);
+        let given = given.strip_prefix(prefix).unwrap_or(&given).to_string();
+        self.values()
+            .into_iter()
+            .map(|value| (edits(&given, &norm(value)), value))
+            .filter(|(d, _)| *d <= 1 || (*d == 2 && given.len() >= 6))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, value)| value)
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
             EnumKind::JobState => "JOB_STATE_",
             EnumKind::JobType => "JOB_TYPE_",
             EnumKind::PvcState => "PVC_STATE_",
             EnumKind::OpType => "OP_TYPE_",
-        };
-        let bare = s.strip_prefix(prefix).unwrap_or(s);
-        let found = match self {
+        }
+    }
+
+    /// The documented spelling of `s`, which may carry the proto prefix (`JOB_STATE_RUNNING`) or,
+    /// for PVC states, underscores; `None` for a value the enum does not have.
+    pub fn canonical(self, s: &str) -> Option<&'static str> {
+        let bare = s.strip_prefix(self.prefix()).unwrap_or(s);
+        match self {
             EnumKind::JobState => JobState::parse(bare).map(JobState::as_str),
             EnumKind::JobType => JobType::parse(bare).map(JobType::as_str),
             EnumKind::PvcState => PvcState::parse(&bare.replace('_', "-")).map(PvcState::as_str),
             EnumKind::OpType => OpType::parse(bare).map(OpType::as_str),
-        };
-        found.map_or_else(|| s.to_string(), str::to_string)
+        }
     }
+}
+
+/// Edits (insertions, deletions, substitutions) between `a` and `b` (Levenshtein), for the short
+/// enum strings a `where` names.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }

@@ -36,20 +36,49 @@ fn dates_compare_at_second_resolution() {
 }
 
 #[test]
-fn enum_strings_are_normalised_and_unknown_ones_kept() {
-    let f = parse_where::<PvcProgress>(r#"{"state":{"$in":["SKIPPED_MISSING_ACCOUNT","NOPE"]}}"#)
-        .expect("valid");
+fn enum_strings_are_normalised_misspellings_refused_and_other_values_match_nothing() {
+    let f = parse_where::<PvcProgress>(
+        r#"{"state":{"$in":["SKIPPED_MISSING_ACCOUNT","PVC_STATE_ACTIVE","NOPE"]}}"#,
+    )
+    .expect("valid");
     assert_eq!(
         f,
         Filter::In {
             field: PvcProgress::field("state").expect("a field"),
             values: vec![
                 Value::Text("SKIPPED-MISSING-ACCOUNT".into()),
+                Value::Text("ACTIVE".into()),
                 Value::Text("NOPE".into())
             ],
             negated: false
         }
     );
+    for (w, says) in [
+        (
+            r#"{"state":"RUNNIN"}"#,
+            "where at state: state has no value \"RUNNIN\" (did you mean RUNNING?); it is one of PENDING, RUNNING, COMPLETED, FAILED, SKIPPED, PARTIAL, CANCELLED",
+        ),
+        (r#"{"state":"running"}"#, "(did you mean RUNNING?)"),
+        (
+            r#"{"state":{"$ne":"CANCELED"}}"#,
+            "where at state.$ne: state has no value \"CANCELED\" (did you mean CANCELLED?)",
+        ),
+        (
+            r#"{"type":{"$nin":["K8S_COPY","K8S_SANP"]}}"#,
+            "where at type.$nin: type has no value \"K8S_SANP\" (did you mean K8S_SNAP?)",
+        ),
+    ] {
+        let message = parse_where::<Job>(w).expect_err(w).to_string();
+        assert!(message.contains(says), "{w}: {message}");
+    }
+    // The documented Terraform request names a type of another version: it matches nothing.
+    for w in [
+        r#"{"type":{"$nin":["DELETE_BACKUP","AWSRDS_BACKUP_DELETE","AGENT_UPDATE"]}}"#,
+        r#"{"state":"JOB_STATE_JOB_STATE_RUNNING"}"#,
+        r#"{"state":"STOPPED_BY_OPERATOR"}"#,
+    ] {
+        assert!(parse_where::<Job>(w).is_ok(), "{w}");
+    }
 }
 
 #[test]

@@ -264,10 +264,14 @@ impl Gen {
                     }
                 };
                 let name = *self.pick(&names);
+                // Unknown values that are no misspelling match nothing; misspellings are refused
+                // (enum_strings_are_normalised_…).
                 match self.0.below(5) {
                     0 => json!(format!("{prefix}{}", name.replace('-', "_"))),
                     1 => json!(name.replace('-', "_")),
-                    2 => json!(*self.pick(&["NOPE", "running", "JOB_STATE_JOB_STATE_RUNNING"])),
+                    2 => {
+                        json!(*self.pick(&["NOPE", "AGENT_UPDATE", "JOB_STATE_JOB_STATE_RUNNING"]))
+                    }
                     _ => json!(name),
                 }
             }
