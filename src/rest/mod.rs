@@ -46,6 +46,8 @@ const OPENAPI: &str = include_str!("openapi.json");
 #[derive(Clone)]
 struct Rest {
     app: App,
+    /// Watch events rendered once for all the streams that send them.
+    frames: Arc<sse::Frames>,
 }
 
 /// The gateway's routes ([`Route::PATTERNS`]). Paths answer with or without a trailing slash,
@@ -58,7 +60,10 @@ pub fn router(app: App, metrics: Arc<Metrics>) -> axum::Router {
             .route(&format!("{pattern}/"), handler(route));
     }
     router
-        .with_state(Rest { app })
+        .with_state(Rest {
+            app,
+            frames: Arc::default(),
+        })
         .layer(axum::middleware::from_fn_with_state(metrics, log_request))
 }
 

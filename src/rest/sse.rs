@@ -9,7 +9,9 @@
 //! the stream are the REST envelope with its status; a stream the server must end ends with
 //! `event: error` carrying the envelope.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -21,6 +23,7 @@ use super::params::ListParams;
 use super::render::{self, Context, Projection};
 use super::{ApiError, ApiResult, Rest};
 use crate::app::{Caller, Events};
+use crate::domain::{Job, PvcProgress};
 use crate::error::Error;
 use crate::watch::{EventKind, WatchEvent};
 
@@ -41,7 +44,7 @@ pub(super) async fn watch_jobs(
     params.only(&WATCH_JOBS, "a watch of the jobs")?;
     let token = resume_token(params, headers)?;
     let events = rest.app.watch_jobs(caller, &params.where_, &token).await?;
-    Ok(stream(events))
+    Ok(stream(events, rest.frames.clone()))
 }
 
 /// `GET /api/v1/jobs/<id>?watch=1`: one job, until it ends.
@@ -55,7 +58,7 @@ pub(super) async fn watch_job(
     params.only(&WATCH_JOB, "a watch of one job")?;
     let token = resume_token(params, headers)?;
     let events = rest.app.watch_job(caller, id, &token).await?;
-    Ok(stream(events))
+    Ok(stream(events, rest.frames.clone()))
 }
 
 /// Where the watch resumes: `Last-Event-ID` if sent, else the `resume_token` parameter.
@@ -72,21 +75,21 @@ fn resume_token(params: &ListParams, headers: &HeaderMap) -> Result<String, ApiE
 
 /// The response: the `retry:` hint, then one frame per event; an error ends the stream with an
 /// `event: error` frame.
-fn stream(events: Events) -> Response {
+fn stream(events: Events, rendered: Arc<Frames>) -> Response {
     let hint =
         futures_util::stream::once(async { Ok(Bytes::from(format!("retry: {RETRY_MS}\n\n"))) });
-    let frames = events.scan(false, |ended, next| {
+    let frames = events.scan(false, move |ended, next| {
         if *ended {
             return std::future::ready(None);
         }
         let frame = match next {
-            Ok(event) => frame(&event),
+            Ok(event) => rendered.frame(&event),
             Err(error) => {
                 *ended = true;
-                error_frame(error)
+                Bytes::from(error_frame(error))
             }
         };
-        std::future::ready(Some(Ok::<_, Infallible>(Bytes::from(frame))))
+        std::future::ready(Some(Ok::<_, Infallible>(frame)))
     });
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -102,6 +105,64 @@ fn stream(events: Events) -> Response {
         Body::from_stream(hint.chain(frames)),
     )
         .into_response()
+}
+
+/// Frames rendered lately, shared by every stream: a change that a thousand watchers receive is
+/// rendered as JSON once, not a thousand times (the streams that send it hold the same `Arc`s
+/// of its job and record, and mostly the same token).
+#[derive(Default)]
+pub(super) struct Frames {
+    recent: Mutex<VecDeque<Rendered>>,
+}
+
+/// One rendered event; holding its `Arc`s keeps their addresses from being reused meanwhile.
+struct Rendered {
+    kind: EventKind,
+    job: Option<Arc<Job>>,
+    pvc: Option<Arc<PvcProgress>>,
+    token: String,
+    frame: Bytes,
+}
+
+/// Frames kept: enough for the changes a burst of watchers is sending at once.
+const FRAMES_KEPT: usize = 32;
+
+impl Frames {
+    fn frame(&self, event: &WatchEvent) -> Bytes {
+        let same = |r: &Rendered| {
+            r.kind == event.kind
+                && same_arc(&r.job, &event.job)
+                && same_arc(&r.pvc, &event.pvc)
+                && r.token == event.resume_token
+        };
+        {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(found) = recent.iter().rev().find(|r| same(r)) {
+                return found.frame.clone();
+            }
+        }
+        let frame = Bytes::from(frame(event));
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == FRAMES_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(Rendered {
+            kind: event.kind,
+            job: event.job.clone(),
+            pvc: event.pvc.clone(),
+            token: event.resume_token.clone(),
+            frame: frame.clone(),
+        });
+        frame
+    }
+}
+
+fn same_arc<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// The name of an event's type: `snapshot`, `synced`, `created`, `updated`, `pvc_updated`,
@@ -157,7 +218,6 @@ fn error_frame(error: Error) -> String {
 mod tests {
     use super::*;
     use crate::domain::JobState;
-    use std::sync::Arc;
 
     #[test]
     fn a_frame_is_id_event_and_one_line_of_data() {
@@ -188,5 +248,38 @@ mod tests {
         assert_eq!(data["type"], "PVC_UPDATED");
         assert_eq!(data["job"]["name"], "line one\nline two");
         assert!(text.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn an_event_sent_to_many_streams_is_rendered_once() {
+        let job = Arc::new(
+            crate::domain::NewJob {
+                id: Some(crate::domain::ObjectId::generate()),
+                fields: crate::domain::JobFields::default(),
+                state: Some(JobState::Running),
+                activity: vec![],
+            }
+            .into_job(1_598_234_357_000_000)
+            .expect("a job"),
+        );
+        let event = |token: &str| WatchEvent {
+            kind: EventKind::Updated,
+            job: Some(job.clone()),
+            pvc: None,
+            resume_token: token.into(),
+        };
+        let frames = Frames::default();
+        let first = frames.frame(&event("a"));
+        let again = frames.frame(&event("a"));
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, shared");
+        let other = frames.frame(&event("b"));
+        assert_ne!(first.as_ptr(), other.as_ptr());
+        assert!(String::from_utf8_lossy(&other).starts_with("id: b\n"));
+        // A different job with the same content is another event.
+        let copy = WatchEvent {
+            job: Some(Arc::new((*job).clone())),
+            ..event("a")
+        };
+        assert_ne!(frames.frame(&copy).as_ptr(), first.as_ptr());
     }
 }

@@ -233,7 +233,12 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         "op=Fanout{} watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} stalled_watchers={stalled_count} server_rss_growth_during_writes={growth} server_cpu={cpu_server} bench_cpu={cpu_self}",
         if args.sse { " sse" } else { "" },
         args.watchers,
-        args.connections,
+        // Each SSE stream has its own HTTP/1.1 connection.
+        if args.sse {
+            args.watchers
+        } else {
+            args.connections
+        },
         writes as f64 / elapsed,
         args.rate,
         deliveries.count(),

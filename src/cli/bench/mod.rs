@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// --op resync: milliseconds each stream lives before the client drops it.
     #[arg(long, default_value_t = 2000)]
     pub drop_every_ms: u64,
+    /// --op resync: microseconds the client spends on each event (a client in Python, or one
+    /// that stores what it reads, takes ~150).
+    #[arg(long, default_value_t = 0)]
+    pub client_us_per_event: u64,
     /// --op fanout: the watchers are Server-Sent Events streams (HTTP/1.1, one connection each)
     /// instead of gRPC.
     #[arg(long)]

@@ -32,12 +32,19 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
             .into_inner();
         let until = tokio::time::Instant::now() + drop_every;
         let mut done = false;
-        while let Ok(message) = tokio::time::timeout_at(until, stream.message()).await {
+        // (A deadline in the past still lets a ready message through: check it each time.)
+        while tokio::time::Instant::now() < until
+            && let Ok(message) = tokio::time::timeout_at(until, stream.message()).await
+        {
             let Some(event) = message.map_err(|e| e.to_string())? else {
                 break;
             };
             events += 1;
             token = event.resume_token.clone();
+            if args.client_us_per_event > 0 && events.is_multiple_of(1000) {
+                // A client that spends time on each event (parsing, storing, drawing).
+                tokio::time::sleep(Duration::from_micros(1000 * args.client_us_per_event)).await;
+            }
             if event.r#type == pb::JobEventType::Snapshot as i32
                 && let Some(job) = event.job
                 && !seen.insert(job.id)
@@ -55,18 +62,20 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     };
     match synced {
         Some(elapsed) => println!(
-            "op=Resync where={} jobs_in_snapshot={} synced_after={:.2}s streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms",
+            "op=Resync where={} jobs_in_snapshot={} synced_after={:.2}s streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms client_us_per_event={}",
             args.r#where,
             seen.len(),
             elapsed.as_secs_f64(),
-            args.drop_every_ms
+            args.drop_every_ms,
+            args.client_us_per_event
         ),
         None => println!(
-            "op=Resync where={} NOT SYNCED after {}s: jobs_in_snapshot={} streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms",
+            "op=Resync where={} NOT SYNCED after {}s: jobs_in_snapshot={} streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms client_us_per_event={}",
             args.r#where,
             args.duration,
             seen.len(),
-            args.drop_every_ms
+            args.drop_every_ms,
+            args.client_us_per_event
         ),
     }
     Ok(())
