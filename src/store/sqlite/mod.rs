@@ -9,6 +9,7 @@
 //! keys`), are written through the read pool; SQLite's write lock serialises them with the writer.
 
 mod cache;
+mod checkpoint;
 mod rows;
 mod writer;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqliteConnection};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ const READERS: u32 = 4;
 pub(crate) struct SqliteStore {
     writer: mpsc::Sender<Request>,
     writer_task: Mutex<Option<JoinHandle<()>>>,
+    /// The background checkpointer ([`checkpoint`]) and what stops it.
+    checkpointer: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     /// What the writer publishes to; its head is the database's.
     feed: Arc<Feed>,
     /// Jobs as the writer last committed them (a subset): read before the database.
@@ -65,6 +68,30 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Internal(format!("migrating the SQLite database failed: {e}")))?;
         check_sqlite_schema(&mut writer).await?;
+        // Checkpoints run beside the writer, not inside its commits; after a complete one the WAL
+        // file is cut back to 64 MiB.
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut writer)
+            .await?;
+        sqlx::query("PRAGMA journal_size_limit = 67108864")
+            .execute(&mut writer)
+            .await?;
+        // The writer keeps the records it writes in its own cache; a large page cache only
+        // makes SQLite's end of every transaction longer (pcache1TruncateUnsafe was 4% of the
+        // server's time at 32 MiB). SQLite's default, 2 MB, measured 3% more writes/s.
+        sqlx::query("PRAGMA cache_size = -2000")
+            .execute(&mut writer)
+            .await?;
+        let checkpoints = checkpoint::Checkpoints::default();
+        let checkpoint_conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(unavailable)?;
+        let (stop_checkpoints, stopped) = watch::channel(false);
+        let checkpointer = tokio::spawn(checkpoint::run(
+            checkpoint_conn,
+            checkpoints.clone(),
+            stopped,
+        ));
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(1)
@@ -80,10 +107,12 @@ impl SqliteStore {
             jobs: jobs.clone(),
             feed: feed.clone(),
             metrics,
+            checkpoints,
         };
         let store = SqliteStore {
             writer: tx,
             writer_task: Mutex::new(Some(spawn_writer(writer, rx, links)?)),
+            checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
             feed: feed.clone(),
             jobs,
             db,
@@ -202,6 +231,10 @@ impl SqlBackend for SqliteStore {
     async fn close(&self) {
         let _ = self.writer.send(Request::Close).await;
         if let Some(task) = self.writer_task.lock().await.take() {
+            let _ = task.await;
+        }
+        if let Some((stop, task)) = self.checkpointer.lock().await.take() {
+            let _ = stop.send(true);
             let _ = task.await;
         }
         // A read still in flight (a watcher catching up) gets a moment to finish; shutdown never

@@ -66,13 +66,51 @@ fn json_row(params: &[Param]) -> serde_json::Value {
     serde_json::Value::Array(params.iter().map(json_value).collect())
 }
 
-/// Writes `rows` (each as (stored params, new params)): new rows in one INSERT, changed rows in
-/// one UPDATE per set of changed columns.
-async fn write_rows<'a, T: Stored>(
-    conn: &mut SqliteConnection,
+/// A value bound to the batch's script.
+enum Arg {
+    Text(String),
+    Int(i64),
+    Blob(Vec<u8>),
+}
+
+/// The SQL that writes one batch, as one multi-statement script with its arguments in order:
+/// SQLite's driver runs all of it in one round trip to its thread, where a statement at a time
+/// cost a round trip — and a wait to be scheduled again — each.
+#[derive(Default)]
+pub(super) struct Script {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Script {
+    fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg>) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.args.extend(args);
+    }
+
+    /// Runs the whole script (the caller's transaction statements included).
+    pub(super) async fn run(self, conn: &mut SqliteConnection) -> Result<()> {
+        let mut query = sqlx::query(AssertSqlSafe(self.sql));
+        for arg in self.args {
+            query = match arg {
+                Arg::Text(v) => query.bind(v),
+                Arg::Int(v) => query.bind(v),
+                Arg::Blob(v) => query.bind(v),
+            };
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+/// Adds the statements writing `rows` (each as (stored params, new params)): new rows in one
+/// INSERT, changed rows in one UPDATE per set of changed columns.
+fn write_rows<'a, T: Stored>(
+    script: &mut Script,
     insert: &str,
     changed: impl Iterator<Item = Changed<'a, T>>,
-) -> Result<()> {
+) {
     let rows = changed.map(|c| (c.stored.map(params), params(c.now)));
     let (table, names) = (T::TABLE, T::columns().names().collect::<Vec<_>>());
     let mut inserts = Vec::new();
@@ -96,20 +134,13 @@ async fn write_rows<'a, T: Stored>(
     }
     if !inserts.is_empty() {
         let rows = serde_json::Value::Array(inserts).to_string();
-        sqlx::query(AssertSqlSafe(insert))
-            .bind(rows)
-            .execute(&mut *conn)
-            .await?;
+        script.push(insert, [Arg::Text(rows)]);
     }
     for (changed, rows) in updates {
         let sql = update_sql(table, &names, &changed);
         let rows = serde_json::Value::Array(rows).to_string();
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(rows)
-            .execute(&mut *conn)
-            .await?;
+        script.push(&sql, [Arg::Text(rows)]);
     }
-    Ok(())
 }
 
 /// Gathers every job and PVC record the batch's operations name: from the cache, and the misses
@@ -182,46 +213,45 @@ async fn read<T: Stored>(
     rows.iter().map(decode).collect()
 }
 
-/// Writes what the batch changed: deletions first, then inserts and column updates.
-pub(super) async fn flush(conn: &mut SqliteConnection, state: &BatchState) -> Result<()> {
+/// The script that writes what the batch changed, in one transaction: deletions first, then
+/// inserts and column updates, then the change-log entries.
+pub(super) fn flush(state: &BatchState) -> Result<Script> {
+    let mut script = Script::default();
+    script.push("BEGIN IMMEDIATE", []);
     if !state.deleted_jobs.is_empty() {
         let ids = json_strings(state.deleted_jobs.iter().map(ObjectId::as_str));
-        sqlx::query("DELETE FROM pvc_progress WHERE job_id IN (SELECT value FROM json_each(?))")
-            .bind(ids.clone())
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
-            .execute(&mut *conn)
-            .await?;
+        script.push(
+            "DELETE FROM pvc_progress WHERE job_id IN (SELECT value FROM json_each(?))",
+            [Arg::Text(ids.clone())],
+        );
+        script.push(
+            "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+            [Arg::Text(ids)],
+        );
     }
-    write_rows(conn, &INSERT_JOBS, state.changed_jobs()).await?;
-    write_rows(conn, &INSERT_PVCS, state.changed_pvcs()).await?;
-    if !state.changes.is_empty() {
-        // Bound parameters, up to 64 rows a statement: the entries are large, and parsing
-        // them out of one JSON document costs SQLite more than binding them.
-        for chunk in state.changes.chunks(64) {
-            let mut sql =
-                String::from("INSERT INTO changes (seq, job_id, kind, at, change) VALUES ");
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?, ?)"
-                });
-            }
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for change in chunk {
-                let body = encode_change(change)?;
-                query = query
-                    .bind(change.seq.min(i64::MAX as u64) as i64)
-                    .bind(change.job.id.to_string())
-                    .bind(change.kind.as_str())
-                    .bind(change.at)
-                    .bind(body);
-            }
-            query.execute(&mut *conn).await?;
+    write_rows(&mut script, &INSERT_JOBS, state.changed_jobs());
+    write_rows(&mut script, &INSERT_PVCS, state.changed_pvcs());
+    // Bound parameters, up to 64 rows a statement: the entries are large, and parsing them out of
+    // one JSON document costs SQLite more than binding them.
+    for chunk in state.changes.chunks(64) {
+        let mut sql = String::from("INSERT INTO changes (seq, job_id, kind, at, change) VALUES ");
+        let mut args = Vec::with_capacity(chunk.len() * 5);
+        for (i, change) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?)"
+            });
+            args.extend([
+                Arg::Int(change.seq.min(i64::MAX as u64) as i64),
+                Arg::Text(change.job.id.to_string()),
+                Arg::Text(change.kind.as_str().to_string()),
+                Arg::Int(change.at),
+                Arg::Blob(encode_change(change)?),
+            ]);
         }
+        script.push(&sql, args);
     }
-    Ok(())
+    script.push("COMMIT", []);
+    Ok(script)
 }

@@ -14,6 +14,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::{Cache, SharedJobs};
+use super::checkpoint::{Checkpoints, checkpoint};
 use super::rows::{flush, load};
 use crate::domain::{Change, now_micros};
 use crate::error::Result;
@@ -47,6 +48,8 @@ pub(super) struct WriterLinks {
     /// Every committed change, in commit order, published after its commit.
     pub feed: Arc<Feed>,
     pub metrics: WriteMetrics,
+    /// Asks for a finishing checkpoint now and then, so that the WAL starts over.
+    pub checkpoints: Checkpoints,
 }
 
 pub(super) async fn run_writer(
@@ -88,6 +91,11 @@ pub(super) async fn run_writer(
                 links.feed.publish(change);
             }
         }
+        if links.checkpoints.take_restart()
+            && let Err(e) = checkpoint(&mut conn).await
+        {
+            tracing::warn!(error = %e, "checkpoint between batches failed");
+        }
     }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the SQLite writer connection failed");
@@ -109,15 +117,15 @@ async fn commit_batch(
     let started = std::time::Instant::now();
     let mut results: Vec<Result<Done>> = Vec::with_capacity(batch.len());
     let outcome: Result<BatchState> = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        // Only this writer writes jobs and PVC records, so what it reads before its transaction
+        // begins is what the transaction would read.
         let mut state = load(conn, cache, batch.iter().map(|(op, _)| op)).await?;
         state.next_seq = first_seq;
         let now = now_micros();
         for (op, _) in batch.iter() {
             results.push(state.apply(op, now));
         }
-        flush(conn, &state).await?;
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        flush(&state)?.run(conn).await?;
         Ok(state)
     }
     .await;
@@ -137,6 +145,8 @@ async fn commit_batch(
         }
         Err(e) => {
             tracing::error!(error = %e, batch = batch.len(), "write batch failed; rolled back");
+            // The script stops at its first failing statement, inside its transaction or before
+            // it began (then there is nothing to roll back, and SQLite says so).
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             for (_, reply) in batch.drain(..) {
                 let _ = reply.send(Err(e.clone()));
