@@ -17,6 +17,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
 
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    let fds = compiler.file_descriptor_set();
+    tonic_prost_build::configure().compile_fds(fds.clone())?;
+    // The service once more, for serving only: its watch streams send events already encoded
+    // (crate::grpc::SharedEvent, one encoding for every watcher of a change) and each response
+    // stream starts with a small buffer (crate::grpc::ServedCodec); every other type is the one
+    // generated above.
+    let served = out_dir.join("served");
+    std::fs::create_dir_all(&served)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .codec_path("crate::grpc::ServedCodec")
+        .out_dir(&served)
+        .extern_path(".jobtrack.v1.JobEvent", "crate::grpc::SharedEvent")
+        .extern_path(".jobtrack.v1", "crate::pb")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -47,3 +47,10 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/jobtrack_descriptor.bin"));
 }
+
+/// The job service as it is served: generated again (build.rs) with [`grpc::SharedEvent`], an
+/// event encoded once for all its watchers, in place of `pb::JobEvent` in the watch streams.
+pub mod pb_server {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/served/jobtrack.v1.rs"));
+}

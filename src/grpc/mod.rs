@@ -2,6 +2,9 @@
 //! converted, run, mapped to a status once ([`status`]), logged in one line and counted.
 
 pub mod convert;
+mod shared;
+
+pub use shared::{ServedCodec, SharedEvent};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +22,8 @@ use crate::interface::{Rpc, Transport};
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::access_service_server::AccessService;
-use crate::pb::job_service_server::JobService;
+use crate::pb_server::job_service_server::JobService;
+use crate::watch::Frames;
 use crate::watch::{EventKind, WatchEvent};
 use convert::{job_to_pb, new_job_from_pb, pvc_to_pb, report_from_pb, update_from_pb};
 
@@ -46,11 +50,17 @@ pub fn status(error: Error) -> Status {
 pub struct GrpcJobService {
     app: App,
     metrics: Arc<Metrics>,
+    /// Events lately encoded, shared by every watch stream.
+    frames: Arc<Frames>,
 }
 
 impl GrpcJobService {
     pub fn new(app: App, metrics: Arc<Metrics>) -> Self {
-        GrpcJobService { app, metrics }
+        GrpcJobService {
+            app,
+            metrics,
+            frames: Arc::default(),
+        }
     }
 
     /// Runs one call: times it, logs one line with method, key, code and duration, counts it.
@@ -173,10 +183,19 @@ fn key_of(caller: &Result<Caller, Error>) -> Option<Arc<KeyIdentity>> {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<SharedEvent, Status>> + Send>>;
 
-fn event_stream(events: Events) -> EventStream {
-    Box::pin(events.map(|event| event.map(|e| event_to_pb(&e)).map_err(status)))
+/// The stream's events, each encoded once for all the streams that send it.
+fn event_stream(events: Events, frames: Arc<Frames>) -> EventStream {
+    Box::pin(events.map(move |event| {
+        event
+            .map(|e| {
+                SharedEvent(frames.frame(&e, |e| {
+                    bytes::Bytes::from(prost::Message::encode_to_vec(&event_to_pb(e)))
+                }))
+            })
+            .map_err(status)
+    }))
 }
 
 fn event_to_pb(event: &WatchEvent) -> pb::JobEvent {
@@ -309,6 +328,7 @@ impl JobService for GrpcJobService {
             let caller = caller?;
             Ok(event_stream(
                 self.app.watch_job(&caller, &r.id, &r.resume_token).await?,
+                self.frames.clone(),
             ))
         })
         .await
@@ -328,6 +348,7 @@ impl JobService for GrpcJobService {
                 self.app
                     .watch_jobs(&caller, &r.r#where, &r.resume_token)
                     .await?,
+                self.frames.clone(),
             ))
         })
         .await

@@ -47,7 +47,7 @@ const OPENAPI: &str = include_str!("openapi.json");
 struct Rest {
     app: App,
     /// Watch events rendered once for all the streams that send them.
-    frames: Arc<sse::Frames>,
+    frames: Arc<crate::watch::Frames>,
 }
 
 /// The gateway's routes ([`Route::PATTERNS`]). Paths answer with or without a trailing slash,

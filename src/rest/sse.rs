@@ -9,9 +9,8 @@
 //! the stream are the REST envelope with its status; a stream the server must end ends with
 //! `event: error` carrying the envelope.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,9 +22,8 @@ use super::params::ListParams;
 use super::render::{self, Context, Projection};
 use super::{ApiError, ApiResult, Rest};
 use crate::app::{Caller, Events};
-use crate::domain::{Job, PvcProgress};
 use crate::error::Error;
-use crate::watch::{EventKind, WatchEvent};
+use crate::watch::{EventKind, Frames, WatchEvent};
 
 /// How long an `EventSource` waits before it reconnects (the `retry:` hint), in milliseconds.
 const RETRY_MS: u32 = 2000;
@@ -83,7 +81,7 @@ fn stream(events: Events, rendered: Arc<Frames>) -> Response {
             return std::future::ready(None);
         }
         let frame = match next {
-            Ok(event) => rendered.frame(&event),
+            Ok(event) => rendered.frame(&event, |e| Bytes::from(frame(e))),
             Err(error) => {
                 *ended = true;
                 Bytes::from(error_frame(error))
@@ -105,64 +103,6 @@ fn stream(events: Events, rendered: Arc<Frames>) -> Response {
         Body::from_stream(hint.chain(frames)),
     )
         .into_response()
-}
-
-/// Frames rendered lately, shared by every stream: a change that a thousand watchers receive is
-/// rendered as JSON once, not a thousand times (the streams that send it hold the same `Arc`s
-/// of its job and record, and mostly the same token).
-#[derive(Default)]
-pub(super) struct Frames {
-    recent: Mutex<VecDeque<Rendered>>,
-}
-
-/// One rendered event; holding its `Arc`s keeps their addresses from being reused meanwhile.
-struct Rendered {
-    kind: EventKind,
-    job: Option<Arc<Job>>,
-    pvc: Option<Arc<PvcProgress>>,
-    token: String,
-    frame: Bytes,
-}
-
-/// Frames kept: enough for the changes a burst of watchers is sending at once.
-const FRAMES_KEPT: usize = 32;
-
-impl Frames {
-    fn frame(&self, event: &WatchEvent) -> Bytes {
-        let same = |r: &Rendered| {
-            r.kind == event.kind
-                && same_arc(&r.job, &event.job)
-                && same_arc(&r.pvc, &event.pvc)
-                && r.token == event.resume_token
-        };
-        {
-            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(found) = recent.iter().rev().find(|r| same(r)) {
-                return found.frame.clone();
-            }
-        }
-        let frame = Bytes::from(frame(event));
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if recent.len() == FRAMES_KEPT {
-            recent.pop_front();
-        }
-        recent.push_back(Rendered {
-            kind: event.kind,
-            job: event.job.clone(),
-            pvc: event.pvc.clone(),
-            token: event.resume_token.clone(),
-            frame: frame.clone(),
-        });
-        frame
-    }
-}
-
-fn same_arc<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
 }
 
 /// The name of an event's type: `snapshot`, `synced`, `created`, `updated`, `pvc_updated`,
@@ -248,38 +188,5 @@ mod tests {
         assert_eq!(data["type"], "PVC_UPDATED");
         assert_eq!(data["job"]["name"], "line one\nline two");
         assert!(text.ends_with("\n\n"));
-    }
-
-    #[test]
-    fn an_event_sent_to_many_streams_is_rendered_once() {
-        let job = Arc::new(
-            crate::domain::NewJob {
-                id: Some(crate::domain::ObjectId::generate()),
-                fields: crate::domain::JobFields::default(),
-                state: Some(JobState::Running),
-                activity: vec![],
-            }
-            .into_job(1_598_234_357_000_000)
-            .expect("a job"),
-        );
-        let event = |token: &str| WatchEvent {
-            kind: EventKind::Updated,
-            job: Some(job.clone()),
-            pvc: None,
-            resume_token: token.into(),
-        };
-        let frames = Frames::default();
-        let first = frames.frame(&event("a"));
-        let again = frames.frame(&event("a"));
-        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, shared");
-        let other = frames.frame(&event("b"));
-        assert_ne!(first.as_ptr(), other.as_ptr());
-        assert!(String::from_utf8_lossy(&other).starts_with("id: b\n"));
-        // A different job with the same content is another event.
-        let copy = WatchEvent {
-            job: Some(Arc::new((*job).clone())),
-            ..event("a")
-        };
-        assert_ne!(frames.frame(&copy).as_ptr(), first.as_ptr());
     }
 }

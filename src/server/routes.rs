@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::grpc::{GrpcJobService, MAX_MESSAGE_BYTES};
 use crate::metrics::{self, Metrics, Scrape};
 use crate::pb::access_service_server::AccessServiceServer;
-use crate::pb::job_service_server::JobServiceServer;
+use crate::pb_server::job_service_server::JobServiceServer;
 use crate::store::Store;
 use crate::watch::JobHub;
 

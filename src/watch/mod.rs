@@ -14,6 +14,7 @@
 //! already considered. Nothing is skipped and nothing arrives twice.
 
 mod dispatch;
+mod frames;
 mod lag;
 mod selector;
 mod token;
@@ -36,6 +37,8 @@ use watcher::{Start, Watcher};
 
 use token::{ResumePoint, decode_token, selection_of};
 
+pub use frames::Frames;
+
 /// Where a stream starts, from its resume token.
 enum StartAt {
     /// After the change at this position.
@@ -51,7 +54,7 @@ enum StartAt {
 const WATCHER_BUFFER: usize = 4;
 
 /// What a watch event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     Snapshot,
     Synced,
