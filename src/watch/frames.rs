@@ -18,6 +18,9 @@ use crate::domain::{Job, PvcProgress};
 /// Renderings kept. Watchers that lag read older changes from memory or the log, each at its own
 /// position; enough are kept that a thousand of them a few seconds behind still share.
 const KEPT: usize = 4096;
+/// Bytes of renderings kept at most (each also keeps its job alive, about as large): large jobs
+/// mean fewer renderings kept, not more memory.
+const KEPT_BYTES: usize = 16 << 20;
 
 /// The latest renderings of one transport, shared by all its streams.
 #[derive(Default)]
@@ -30,6 +33,8 @@ struct Recent {
     by_event: HashMap<Key, Rendered>,
     /// Oldest first, for eviction.
     order: VecDeque<Key>,
+    /// The bytes of every rendering kept.
+    bytes: usize,
 }
 
 /// An event's identity: its type, the addresses of its shared job and record, its token.
@@ -71,11 +76,15 @@ impl Frames {
         if recent.by_event.contains_key(&key) {
             return bytes;
         }
-        if recent.order.len() == KEPT
-            && let Some(oldest) = recent.order.pop_front()
-        {
-            recent.by_event.remove(&oldest);
+        while recent.order.len() >= KEPT || recent.bytes + bytes.len() > KEPT_BYTES {
+            let Some(oldest) = recent.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = recent.by_event.remove(&oldest) {
+                recent.bytes -= gone.bytes.len();
+            }
         }
+        recent.bytes += bytes.len();
         recent.order.push_back(key.clone());
         recent.by_event.insert(
             key,
@@ -98,9 +107,8 @@ mod tests {
     use super::*;
     use crate::domain::{JobFields, JobState, NewJob, ObjectId};
 
-    #[test]
-    fn an_event_sent_to_many_streams_is_rendered_once() {
-        let job = Arc::new(
+    fn job() -> Arc<Job> {
+        Arc::new(
             NewJob {
                 id: Some(ObjectId::generate()),
                 fields: JobFields::default(),
@@ -109,7 +117,12 @@ mod tests {
             }
             .into_job(1_598_234_357_000_000)
             .expect("a valid job"),
-        );
+        )
+    }
+
+    #[test]
+    fn an_event_sent_to_many_streams_is_rendered_once() {
+        let job = job();
         let event = |token: &str| WatchEvent {
             kind: EventKind::Updated,
             job: Some(job.clone()),
@@ -130,5 +143,25 @@ mod tests {
             ..event("a")
         };
         assert_ne!(frames.frame(&copy, render).as_ptr(), first.as_ptr());
+    }
+
+    #[test]
+    fn renderings_kept_are_bounded_in_bytes() {
+        let job = job();
+        let frames = Frames::default();
+        let large = |_: &WatchEvent| Bytes::from(vec![b'x'; 1 << 20]);
+        for i in 0..40 {
+            let event = WatchEvent {
+                kind: EventKind::Updated,
+                job: Some(job.clone()),
+                pvc: None,
+                resume_token: format!("t{i}"),
+            };
+            frames.frame(&event, large);
+        }
+        let recent = frames.lock();
+        assert!(recent.bytes <= KEPT_BYTES, "{} bytes kept", recent.bytes);
+        assert_eq!(recent.order.len(), KEPT_BYTES >> 20);
+        assert_eq!(recent.by_event.len(), recent.order.len());
     }
 }

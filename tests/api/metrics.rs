@@ -156,14 +156,21 @@ async fn metrics_parse_as_openmetrics_and_show_streams_head_and_write_batches() 
         (stream("gRPC"), stream("gRPC-web"), stream("REST")),
         (1.0, 0.0, 0.0)
     );
-    // One create and one update: two changes in the log.
-    let head = sample(
-        &families,
-        "jobtrack_change_log_head",
-        "jobtrack_change_log_head",
-        serde_json::json!({}),
-    );
-    assert_eq!(head, 2.0);
+    // One create and one update: two changes in the log. The gauge is the newest change this
+    // replica has *published*; on Postgres its follower publishes a moment after the write is
+    // acknowledged, so the gauge is waited for (with a deadline), not read once.
+    eventually("jobtrack_change_log_head to reach 2", || async {
+        let families = parse(body(&http_get(&app, "/metrics").await));
+        let head = sample(
+            &families,
+            "jobtrack_change_log_head",
+            "jobtrack_change_log_head",
+            serde_json::json!({}),
+        );
+        assert!(head <= 2.0, "head {head} beyond the two changes made");
+        (head == 2.0).then_some(())
+    })
+    .await;
     let batches = sample(
         &families,
         "jobtrack_write_batch_size",
