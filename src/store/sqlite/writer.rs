@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
 
 use super::cache::{Cache, SharedJobs};
 use super::checkpoint::{Checkpoints, checkpoint};
@@ -25,6 +26,17 @@ use crate::store::feed::Feed;
 /// Most writes committed in one transaction. Large enough to amortise an fsync over a burst,
 /// small enough that the first caller of a batch is not kept waiting long.
 const MAX_BATCH: usize = 512;
+/// How long a batch smaller than the one before waits for more writes before it commits. Each
+/// caller sends its next write when its last is answered, so under load the callers of one batch
+/// arrive spread over a fraction of a millisecond; without the wait, a batch took the first few
+/// and the rest formed a second one, and batches were half the callers (33 of 64). A batch costs
+/// mostly the same whatever its size (56 writes: 3.3 ms; 32: 3.1 ms), so waiting gathers them:
+/// loadgen `put`, 64 callers: 7,580/7,890 -> 9,040/8,750 writes/s; `put-num` 9,060 -> 11,200;
+/// 4 callers 2,470 -> 3,570; 1 caller unchanged (its batch is never smaller than the one
+/// before, so it never waits).
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+/// The longest a batch waits in all.
+const LINGER_AT_MOST: std::time::Duration = std::time::Duration::from_millis(2);
 #[allow(clippy::large_enum_variant)] // moved once per request
 pub(super) enum Request {
     Write {
@@ -61,6 +73,9 @@ pub(super) async fn run_writer(
     let mut cache = Cache::new(links.jobs.clone());
     let mut next_seq = links.feed.head() + 1;
     let mut closing = false;
+    // The size of the batch before, and when the current one stops waiting for more.
+    let mut last_batch = 0;
+    let mut linger_until = None;
     while !closing {
         let Some(first) = queue.recv().await else {
             break;
@@ -80,8 +95,17 @@ pub(super) async fn run_writer(
             }
             if batch.len() < MAX_BATCH && !closing {
                 next = queue.try_recv().ok();
+                if next.is_none() && batch.len() < last_batch {
+                    // Under concurrent load, wait a moment for the callers of the last batch:
+                    // until none comes for LINGER, and never longer than LINGER_AT_MOST in all.
+                    let cap = *linger_until.get_or_insert_with(|| Instant::now() + LINGER_AT_MOST);
+                    let until = cap.min(Instant::now() + LINGER);
+                    next = timeout_at(until, queue.recv()).await.ok().flatten();
+                }
             }
         }
+        last_batch = batch.len();
+        linger_until = None;
         if !batch.is_empty() {
             let committed = commit_batch(&mut conn, &mut batch, &mut cache, next_seq, &links).await;
             if let Some(last) = committed.last() {
