@@ -61,13 +61,7 @@ async fn open_watchers(
             }
         }));
     }
-    for _ in 0..count {
-        match tokio::time::timeout(Duration::from_secs(120), ready_rx.recv()).await {
-            Ok(Some(Ok(()))) => {}
-            Ok(Some(Err(e))) => return Err(format!("opening a watch stream failed: {e}")),
-            _ => return Err("watch streams did not all start within 120 s".into()),
-        }
-    }
+    super::all_ready(&mut ready_rx, count, "watch stream").await?;
     Ok(tasks)
 }
 

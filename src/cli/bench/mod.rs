@@ -225,3 +225,20 @@ pub(super) fn cores(before: Option<f64>, after: Option<f64>, elapsed: f64) -> St
             format!("{:.2}cores", (after - before) / elapsed)
         })
 }
+
+/// Waits until `count` streams have said they are ready (each sends once on `ready`), for at most
+/// 120 s; `what` names them in the error.
+pub(super) async fn all_ready(
+    ready: &mut tokio::sync::mpsc::Receiver<Result<(), String>>,
+    count: usize,
+    what: &str,
+) -> Result<(), String> {
+    for _ in 0..count {
+        match tokio::time::timeout(std::time::Duration::from_secs(120), ready.recv()).await {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) => return Err(format!("opening a {what} failed: {e}")),
+            _ => return Err(format!("{what}s did not all start within 120 s")),
+        }
+    }
+    Ok(())
+}

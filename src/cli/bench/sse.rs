@@ -1,8 +1,6 @@
 //! Server-Sent Events watchers for `--op fanout --sse`: each on its own HTTP/1.1 connection, as
 //! `curl -N` or an `EventSource` holds one.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -34,13 +32,7 @@ pub(super) async fn open_watchers(
             }
         }));
     }
-    for _ in 0..count {
-        match tokio::time::timeout(Duration::from_secs(120), ready_rx.recv()).await {
-            Ok(Some(Ok(()))) => {}
-            Ok(Some(Err(e))) => return Err(format!("opening an SSE stream failed: {e}")),
-            _ => return Err("SSE streams did not all start within 120 s".into()),
-        }
-    }
+    super::all_ready(&mut ready_rx, count, "Server-Sent Events stream").await?;
     Ok(tasks)
 }
 
