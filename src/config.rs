@@ -28,6 +28,10 @@ pub struct Config {
     pub tls_key: Option<String>,
     /// How many connections may be open at once, and how long one may stay silent.
     pub connections: ConnectionLimits,
+    /// Retention of finished jobs and the handling of silent executors.
+    pub upkeep: crate::domain::Upkeep,
+    /// How often the upkeep sweeps look for due jobs.
+    pub sweep_interval: std::time::Duration,
 }
 
 /// Limits on the port's connections.
@@ -68,6 +72,8 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             connections: ConnectionLimits::default(),
+            upkeep: crate::domain::Upkeep::default(),
+            sweep_interval: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -79,6 +85,50 @@ pub fn database_url(given: Option<String>) -> String {
         .filter(|u| !u.is_empty())
         .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "jobtrack.db".to_string())
+}
+
+/// A duration as operators write it: a number and a unit, `ms`, `s`, `m`, `h` or `d`, possibly
+/// several (`1h30m`); `0` alone is zero.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let bad = || {
+        format!(
+            "{text:?} is not a duration: write a number and a unit (ms, s, m, h, d), e.g. 30d, 10m, 1h30m or 0"
+        )
+    };
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => return Err(bad()),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    // A hundred years is "for ever" enough, and keeps every sum of times in range.
+    if !total.is_finite() || total > 100.0 * 365.25 * 86_400.0 {
+        return Err(format!("{text:?} is longer than a hundred years"));
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// A database URL fit for logs: the password of a `postgres://user:password@host/db` is hidden.
@@ -97,6 +147,20 @@ pub fn redacted(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        use super::parse_duration;
+        use std::time::Duration;
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "5x", "m", "1h-5m", "1000000d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(

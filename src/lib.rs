@@ -11,7 +11,9 @@
 //!   the documented REST JSON, and the embedded dashboard page.
 //! - [`app`]: the application layer, one method per operation, called by every transport; it
 //!   authenticates callers and checks permissions ([`auth`]).
-//! - [`watch`]: the hub that streams snapshots and changes to watchers, with resume tokens.
+//! - [`watch`]: the hub that streams snapshots and changes to watchers, with resume tokens;
+//!   [`upkeep`]: the sweeper that deletes expired finished jobs and marks silent ones stalled,
+//!   then FAILED.
 //! - [`store`]: the only place with SQL — SQLite or Postgres behind one contract.
 //! - [`domain`]: jobs, PVC records, their life cycles, aggregates and tables of fields, and the
 //!   where/sort language; it knows nothing of tonic, axum or sqlx.
@@ -36,6 +38,7 @@ pub mod rest;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod upkeep;
 pub mod watch;
 
 /// Code generated from `proto/jobtrack/v1/jobtrack.proto`.

@@ -9,7 +9,10 @@
 //!   (`jobtrack_watch_streams`), watchers catching up from the log and how far behind the newest
 //!   is (`jobtrack_watchers_lagging`, `jobtrack_watch_lag_changes`), the change log's head
 //!   (`jobtrack_change_log_head`), and the writes per committed batch and the time from a
-//!   batch's start to its commit (`jobtrack_write_batch_size`, `jobtrack_write_commit_seconds`).
+//!   batch's start to its commit (`jobtrack_write_batch_size`, `jobtrack_write_commit_seconds`);
+//! - what the upkeep sweeps did on this replica: finished jobs deleted by retention
+//!   (`jobtrack_jobs_purged_total`), jobs marked stalled (`jobtrack_jobs_stalled_total`) and
+//!   stalled jobs FAILED (`jobtrack_jobs_abandoned_total`).
 //!
 //! Recording is a lock-free atomic add behind a read lock of the label set's map: nothing
 //! measurable on the hot path.
@@ -123,6 +126,9 @@ pub struct Metrics {
     lagging: Gauge,
     lag: Gauge,
     head: Gauge,
+    purged: Counter,
+    stalled: Counter,
+    abandoned: Counter,
 }
 
 /// What the server reads at scrape time.
@@ -147,6 +153,9 @@ impl Metrics {
             lagging: Gauge::default(),
             lag: Gauge::default(),
             head: Gauge::default(),
+            purged: Counter::default(),
+            stalled: Counter::default(),
+            abandoned: Counter::default(),
         };
         metrics.register(writes);
         Arc::new(metrics)
@@ -209,6 +218,31 @@ impl Metrics {
             "Time from a write batch's first statement to its durable commit",
             writes.commit_seconds.clone(),
         );
+        r.register(
+            "jobtrack_jobs_purged",
+            "Finished jobs deleted by retention (--retain-finished or their own TTL) by this replica",
+            self.purged.clone(),
+        );
+        r.register(
+            "jobtrack_jobs_stalled",
+            "Jobs this replica marked stalled (no write from the executor for their stall-after)",
+            self.stalled.clone(),
+        );
+        r.register(
+            "jobtrack_jobs_abandoned",
+            "Stalled jobs this replica FAILED (executor stopped reporting)",
+            self.abandoned.clone(),
+        );
+    }
+
+    /// One job swept by this replica.
+    pub fn record_sweep(&self, sweep: crate::domain::Sweep) {
+        use crate::domain::Sweep;
+        match sweep {
+            Sweep::Expire => self.purged.inc(),
+            Sweep::Stall => self.stalled.inc(),
+            Sweep::Abandon => self.abandoned.inc(),
+        };
     }
 
     /// One finished gRPC call of `rpc` with status `code` (its name, e.g. `NOT_FOUND`).

@@ -6,7 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::Limits;
-use crate::config::{Config, ConnectionLimits, database_url, redacted};
+use crate::config::{Config, ConnectionLimits, database_url, parse_duration, redacted};
+use crate::domain::Upkeep;
 use crate::server::{Server, shutdown_signal};
 
 #[derive(Args, Clone, Debug)]
@@ -86,6 +87,23 @@ pub struct ServeArgs {
     /// A connection that sends nothing for this many seconds after it opens is closed.
     #[arg(long, env = "JOBTRACK_FIRST_BYTE_TIMEOUT_SECS", default_value_t = 10.0)]
     pub first_byte_timeout_secs: f64,
+
+    /// Finished jobs (and their PVC records) are deleted this long after their end_time, unless
+    /// a job sets its own ttl_seconds_after_finished: `30d`, `12h`, `90m`, `45s`; `0` keeps
+    /// everything.
+    #[arg(long, env = "JOBTRACK_RETAIN_FINISHED", default_value = "30d", value_parser = parse_duration)]
+    pub retain_finished: Duration,
+    /// A PENDING or RUNNING job whose executor writes nothing for this long is marked stalled
+    /// (`stalled_since`); `0`: never. A job's stall_after_seconds overrides it.
+    #[arg(long, env = "JOBTRACK_STALL_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub stall_after: Duration,
+    /// A stalled job whose executor stays silent this long (since its last write) is FAILED
+    /// with "executor stopped reporting"; `0`: never. A job's abandon_after_seconds overrides it.
+    #[arg(long, env = "JOBTRACK_ABANDON_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub abandon_after: Duration,
+    /// How often the server looks for jobs due for retention, stall or abandon.
+    #[arg(long, env = "JOBTRACK_SWEEP_EVERY", default_value = "1s", value_parser = parse_duration)]
+    pub sweep_every: Duration,
 }
 
 impl ServeArgs {
@@ -124,6 +142,12 @@ impl ServeArgs {
                 max_open: self.max_connections.max(1),
                 first_byte_timeout: seconds(self.first_byte_timeout_secs, 10.0),
             },
+            upkeep: Upkeep {
+                retain_finished: non_zero(self.retain_finished),
+                stall_after: non_zero(self.stall_after),
+                abandon_after: non_zero(self.abandon_after),
+            },
+            sweep_interval: self.sweep_every.max(Duration::from_millis(10)),
         }
     }
 }
@@ -137,6 +161,11 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), String> {
         .run_until_stopped(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `0` is "never".
+fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
 }
 
 /// A positive duration from seconds given on the command line (`default` when not positive).

@@ -199,7 +199,7 @@ mod tests {
             append_activity: vec!["two".into()],
         };
         JobChange::Update(update)
-            .apply(&mut job, 2_000_000)
+            .apply(&mut job, 2_000_000, &crate::domain::Upkeep::default())
             .expect("legal");
         let change = Change {
             seq: 7,

@@ -9,6 +9,7 @@ pub mod job;
 pub mod pvc;
 pub mod query;
 mod string_enum;
+pub mod upkeep;
 
 pub use change::{Change, ChangeKind};
 pub use id::ObjectId;
@@ -16,6 +17,8 @@ pub use job::{Job, JobChange, JobFields, JobState, JobType, JobUpdate, NewJob};
 pub use pvc::{
     CopyProgress, OpType, PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats,
 };
+
+pub use upkeep::{Sweep, Upkeep};
 
 use crate::error::{Error, Result};
 
@@ -30,6 +33,13 @@ pub fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
+}
+
+/// A time (µs since the epoch) as RFC 1123, the way REST shows `_created` and `_updated`:
+/// `Tue, 01 Dec 2026 18:09:09 GMT`.
+pub fn http_date(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000).max(0) as u64;
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// The etag of a record at one revision: 40 lowercase hex characters (a SHA-1, as python-eve

@@ -128,6 +128,12 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         updated: Some(timestamp(job.updated)),
         etag: job.etag.clone(),
         revision: job.revision,
+        ttl_seconds_after_finished: f.ttl_seconds_after_finished,
+        stall_after_seconds: f.stall_after_seconds,
+        abandon_after_seconds: f.abandon_after_seconds,
+        last_report_time: Some(timestamp(job.last_report)),
+        stalled_since: job.stalled_since.map(timestamp),
+        abandon_time: job.abandon_at.map(timestamp),
     }
 }
 
@@ -165,6 +171,9 @@ fn fields_from_pb(job: &pb::Job) -> Result<JobFields> {
         backupdef_name: job.backupdef_name.clone(),
         restoredef_name: job.restoredef_name.clone(),
         securityscan_name: job.securityscan_name.clone(),
+        ttl_seconds_after_finished: job.ttl_seconds_after_finished,
+        stall_after_seconds: job.stall_after_seconds,
+        abandon_after_seconds: job.abandon_after_seconds,
     })
 }
 
@@ -359,7 +368,11 @@ mod tests {
                 update_from_pb(Some(job_to_pb(&sent)), Some(mask), Vec::new()).expect(field.name);
             let mut received = job.clone();
             JobChange::Update(update)
-                .apply(&mut received, 1_600_000_000_000_000)
+                .apply(
+                    &mut received,
+                    1_600_000_000_000_000,
+                    &crate::domain::Upkeep::default(),
+                )
                 .expect(field.name);
             assert_eq!(
                 (field.get)(&received),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
-use crate::domain::query::{Datum, Kind, Resource};
+use crate::domain::query::{Datum, Kind, Resource, Rest};
 use crate::domain::{Job, PvcProgress};
 use crate::error::{Error, Result};
 
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 pub(crate) fn projectable<T: Resource>() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = T::fields()
         .iter()
-        .filter(|f| f.uses.rest && !f.name.starts_with('_'))
+        .filter(|f| f.uses.rest != Rest::Hidden && !f.name.starts_with('_'))
         .map(|f| top_level(f.name))
         .collect();
     names.sort_unstable();
@@ -89,6 +89,11 @@ impl Projection {
         })
     }
 
+    /// Whether the projection asks for `name` by name (how an extension is shown).
+    fn names(&self, name: &str) -> bool {
+        matches!(self, Projection::Only(names) if names.iter().any(|n| n == name))
+    }
+
     /// Whether the item shows the top-level field `name`.
     fn shows(&self, name: &str) -> bool {
         match self {
@@ -156,10 +161,7 @@ impl ItemLinks {
 }
 
 /// RFC 1123, as `_created` and `_updated` are documented.
-pub(crate) fn http_date(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000).max(0) as u64;
-    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-}
+pub(crate) use crate::domain::http_date;
 
 /// A field's value as REST shows it; `None` when it is absent.
 fn shown(kind: Kind, datum: Datum<'_>) -> Option<Json> {
@@ -193,8 +195,13 @@ fn insert(item: &mut Map<String, Json>, name: &str, value: Json) {
 /// The REST fields of `record` the projection shows, with its links.
 fn item<T: Resource>(record: &T, projection: &Projection, links: ItemLinks) -> Json {
     let mut item = Map::new();
-    for field in T::fields().iter().filter(|f| f.uses.rest) {
-        if !field.name.starts_with('_') && !projection.shows(top_level(field.name)) {
+    for field in T::fields().iter().filter(|f| f.uses.rest != Rest::Hidden) {
+        let wanted = match field.uses.rest {
+            _ if field.name.starts_with('_') => true,
+            Rest::OnRequest => projection.names(top_level(field.name)),
+            _ => projection.shows(top_level(field.name)),
+        };
+        if !wanted {
             continue;
         }
         if let Some(value) = shown(field.kind, (field.get)(record)) {
@@ -314,7 +321,7 @@ mod tests {
     fn rendered<T: Resource>() -> Vec<String> {
         let mut names: Vec<String> = T::fields()
             .iter()
-            .filter(|f| f.uses.rest)
+            .filter(|f| f.uses.rest != Rest::Hidden)
             .map(|f| f.name.to_string())
             .collect();
         names.sort();
@@ -346,6 +353,42 @@ mod tests {
             documented("PvcProgress"),
             rendered::<PvcProgress>(),
         );
+    }
+
+    #[test]
+    fn openapi_marks_exactly_the_extensions() {
+        let document: Json = serde_json::from_str(super::super::OPENAPI).expect("openapi.json");
+        let properties = &document["components"]["schemas"]["Job"]["properties"];
+        for field in Job::fields().iter().filter(|f| f.uses.rest != Rest::Hidden) {
+            let marked = properties[top_level(field.name)]["x-jobtrack-extension"] == true;
+            assert_eq!(
+                marked,
+                field.uses.rest == Rest::OnRequest,
+                "openapi.json: {} must carry \"x-jobtrack-extension\": true exactly when REST \
+                 shows it only on request",
+                field.name
+            );
+        }
+    }
+
+    #[test]
+    fn extensions_show_only_when_a_projection_names_them() {
+        let job = crate::domain::job::tests::a_job_with_everything_set();
+        let fields = projectable::<Job>();
+        let all = job_item(&job, &Projection::All, Context::InList);
+        assert!(all.get("stalled_since").is_none() && all.get("stall_after_seconds").is_none());
+        let all_but = Projection::parse(r#"{"name": 0}"#, &fields).expect("valid");
+        assert!(
+            job_item(&job, &all_but, Context::InList)
+                .get("stalled_since")
+                .is_none()
+        );
+        let asked =
+            Projection::parse(r#"{"stalled_since": 1, "state": 1}"#, &fields).expect("valid");
+        let item = job_item(&job, &asked, Context::InList);
+        assert_eq!(item["stalled_since"], "Sun, 13 Sep 2020 12:26:41 GMT");
+        assert_eq!(item["state"], "RUNNING");
+        assert!(item.get("name").is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a server does besides answering calls: reports its database's health, reloads API keys
-//! (so a key created or revoked anywhere takes effect on every replica), and prunes the change
-//! log to the retained history.
+//! (so a key created or revoked anywhere takes effect on every replica), prunes the change
+//! log to the retained history, and sweeps jobs due for retention, stall or abandon
+//! ([`crate::upkeep`]).
 
 use std::time::Duration;
 
@@ -19,6 +20,13 @@ pub(super) struct HistoryRetention {
     pub every: Duration,
 }
 
+/// What the upkeep sweeper runs with.
+pub(super) struct Upkeeping {
+    pub upkeep: crate::domain::Upkeep,
+    pub every: Duration,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
 /// The background tasks of one server; they stop with [`Background::stop`].
 pub(super) struct Background {
     tasks: Vec<JoinHandle<()>>,
@@ -31,12 +39,19 @@ impl Background {
         health_every: Duration,
         keys: Keys,
         history: HistoryRetention,
+        upkeep: Upkeeping,
     ) -> Background {
         Background {
             tasks: vec![
                 tokio::spawn(monitor_health(store.clone(), health, health_every)),
                 tokio::spawn(refresh_keys(store.clone(), keys)),
                 tokio::spawn(prune_history(store.clone(), history)),
+                tokio::spawn(crate::upkeep::run(
+                    store.clone(),
+                    upkeep.upkeep,
+                    upkeep.every,
+                    upkeep.metrics,
+                )),
             ],
         }
     }

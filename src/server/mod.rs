@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::watch::{JobHub, WatchConfig};
-use background::{Background, HistoryRetention};
+use background::{Background, HistoryRetention, Upkeeping};
 use connections::Connections;
 
 /// A server bound to its port, ready to run.
@@ -37,6 +37,7 @@ pub struct Server {
     health: HealthReporter,
     health_every: Duration,
     history: HistoryRetention,
+    upkeep: Upkeeping,
     shutdown_grace: Duration,
     /// TLS on the one port, when a certificate is configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -46,7 +47,7 @@ pub struct Server {
 impl Server {
     /// Opens the store (running migrations), builds every service and binds the port.
     pub async fn build(config: Config) -> Result<Server> {
-        let store = Store::open(&config.database).await?;
+        let store = Store::open_with(&config.database, config.upkeep).await?;
         let (stop_watchers, watchers_stopped) = tokio::sync::watch::channel(false);
         let hub = JobHub::new(
             store.clone(),
@@ -66,6 +67,11 @@ impl Server {
             keys.clone(),
             metrics.clone(),
         );
+        let upkeep = Upkeeping {
+            upkeep: config.upkeep,
+            every: config.sweep_interval,
+            metrics: metrics.clone(),
+        };
         let observed = routes::Observed {
             metrics,
             store: store.clone(),
@@ -95,6 +101,7 @@ impl Server {
                 max_changes: config.history_max_changes,
                 every: config.history_prune_interval,
             },
+            upkeep,
             shutdown_grace: config.shutdown_grace,
             tls,
             connection_limits: config.connections,
@@ -119,6 +126,7 @@ impl Server {
             self.health_every,
             self.keys,
             self.history,
+            self.upkeep,
         );
         let mut connections =
             Connections::new(self.router, local_addr, self.tls, self.connection_limits);

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use crate::domain::job::Applied;
 use crate::domain::pvc::Progress;
-use crate::domain::{Change, ChangeKind, Job, JobChange, NewJob, ObjectId, PvcProgress, PvcReport};
+use crate::domain::{
+    Change, ChangeKind, Job, JobChange, NewJob, ObjectId, PvcProgress, PvcReport, Sweep, Upkeep,
+};
 use crate::error::{Error, Result};
 use crate::store::PvcWritten;
 
@@ -24,12 +26,31 @@ pub(super) enum Op {
         etag: Option<String>,
     },
     Report(PvcReport),
+    /// What the sweeper found due, decided again against the job as stored.
+    Sweep {
+        id: ObjectId,
+        sweep: Sweep,
+    },
+}
+
+impl Op {
+    /// The job the operation names (a create without an id names none yet).
+    pub(super) fn job_id(&self) -> Option<&ObjectId> {
+        match self {
+            Op::Create(new) => new.id.as_ref(),
+            Op::Change { id, .. } | Op::Delete { id, .. } | Op::Sweep { id, .. } => Some(id),
+            Op::Report(report) => Some(&report.job_id),
+        }
+    }
 }
 
 #[allow(clippy::large_enum_variant)] // moved once per request
 pub(super) enum Done {
     Job(Job),
     Pvc(PvcWritten),
+    /// What a sweep did: `None` when nothing was due after all (another replica, or a write
+    /// from the executor, came first).
+    Swept(Option<Sweep>),
 }
 
 impl Done {
@@ -37,8 +58,8 @@ impl Done {
     pub(super) fn job(self) -> Result<Job> {
         match self {
             Done::Job(job) => Ok(job),
-            Done::Pvc(_) => Err(Error::Internal(
-                "a job write answered with a PVC record".into(),
+            _ => Err(Error::Internal(
+                "a job write answered with something else".into(),
             )),
         }
     }
@@ -47,7 +68,17 @@ impl Done {
     pub(super) fn pvc(self) -> Result<PvcWritten> {
         match self {
             Done::Pvc(written) => Ok(written),
-            Done::Job(_) => Err(Error::Internal("a report answered with a job".into())),
+            _ => Err(Error::Internal(
+                "a report answered with something else".into(),
+            )),
+        }
+    }
+
+    /// What a sweep did.
+    pub(super) fn swept(self) -> Result<Option<Sweep>> {
+        match self {
+            Done::Swept(done) => Ok(done),
+            _ => Err(Error::Internal("a sweep answered with a record".into())),
         }
     }
 }
@@ -126,7 +157,7 @@ impl BatchState {
     }
 
     /// Applies one operation to the in-memory records; a refusal leaves them as they were.
-    pub(super) fn apply(&mut self, op: &Op, now: i64) -> Result<Done> {
+    pub(super) fn apply(&mut self, op: &Op, now: i64, upkeep: &Upkeep) -> Result<Done> {
         match op {
             Op::Create(new) => {
                 let job = new.clone().into_job(now)?;
@@ -144,7 +175,7 @@ impl BatchState {
                 let mut job = self.job(id).cloned().ok_or_else(|| not_found(id))?;
                 check_etag(&job, etag.as_deref())?;
                 let before = job.clone();
-                if change.apply(&mut job, now)? == Applied::Changed {
+                if change.apply(&mut job, now, upkeep)? == Applied::Changed {
                     self.put_job(job.clone());
                     self.record(ChangeKind::Updated, &job, Some(&before), None, now);
                 }
@@ -153,23 +184,26 @@ impl BatchState {
             Op::Delete { id, etag } => {
                 let job = self.job(id).cloned().ok_or_else(|| not_found(id))?;
                 check_etag(&job, etag.as_deref())?;
-                self.jobs.insert(id.clone(), None);
-                self.dirty_jobs.remove(id);
-                self.deleted_jobs.push(id.clone());
-                // Its records are gone: forget the stored ones, so a re-created job starts afresh.
-                self.stored_jobs.remove(id);
-                self.stored_pvcs.retain(|key, _| key.0 != *id);
-                self.pvcs.retain(|key, _| key.0 != *id);
-                self.dirty_pvcs.retain(|key| key.0 != *id);
-                self.record(ChangeKind::Deleted, &job, Some(&job), None, now);
+                self.remove_job(&job, now);
                 Ok(Done::Job(job))
             }
+            Op::Sweep { id, sweep } => Ok(Done::Swept(self.sweep(id, *sweep, now, upkeep))),
             Op::Report(report) => {
                 let mut job = self
                     .job(&report.job_id)
                     .cloned()
                     .ok_or_else(|| not_found(&report.job_id))?;
                 job.ensure_accepts_progress()?;
+                // A write from the executor: one that ends a stall is an UPDATED change of its
+                // own, so that every watcher of the job sees the mark go.
+                let stalled = job.clone();
+                if job.heard_from_executor(now, upkeep.resolution(&job))
+                    && stalled.stalled_since.is_some()
+                {
+                    job.touch(now);
+                    self.put_job(job.clone());
+                    self.record(ChangeKind::Updated, &job, Some(&stalled), None, now);
+                }
                 let key = (
                     report.job_id.clone(),
                     report.namespace.clone(),
@@ -192,6 +226,47 @@ impl BatchState {
                 self.record(ChangeKind::PvcUpdated, &job, Some(&before), Some(&pvc), now);
                 Ok(Done::Pvc(PvcWritten { pvc, job }))
             }
+        }
+    }
+
+    /// Deletes the job and its PVC records (a DELETED change).
+    fn remove_job(&mut self, job: &Job, now: i64) {
+        let id = &job.id;
+        self.jobs.insert(id.clone(), None);
+        self.dirty_jobs.remove(id);
+        self.deleted_jobs.push(id.clone());
+        // Its records are gone: forget the stored ones, so a re-created job starts afresh.
+        self.stored_jobs.remove(id);
+        self.stored_pvcs.retain(|key, _| key.0 != *id);
+        self.pvcs.retain(|key, _| key.0 != *id);
+        self.dirty_pvcs.retain(|key| key.0 != *id);
+        self.record(ChangeKind::Deleted, job, Some(job), None, now);
+    }
+
+    /// Does what the sweeper found due, if it still is: the decision is the domain's, taken
+    /// against the job as stored, so of two replicas sweeping the same job one acts.
+    fn sweep(&mut self, id: &ObjectId, sweep: Sweep, now: i64, upkeep: &Upkeep) -> Option<Sweep> {
+        let mut job = self.job(id).cloned()?;
+        let before = job.clone();
+        let applied = match sweep {
+            Sweep::Expire => {
+                if upkeep.due(&job, now) != Some(Sweep::Expire) {
+                    return None;
+                }
+                self.remove_job(&job, now);
+                return Some(Sweep::Expire);
+            }
+            Sweep::Stall => upkeep.stall(&mut job, now),
+            Sweep::Abandon => upkeep.abandon(&mut job, now),
+        };
+        if applied == Applied::Unchanged {
+            return None;
+        }
+        self.put_job(job.clone());
+        self.record(ChangeKind::Updated, &job, Some(&before), None, now);
+        match sweep {
+            Sweep::Abandon if !job.state.is_terminal() => None, // its time moved, see abandon()
+            sweep => Some(sweep),
         }
     }
 

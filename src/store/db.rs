@@ -10,7 +10,7 @@ use sqlx::{Row, Type};
 
 use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
-use crate::domain::{Change, Job, JobState, ObjectId, PvcProgress};
+use crate::domain::{Change, Job, JobState, ObjectId, PvcProgress, Sweep, Upkeep};
 use crate::error::Result;
 use crate::store::batch::decode_change;
 use crate::store::schema::{KeyRow, Param, Stored, api_key, decode, select, states};
@@ -33,6 +33,8 @@ struct Statements {
     changes_of_job_after: String,
     history: String,
     head: String,
+    /// The sweeps' candidate queries, each answered by one partial index (see the migrations).
+    due: [(Sweep, Due, String); 5],
 }
 
 impl Statements {
@@ -58,6 +60,14 @@ impl Statements {
             ),
             history: format!("SELECT min({position}), max({position}) FROM changes"),
             head: format!("SELECT coalesce(max({position}), 0) FROM changes"),
+            due: Due::ALL.map(|(sweep, due, condition, order)| {
+                let sql = format!(
+                    "SELECT id FROM jobs WHERE {condition} AND {order} <= {} ORDER BY {order} LIMIT {}",
+                    p(1),
+                    p(2)
+                );
+                (sweep, due, sql)
+            }),
         }
     }
 }
@@ -176,6 +186,29 @@ where
                 .fetch_all(&self.pool)
                 .await?;
         Ok(states(rows))
+    }
+
+    /// Up to `limit` jobs of each kind that `upkeep` finds due at `now`, oldest first. Each
+    /// query reads one partial index, so when nothing is due it costs a lookup, however many
+    /// jobs there are. Candidates only: the writer decides again ([`Upkeep::due`]).
+    pub async fn due_jobs(
+        &self,
+        upkeep: &Upkeep,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(ObjectId, Sweep)>> {
+        let mut found = Vec::new();
+        for (sweep, due, sql) in &self.statements.due {
+            let Some(cutoff) = due.cutoff(upkeep, now) else {
+                continue;
+            };
+            let params = vec![int(cutoff), int(limit.min(i64::MAX as usize) as i64)];
+            for row in query::<DB>(sql, params).fetch_all(&self.pool).await? {
+                let id: String = row.try_get(0)?;
+                found.push((ObjectId::from_stored(id), *sweep));
+            }
+        }
+        Ok(found)
     }
 
     /// The newest position this database has numbered.
@@ -325,4 +358,68 @@ pub(crate) fn positioned(position: i64, bytes: &[u8]) -> Result<Change> {
     let mut change = decode_change(bytes)?;
     change.seq = position.max(0) as u64;
     Ok(change)
+}
+
+/// Which jobs a sweep query finds, and the bound its index is read up to.
+#[derive(Clone, Copy, Debug)]
+enum Due {
+    /// Finished, kept for the server's retention: `end_time` (s) at most now − retention.
+    Retention,
+    /// Finished with a `ttl_seconds_after_finished`: `end_time` + ttl at most now (s).
+    OwnTtl,
+    /// Active, not stalled, the server's stall-after: `last_report_time` at most now −
+    /// stall-after − its resolution (a twentieth of it).
+    StallAfter,
+    /// Active, not stalled, its own `stall_after_seconds`: the same bound, computed per row.
+    OwnStallAfter,
+    /// Stalled: `abandon_time` at most now.
+    Abandon,
+}
+
+impl Due {
+    /// (what it finds, which, the condition, the ordered expression): the conditions are the
+    /// partial indexes' own predicates, word for word, so that both databases use them.
+    const ALL: [(Sweep, Due, &'static str, &'static str); 5] = [
+        (
+            Sweep::Expire,
+            Due::Retention,
+            "state NOT IN ('PENDING', 'RUNNING') AND ttl_seconds_after_finished IS NULL",
+            "end_time",
+        ),
+        (
+            Sweep::Expire,
+            Due::OwnTtl,
+            "state NOT IN ('PENDING', 'RUNNING') AND ttl_seconds_after_finished IS NOT NULL",
+            "(end_time + ttl_seconds_after_finished)",
+        ),
+        (
+            Sweep::Stall,
+            Due::StallAfter,
+            "state IN ('PENDING', 'RUNNING') AND stalled_since IS NULL AND stall_after_seconds IS NULL",
+            "last_report_time",
+        ),
+        (
+            Sweep::Stall,
+            Due::OwnStallAfter,
+            "state IN ('PENDING', 'RUNNING') AND stalled_since IS NULL AND stall_after_seconds > 0",
+            // STALL_MICROS_PER_SECOND (a test checks that they agree).
+            "(last_report_time + stall_after_seconds * 1050000)",
+        ),
+        (
+            Sweep::Abandon,
+            Due::Abandon,
+            "abandon_time IS NOT NULL",
+            "abandon_time",
+        ),
+    ];
+
+    /// The bound of the query at `now`; `None` when the policy makes the query pointless.
+    fn cutoff(self, upkeep: &Upkeep, now: i64) -> Option<i64> {
+        match self {
+            Due::Retention => upkeep.retention_cutoff(now),
+            Due::OwnTtl => Some(now.div_euclid(1_000_000)),
+            Due::StallAfter => upkeep.stall_cutoff(now),
+            Due::OwnStallAfter | Due::Abandon => Some(now),
+        }
+    }
 }

@@ -34,7 +34,9 @@ use tokio::sync::broadcast;
 
 use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
-use crate::domain::{Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport};
+use crate::domain::{
+    Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, Sweep, Upkeep,
+};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
 use backend::SqlBackend;
@@ -147,13 +149,18 @@ impl Store {
     /// `postgresql://...`), else SQLite: `sqlite::memory:`, `sqlite:PATH`, `sqlite://PATH` or a
     /// plain file path.
     pub async fn open(url: &str) -> Result<Store> {
+        Store::open_with(url, Upkeep::default()).await
+    }
+
+    /// [`Store::open`], with the retention and stall policy its writer decides by.
+    pub async fn open_with(url: &str, upkeep: Upkeep) -> Result<Store> {
         let metrics = WriteMetrics::default();
         let (backend, feed) = if url.starts_with("postgres://") || url.starts_with("postgresql://")
         {
-            let (store, feed) = PgStore::open(url, metrics.clone()).await?;
+            let (store, feed) = PgStore::open(url, metrics.clone(), upkeep).await?;
             (Backend::Postgres(store), feed)
         } else {
-            let (store, feed) = SqliteStore::open(url, metrics.clone()).await?;
+            let (store, feed) = SqliteStore::open(url, metrics.clone(), upkeep).await?;
             (Backend::Sqlite(store), feed)
         };
         Ok(Store {
@@ -190,6 +197,23 @@ impl Store {
 
     pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
         on_backend!(self, b => b.write(Op::Report(report)).await?.pvc())
+    }
+
+    /// Up to `limit` jobs of each kind of sweep that `upkeep` finds due at `now` (candidates:
+    /// [`Store::sweep`] decides again).
+    pub async fn due_jobs(
+        &self,
+        upkeep: &Upkeep,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(ObjectId, Sweep)>> {
+        on_backend!(self, b => b.db().due_jobs(upkeep, now, limit).await)
+    }
+
+    /// Does `sweep` to the job if it is still due, through the same writer (and the same kind
+    /// of change) as a client's write; answers what was done.
+    pub async fn sweep(&self, id: ObjectId, sweep: Sweep) -> Result<Option<Sweep>> {
+        on_backend!(self, b => b.write(Op::Sweep { id, sweep }).await?.swept())
     }
 
     /// A job as last committed: from memory when this replica knows it, else from the database.

@@ -7,7 +7,7 @@
 
 use crate::domain::pvc::{CopyProgress, SnapshotProgress};
 use crate::domain::query::value::required;
-use crate::domain::query::{Datum, EnumKind, Field, Kind, Origin, Resource, Uses};
+use crate::domain::query::{Datum, EnumKind, Field, Kind, Origin, Resource, Rest, Uses};
 use crate::domain::{Job, JobFields, JobState, JobType, ObjectId};
 
 /// A client-written nullable field of [`JobFields`]: text, an id or an integer.
@@ -21,12 +21,20 @@ macro_rules! written {
     ($name:literal, Int, $member:ident) => {
         written!(@ $name, Kind::Int, $member, |j| Datum::int(j.fields.$member), into_int)
     };
+    // A jobtrack extension: REST shows it only when a projection names it.
+    ($name:literal, ExtensionInt, $member:ident) => {
+        written!(@ $name, Kind::Int, $member, |j| Datum::int(j.fields.$member), into_int,
+            Uses::CLIENT_EXTENSION)
+    };
     (@ $name:literal, $kind:expr, $member:ident, $get:expr, $into:ident) => {
+        written!(@ $name, $kind, $member, $get, $into, Uses::CLIENT)
+    };
+    (@ $name:literal, $kind:expr, $member:ident, $get:expr, $into:ident, $uses:expr) => {
         Field {
             name: $name,
             kind: $kind,
             nullable: true,
-            uses: Uses::CLIENT,
+            uses: $uses,
             get: $get,
             set: |j, v| {
                 j.fields.$member = v.$into()?;
@@ -74,7 +82,7 @@ macro_rules! aggregate {
     };
 }
 
-static FIELDS: [Field<Job>; 37] = [
+static FIELDS: [Field<Job>; 43] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -120,13 +128,20 @@ static FIELDS: [Field<Job>; 37] = [
     written!("backupdef_name", Text, backupdef_name),
     written!("restoredef_name", Text, restoredef_name),
     written!("securityscan_name", Text, securityscan_name),
+    written!(
+        "ttl_seconds_after_finished",
+        ExtensionInt,
+        ttl_seconds_after_finished
+    ),
+    written!("stall_after_seconds", ExtensionInt, stall_after_seconds),
+    written!("abandon_after_seconds", ExtensionInt, abandon_after_seconds),
     Field {
         name: "activity",
         kind: Kind::Lines,
         nullable: false,
         uses: Uses {
             query: false,
-            rest: true,
+            rest: Rest::Shown,
             origin: Origin::Appended,
         },
         get: |j| Datum::Lines(&j.activity),
@@ -205,6 +220,39 @@ static FIELDS: [Field<Job>; 37] = [
             Ok(())
         },
     },
+    Field {
+        name: "last_report_time",
+        kind: Kind::Time,
+        nullable: false,
+        uses: Uses::SERVER_EXTENSION,
+        get: |j| Datum::Int(j.last_report),
+        set: |j, v| {
+            j.last_report = required(v.into_int()?)?;
+            Ok(())
+        },
+    },
+    Field {
+        name: "stalled_since",
+        kind: Kind::Time,
+        nullable: true,
+        uses: Uses::SERVER_EXTENSION,
+        get: |j| Datum::int(j.stalled_since),
+        set: |j, v| {
+            j.stalled_since = v.into_int()?;
+            Ok(())
+        },
+    },
+    Field {
+        name: "abandon_time",
+        kind: Kind::Time,
+        nullable: true,
+        uses: Uses::SERVER_EXTENSION,
+        get: |j| Datum::int(j.abandon_at),
+        set: |j, v| {
+            j.abandon_at = v.into_int()?;
+            Ok(())
+        },
+    },
     // Not a REST field, but the revision is useful to gRPC clients (changes since N).
     Field {
         name: "revision",
@@ -212,7 +260,7 @@ static FIELDS: [Field<Job>; 37] = [
         nullable: false,
         uses: Uses {
             query: true,
-            rest: false,
+            rest: Rest::Hidden,
             origin: Origin::Server,
         },
         get: |j| Datum::Int(j.revision as i64),
@@ -242,6 +290,9 @@ impl Resource for Job {
             updated: 0,
             revision: 0,
             etag: String::new(),
+            last_report: 0,
+            stalled_since: None,
+            abandon_at: None,
         }
     }
 }

@@ -89,6 +89,18 @@ pub struct JobFields {
     pub restoredef_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub securityscan_name: Option<String>,
+    /// Seconds after `end_time` at which a finished job is deleted, as on a Kubernetes Job (0:
+    /// as soon as it finishes); unset: the server's `--retain-finished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i64>,
+    /// Seconds without a write from the executor after which the job is marked stalled (0:
+    /// never); unset: the server's `--stall-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_after_seconds: Option<i64>,
+    /// Seconds without a write from the executor after which the job is FAILED (0: never);
+    /// unset: the server's `--abandon-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon_after_seconds: Option<i64>,
 }
 
 /// One job as stored.
@@ -109,6 +121,21 @@ pub struct Job {
     pub updated: i64,
     pub revision: u64,
     pub etag: String,
+    /// When the executor last wrote (CreateJob, UpdateJob, ReportPvcProgress), µs: moved only
+    /// when it is older than the job's stall resolution ([`Upkeep::resolution`]), so that
+    /// frequent reports do not rewrite its index entry every time.
+    ///
+    /// [`Upkeep::resolution`]: crate::domain::Upkeep::resolution
+    #[serde(default)]
+    pub last_report: i64,
+    /// Since when the executor has been silent for longer than the job's stall-after (µs); only
+    /// on PENDING and RUNNING jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<i64>,
+    /// When a stalled job is FAILED if its executor stays silent (µs); set with `stalled_since`
+    /// unless the job is never abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon_at: Option<i64>,
 }
 
 /// A job to create, as a client described it.
@@ -140,6 +167,9 @@ impl NewJob {
             created: now,
             updated: now,
             revision,
+            last_report: now,
+            stalled_since: None,
+            abandon_at: None,
         };
         validate(&job)?;
         validate_activity(0, &job.activity)?;
@@ -154,6 +184,26 @@ impl Job {
         // `updated` never goes backwards, even if the clock does.
         self.updated = now.max(self.updated);
         self.etag = etag(&self.id, self.revision, self.updated);
+    }
+
+    /// A job that has ended is no longer stalled: its stall marks go.
+    pub(crate) fn settle(&mut self) {
+        if self.state.is_terminal() {
+            self.stalled_since = None;
+            self.abandon_at = None;
+        }
+    }
+
+    /// Records a write from the job's executor at `now`: clears a stall mark, and moves
+    /// `last_report` when it is at least `resolution` old. Whether anything changed.
+    pub(crate) fn heard_from_executor(&mut self, now: i64, resolution: i64) -> bool {
+        let stalled = self.stalled_since.take().is_some();
+        self.abandon_at = None;
+        if stalled || now - self.last_report >= resolution {
+            self.last_report = now.max(self.last_report);
+            return true;
+        }
+        false
     }
 
     /// Refuses PVC reports on a terminal job.
@@ -198,8 +248,32 @@ pub(crate) fn validate(job: &Job) -> Result<()> {
             _ => {}
         }
     }
+    let f = &job.fields;
+    for (name, seconds) in [
+        ("ttl_seconds_after_finished", f.ttl_seconds_after_finished),
+        ("stall_after_seconds", f.stall_after_seconds),
+        ("abandon_after_seconds", f.abandon_after_seconds),
+    ] {
+        if seconds.is_some_and(|s| s > MAX_OVERRIDE_SECONDS) {
+            return Err(Error::invalid(format!(
+                "{name} is {}: at most {MAX_OVERRIDE_SECONDS} (a hundred years)",
+                seconds.unwrap_or_default()
+            )));
+        }
+    }
+    if let (Some(end), Some(ttl)) = (f.end_time, f.ttl_seconds_after_finished)
+        && end.checked_add(ttl).is_none()
+    {
+        return Err(Error::invalid(format!(
+            "end_time {end} + ttl_seconds_after_finished {ttl} is beyond any time"
+        )));
+    }
     Ok(())
 }
+
+/// The longest per-job retention, stall-after or abandon-after: a hundred years, which keeps
+/// every sum of times in range.
+const MAX_OVERRIDE_SECONDS: i64 = 3_155_760_000;
 
 pub(super) fn validate_activity(existing: usize, lines: &[String]) -> Result<()> {
     for line in lines {
@@ -237,6 +311,9 @@ pub(crate) mod tests {
                 backupdef_name: Some("b".into()),
                 restoredef_name: Some("r".into()),
                 securityscan_name: Some("s".into()),
+                ttl_seconds_after_finished: Some(7),
+                stall_after_seconds: Some(8),
+                abandon_after_seconds: Some(9),
             },
             state: Some(JobState::Running),
             activity: vec!["one".into(), "two".into()],
@@ -244,6 +321,8 @@ pub(crate) mod tests {
         .into_job(1_600_000_000_000_000)
         .expect("valid");
         job.fields.end_time = Some(2);
+        job.stalled_since = Some(1_600_000_001_000_000);
+        job.abandon_at = Some(1_600_000_002_000_000);
         job.copy_progress = Some(CopyProgress {
             stats: crate::domain::TransferStats {
                 estimated_size: Some(10),

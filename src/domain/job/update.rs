@@ -4,6 +4,7 @@
 
 use super::fields::state_field;
 use super::{Job, JobFields, JobState, JobType, stamp_times, validate, validate_activity};
+use crate::domain::Upkeep;
 use crate::domain::query::{Field, Origin, Resource};
 use crate::error::{Error, Result};
 
@@ -39,12 +40,20 @@ pub enum Applied {
 }
 
 impl JobChange {
-    /// Applies the change to `job`, or refuses it and leaves `job` as it was.
-    pub fn apply(&self, job: &mut Job, now: i64) -> Result<Applied> {
+    /// Applies the change to `job`, or refuses it and leaves `job` as it was. An update is a
+    /// write from the job's executor (it clears a stall mark); one that names nothing is the
+    /// executor's heartbeat, written only when it moves the job's `last_report` (see
+    /// [`Upkeep::resolution`]).
+    pub fn apply(&self, job: &mut Job, now: i64, upkeep: &Upkeep) -> Result<Applied> {
         match self {
             JobChange::Update(update) => {
                 let mut next = job.clone();
                 update.apply_to(&mut next, now)?;
+                let heard = next.heard_from_executor(now, upkeep.resolution(&next));
+                if update.is_heartbeat() && !heard {
+                    return Ok(Applied::Unchanged);
+                }
+                next.settle();
                 next.touch(now);
                 *job = next;
                 Ok(Applied::Changed)
@@ -77,6 +86,11 @@ impl JobUpdate {
             mask,
             append_activity,
         }
+    }
+
+    /// An update that writes nothing: the executor saying it is alive.
+    pub fn is_heartbeat(&self) -> bool {
+        self.mask.is_empty() && self.append_activity.is_empty()
     }
 
     fn names_state(&self) -> bool {
@@ -209,6 +223,7 @@ fn cancel(job: &mut Job, by: &str, now: i64) -> Result<Applied> {
     job.state = JobState::Cancelled;
     stamp_times(&mut job.fields, JobState::Cancelled, now);
     job.activity.push(format!("Job cancelled by {by}"));
+    job.settle();
     job.touch(now);
     Ok(Applied::Changed)
 }
@@ -245,7 +260,7 @@ mod tests {
             for &to in JobState::ALL {
                 let mut j = job(from, JobType::K8sCopy);
                 let before = j.clone();
-                let result = set_state(to).apply(&mut j, 1_700_000_000_000_000);
+                let result = set_state(to).apply(&mut j, 1_700_000_000_000_000, &Upkeep::default());
                 let legal = from == to && !from.is_terminal() || from.can_become(to);
                 assert_eq!(result.is_ok(), legal, "{from:?} -> {to:?}");
                 if !legal {
@@ -260,11 +275,11 @@ mod tests {
         let mut j = job(JobState::Pending, JobType::K8sSnap);
         assert_eq!(j.fields.start_time, None);
         set_state(JobState::Running)
-            .apply(&mut j, 1_700_000_000_000_000)
+            .apply(&mut j, 1_700_000_000_000_000, &Upkeep::default())
             .expect("legal");
         assert_eq!(j.fields.start_time, Some(1_700_000_000));
         set_state(JobState::Completed)
-            .apply(&mut j, 1_700_000_100_000_000)
+            .apply(&mut j, 1_700_000_100_000_000, &Upkeep::default())
             .expect("legal");
         assert_eq!(j.fields.end_time, Some(1_700_000_100));
         assert_eq!(j.revision, 3);
@@ -292,7 +307,7 @@ mod tests {
             let error = mask_path(path).expect_err(path).to_string();
             assert!(error.contains(says), "{path}: {error}");
         }
-        assert_eq!(mask_path("*").expect("all").len(), 14);
+        assert_eq!(mask_path("*").expect("all").len(), 17);
     }
 
     #[test]
@@ -301,19 +316,32 @@ mod tests {
             by: "tester".into(),
         };
         let mut running = job(JobState::Running, JobType::K8sCopy);
-        assert_eq!(by.apply(&mut running, 1).expect("cancel"), Applied::Changed);
+        assert_eq!(
+            by.apply(&mut running, 1, &Upkeep::default())
+                .expect("cancel"),
+            Applied::Changed
+        );
         assert_eq!(running.state, JobState::Cancelled);
         assert_eq!(
-            by.apply(&mut running, 2).expect("again"),
+            by.apply(&mut running, 2, &Upkeep::default())
+                .expect("again"),
             Applied::Unchanged
         );
         assert!(
-            by.apply(&mut job(JobState::Pending, JobType::K8sCopy), 1)
-                .is_err()
+            by.apply(
+                &mut job(JobState::Pending, JobType::K8sCopy),
+                1,
+                &Upkeep::default()
+            )
+            .is_err()
         );
         assert!(
-            by.apply(&mut job(JobState::Running, JobType::Restore), 1)
-                .is_err()
+            by.apply(
+                &mut job(JobState::Running, JobType::Restore),
+                1,
+                &Upkeep::default()
+            )
+            .is_err()
         );
     }
 }

@@ -5,7 +5,7 @@ use super::{OpType, PvcProgress, PvcState, TransferStats};
 use crate::domain::ObjectId;
 use crate::domain::query::value::required;
 use crate::domain::query::{
-    CmpOp, Datum, EnumKind, Field, Filter, Kind, Origin, Resource, Uses, Value,
+    CmpOp, Datum, EnumKind, Field, Filter, Kind, Origin, Resource, Rest, Uses, Value,
 };
 
 /// A transfer statistic of the record (`stats.*`), as its executor reports it.
@@ -170,7 +170,7 @@ static FIELDS: [Field<PvcProgress>; 20] = [
         nullable: false,
         uses: Uses {
             query: false,
-            rest: false,
+            rest: Rest::Hidden,
             origin: Origin::Server,
         },
         get: |p| Datum::Int(p.revision as i64),

@@ -50,28 +50,52 @@ impl<T> PartialEq for Field<T> {
 pub struct Uses {
     /// In `where` and `sort`.
     pub query: bool,
-    /// In the documented REST JSON.
-    pub rest: bool,
+    /// Whether REST items show it.
+    pub rest: Rest,
     pub origin: Origin,
+}
+
+/// Whether a REST item shows a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rest {
+    /// Always: a field of the documented JSON.
+    Shown,
+    /// Only when a `projection` names it: a jobtrack extension, so that items stay exactly the
+    /// documented JSON for the clients that do not ask.
+    OnRequest,
+    /// Never (gRPC only).
+    Hidden,
 }
 
 impl Uses {
     /// Written by clients, queried and shown: most fields.
     pub const CLIENT: Uses = Uses {
         query: true,
-        rest: true,
+        rest: Rest::Shown,
         origin: Origin::Client,
+    };
+    /// Written by clients and queried; in REST only on request (a jobtrack extension).
+    pub const CLIENT_EXTENSION: Uses = Uses {
+        query: true,
+        rest: Rest::OnRequest,
+        origin: Origin::Client,
+    };
+    /// Set by the server and queried; in REST only on request (a jobtrack extension).
+    pub const SERVER_EXTENSION: Uses = Uses {
+        query: true,
+        rest: Rest::OnRequest,
+        origin: Origin::Server,
     };
     /// Set by the server, queried and shown (ids, times, etags).
     pub const SERVER: Uses = Uses {
         query: true,
-        rest: true,
+        rest: Rest::Shown,
         origin: Origin::Server,
     };
     /// Derived from other records, queried and shown (a job's PVC aggregates).
     pub const DERIVED: Uses = Uses {
         query: true,
-        rest: true,
+        rest: Rest::Shown,
         origin: Origin::Derived,
     };
 }

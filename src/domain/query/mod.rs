@@ -14,7 +14,7 @@ pub mod parse;
 pub mod sort;
 pub mod value;
 
-pub use field::{Field, Origin, Resource, Uses};
+pub use field::{Field, Origin, Resource, Rest, Uses};
 pub use filter::{CmpOp, Filter, Operator, Pattern};
 pub use page::{ListQuery, PageAt};
 pub use parse::parse_where;

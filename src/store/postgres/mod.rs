@@ -35,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::domain::Upkeep;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
@@ -66,7 +67,11 @@ pub(crate) struct PgStore {
 impl PgStore {
     /// Connects (running migrations) and starts the writer, sequencer, follower and doorbell;
     /// answers the store and the feed its follower publishes to.
-    pub async fn open(url: &str, metrics: WriteMetrics) -> Result<(Self, Arc<Feed>)> {
+    pub async fn open(
+        url: &str,
+        metrics: WriteMetrics,
+        upkeep: Upkeep,
+    ) -> Result<(Self, Arc<Feed>)> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::invalid(format!("database URL: {e}")))?
             .application_name("jobtrack");
@@ -82,7 +87,13 @@ impl PgStore {
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let tasks = vec![
-            tokio::spawn(run_writer(pool.clone(), queue, sequencer.clone(), metrics)),
+            tokio::spawn(run_writer(
+                pool.clone(),
+                queue,
+                sequencer.clone(),
+                metrics,
+                upkeep,
+            )),
             tokio::spawn(run_sequencer(
                 sequencer_pool.clone(),
                 sequencer,

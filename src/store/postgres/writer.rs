@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::sequencer::Sequencer;
 use crate::domain::now_micros;
-use crate::domain::{Job, PvcProgress};
+use crate::domain::{Job, ObjectId, PvcProgress, Upkeep};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
 use crate::store::batch::{BatchState, Changed, Done, Op, encode_change, pvc_key};
@@ -66,6 +66,7 @@ pub(super) async fn run_writer(
     mut queue: mpsc::Receiver<Pending>,
     sequencer: Arc<Sequencer>,
     metrics: WriteMetrics,
+    upkeep: Upkeep,
 ) {
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
@@ -81,7 +82,7 @@ pub(super) async fn run_writer(
         }
         let (pool, sequencer, metrics) = (pool.clone(), sequencer.clone(), metrics.clone());
         tokio::spawn(async move {
-            run_batch(&pool, &sequencer, &metrics, batch).await;
+            run_batch(&pool, &sequencer, &metrics, &upkeep, batch).await;
             drop(slot);
         });
     }
@@ -92,11 +93,12 @@ async fn run_batch(
     pool: &PgPool,
     sequencer: &Sequencer,
     metrics: &WriteMetrics,
+    upkeep: &Upkeep,
     batch: Vec<Pending>,
 ) {
     let ops: Vec<&Op> = batch.iter().map(|p| &p.op).collect();
     let started = std::time::Instant::now();
-    let results = match commit(pool, &ops).await {
+    let results = match commit(pool, &ops, upkeep).await {
         Ok((results, changed)) => {
             metrics.committed(ops.len(), started.elapsed());
             if changed {
@@ -108,7 +110,7 @@ async fn run_batch(
             tracing::debug!(error = %e, ops = ops.len(), "a batch failed; writing its operations one by one");
             let mut results = Vec::with_capacity(ops.len());
             for op in &ops {
-                results.push(commit_alone(pool, sequencer, op).await);
+                results.push(commit_alone(pool, sequencer, upkeep, op).await);
             }
             results
         }
@@ -124,8 +126,13 @@ async fn run_batch(
 }
 
 /// One operation in a transaction of its own.
-async fn commit_alone(pool: &PgPool, sequencer: &Sequencer, op: &Op) -> Result<Done> {
-    match commit(pool, &[op]).await {
+async fn commit_alone(
+    pool: &PgPool,
+    sequencer: &Sequencer,
+    upkeep: &Upkeep,
+    op: &Op,
+) -> Result<Done> {
+    match commit(pool, &[op], upkeep).await {
         Ok((mut results, changed)) => {
             if changed {
                 sequencer.after_commit().await;
@@ -176,14 +183,18 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// Applies `ops` in one transaction: each its own answer, and whether anything was written.
-async fn commit(pool: &PgPool, ops: &[&Op]) -> Result<(Vec<Result<Done>>, bool), Failed> {
+async fn commit(
+    pool: &PgPool,
+    ops: &[&Op],
+    upkeep: &Upkeep,
+) -> Result<(Vec<Result<Done>>, bool), Failed> {
     let mut tx = pool.begin().await.map_err(Failed::BeforeCommit)?;
     let mut state = BatchState::default();
     load(&mut tx, ops, &mut state)
         .await
         .map_err(Failed::BeforeCommit)?;
     let now = now_micros();
-    let results: Vec<Result<Done>> = ops.iter().map(|op| state.apply(op, now)).collect();
+    let results: Vec<Result<Done>> = ops.iter().map(|op| state.apply(op, now, upkeep)).collect();
     let changed = !state.changes.is_empty();
     if !changed {
         // Every operation was refused: release the row locks without writing anything.
@@ -203,11 +214,7 @@ async fn load(
 ) -> Result<(), sqlx::Error> {
     let mut ids: Vec<&str> = ops
         .iter()
-        .filter_map(|op| match op {
-            Op::Create(new) => new.id.as_ref().map(|id| id.as_str()),
-            Op::Change { id, .. } | Op::Delete { id, .. } => Some(id.as_str()),
-            Op::Report(report) => Some(report.job_id.as_str()),
-        })
+        .filter_map(|op| op.job_id().map(ObjectId::as_str))
         .collect();
     ids.sort_unstable();
     ids.dedup();

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use std::sync::Arc;
 
+use crate::domain::Upkeep;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
@@ -56,7 +57,11 @@ pub(crate) struct SqliteStore {
 impl SqliteStore {
     /// Opens the database (running migrations) and starts the writer; answers the store and the
     /// feed its writer publishes to.
-    pub async fn open(url: &str, metrics: WriteMetrics) -> Result<(Self, Arc<Feed>)> {
+    pub async fn open(
+        url: &str,
+        metrics: WriteMetrics,
+        upkeep: Upkeep,
+    ) -> Result<(Self, Arc<Feed>)> {
         let options = connect_options(url)?;
         let unavailable =
             |e| Error::Unavailable(format!("cannot open the SQLite database {url:?}: {e}"));
@@ -108,6 +113,7 @@ impl SqliteStore {
             feed: feed.clone(),
             metrics,
             checkpoints,
+            upkeep,
         };
         let store = SqliteStore {
             writer: tx,

@@ -154,13 +154,10 @@ pub(super) async fn load(
     let mut missing_jobs: HashSet<&str> = HashSet::new();
     let mut missing_pvcs: HashSet<PvcKey> = HashSet::new();
     for op in ops {
-        let (job_id, key) = match op {
-            Op::Create(new) => (new.id.as_ref(), None),
-            Op::Change { id, .. } | Op::Delete { id, .. } => (Some(id), None),
-            Op::Report(r) => (
-                Some(&r.job_id),
-                Some((r.job_id.clone(), r.namespace.clone(), r.name.clone())),
-            ),
+        let job_id = op.job_id();
+        let key = match op {
+            Op::Report(r) => Some((r.job_id.clone(), r.namespace.clone(), r.name.clone())),
+            _ => None,
         };
         if let Some(id) = job_id {
             if let Some(job) = cache.job(id) {

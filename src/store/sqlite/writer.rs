@@ -17,6 +17,7 @@ use tokio::time::{Instant, timeout_at};
 use super::cache::{Cache, SharedJobs};
 use super::checkpoint::{Checkpoints, checkpoint};
 use super::rows::{flush, load};
+use crate::domain::Upkeep;
 use crate::domain::{Change, now_micros};
 use crate::error::Result;
 use crate::metrics::WriteMetrics;
@@ -62,6 +63,8 @@ pub(super) struct WriterLinks {
     pub metrics: WriteMetrics,
     /// Asks for a finishing checkpoint now and then, so that the WAL starts over.
     pub checkpoints: Checkpoints,
+    /// The policy the domain decides stalls and expiry by.
+    pub upkeep: Upkeep,
 }
 
 pub(super) async fn run_writer(
@@ -147,7 +150,7 @@ async fn commit_batch(
         state.next_seq = first_seq;
         let now = now_micros();
         for (op, _) in batch.iter() {
-            results.push(state.apply(op, now));
+            results.push(state.apply(op, now, &links.upkeep));
         }
         flush(&state)?.run(conn).await?;
         Ok(state)
