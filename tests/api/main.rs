@@ -27,4 +27,5 @@ mod server;
 mod sse;
 mod tls;
 mod totals;
+mod upkeep;
 mod watch;

@@ -775,3 +775,75 @@ async fn postgres_stopped_and_restarted_under_load_loses_no_acknowledged_write()
     }
     app.stop().await;
 }
+
+/// The value of the counter `name` on `app`'s `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    let page = crate::http::get(app.addr, "/metrics").await.text();
+    page.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not on /metrics: {page}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sweeping_one_database_mark_fail_and_purge_each_job_once() {
+    use std::collections::HashMap;
+    let policy = crate::upkeep::with_upkeep(
+        None,
+        Some(Duration::from_secs(1)),
+        Some(Duration::from_secs(2)),
+    );
+    let (a, b) = two_replicas_with(policy).await;
+    let mut all = watch_jobs(&a, "", "").await;
+    let mut running = HashMap::new();
+    let mut expiring = HashMap::new();
+    for i in 0..16 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
+        running.insert(created.id, (0, 0)); // (marks seen, FAILED seen)
+        let finished = pb::Job {
+            ttl_seconds_after_finished: Some(0),
+            ..job(JobType::K8sCopy, JobState::Completed)
+        };
+        expiring.insert(app.create(finished).await.id, 0); // DELETED seen
+    }
+    let settled = |running: &HashMap<String, (u32, u32)>, expiring: &HashMap<String, u32>| {
+        running.values().all(|&(_, failed)| failed > 0) && expiring.values().all(|&d| d > 0)
+    };
+    while !settled(&running, &expiring) {
+        let event = next_change(&mut all).await;
+        let Some(job) = event.job.clone() else {
+            continue;
+        };
+        match kind(&event) {
+            Ev::Updated if running.contains_key(&job.id) => {
+                // Nothing else writes these jobs: every UPDATED of a RUNNING one is a mark.
+                let seen = running.get_mut(&job.id).expect("a running job");
+                if job.state == JobState::Running as i32 {
+                    assert!(job.stalled_since.is_some(), "{job:?}");
+                    seen.0 += 1;
+                }
+                if job.state == JobState::Failed as i32 {
+                    seen.1 += 1;
+                }
+            }
+            Ev::Deleted => *expiring.get_mut(&job.id).expect("an expiring job") += 1,
+            _ => {}
+        }
+    }
+    for (id, &(marks, failed)) in &running {
+        assert_eq!(
+            (marks, failed),
+            (1, 1),
+            "job {id}: marked stalled, then FAILED, once"
+        );
+    }
+    for name in [
+        "jobtrack_jobs_stalled_total",
+        "jobtrack_jobs_abandoned_total",
+        "jobtrack_jobs_purged_total",
+    ] {
+        let (on_a, on_b) = (counter(&a, name).await, counter(&b, name).await);
+        assert_eq!(on_a + on_b, 16, "{name}: {on_a} on A, {on_b} on B");
+    }
+}
