@@ -97,16 +97,46 @@ pub(super) fn progress_line(job: &pb::Job) -> String {
     parts.join("  ")
 }
 
-pub(super) fn now_hms() -> String {
-    let secs = std::time::SystemTime::now()
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!(
-        "{:02}:{:02}:{:02}",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    )
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `HH:MM:SS` of a unix time, UTC.
+fn hms(secs: i64) -> String {
+    let secs = secs.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+pub(super) fn now_hms() -> String {
+    hms(now_secs())
+}
+
+/// `1h02m`, `3m12s`, `45s`.
+fn span(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// For a stalled job: `STALLED 12m03s (no report since 18:05:12 UTC; fails at 18:55:12 UTC)`.
+pub(super) fn stall_note(job: &pb::Job) -> Option<String> {
+    job.stalled_since.as_ref()?;
+    let last = job.last_report_time.as_ref().map_or(0, |t| t.seconds);
+    let mut note = format!(
+        "STALLED {} (no report since {} UTC",
+        span(now_secs() - last),
+        hms(last)
+    );
+    if let Some(at) = &job.abandon_time {
+        note.push_str(&format!("; fails at {} UTC", hms(at.seconds)));
+    }
+    note.push(')');
+    Some(note)
 }
 
 /// One event as a readable line.
@@ -139,6 +169,10 @@ pub fn event_line(event: &pb::JobEvent) -> String {
                 pvc.name,
                 state.replace('_', "-")
             ));
+        }
+        if let Some(note) = stall_note(job) {
+            line.push_str("  ");
+            line.push_str(&note);
         }
         let progress = progress_line(job);
         if !progress.is_empty() {

@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::ServerArg;
 use super::client::{connect, rpc_error};
-use super::format::{bar, bytes, enum_name, progress_line, state_name, type_name};
+use super::format::{bar, bytes, enum_name, progress_line, stall_note, state_name, type_name};
 use crate::pb;
 
 #[derive(Subcommand, Clone, Debug)]
@@ -64,13 +64,17 @@ async fn list(server: &str, where_: String, sort: String, limit: i32) -> Result<
         "id", "state", "type", "name"
     );
     for job in &page.jobs {
+        let progress = match stall_note(job) {
+            Some(note) => format!("{note}  {}", progress_line(job)),
+            None => progress_line(job),
+        };
         println!(
             "{:<24}  {:<9}  {:<13}  {:<28}  {}",
             job.id,
             state_name(job),
             type_name(job),
             job.name.as_deref().unwrap_or(""),
-            progress_line(job)
+            progress.trim_end()
         );
     }
     println!("{} of {} jobs", page.jobs.len(), page.total);
@@ -106,6 +110,9 @@ fn print_job(job: &pb::Job) {
     println!("name:      {}", job.name.as_deref().unwrap_or("-"));
     println!("type:      {}", type_name(job));
     println!("state:     {}", state_name(job));
+    if let Some(note) = stall_note(job) {
+        println!("           {note}");
+    }
     println!("message:   {}", job.message.as_deref().unwrap_or("-"));
     println!(
         "cluster:   {} {}",

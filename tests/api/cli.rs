@@ -139,3 +139,44 @@ fn wait_for_line(lines: &Receiver<String>, output: &mut Vec<String>, needle: &st
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobtrack_watch_and_jobs_list_show_a_stalled_job() {
+    let app = spawn_app_with(crate::upkeep::with_upkeep(
+        None,
+        Some(std::time::Duration::from_secs(1)),
+        None,
+    ))
+    .await;
+    let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
+    let server = format!("http://{}", app.addr);
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+        .args(["watch", &created.id, "--server", &server])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobtrack watch starts");
+    let lines = read_lines(watcher.stdout.take().expect("stdout"));
+    let mut output = Vec::new();
+    wait_for_line(&lines, &mut output, "STALLED");
+    let last = output.last().expect("a line");
+    assert!(
+        last.contains("UPDATED") && last.contains("no report since"),
+        "{last}"
+    );
+    watcher.kill().expect("stop the watcher");
+    watcher.wait().expect("reaped");
+
+    let listed = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+        .args(["jobs", "list", "--server", &server, "--where"])
+        .arg(r#"{"stalled_since": {"$exists": true}}"#)
+        .output()
+        .expect("jobtrack jobs list runs");
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    assert!(
+        text.contains(&created.id) && text.contains("STALLED"),
+        "{text}"
+    );
+    assert!(text.contains("1 of 1 jobs"), "{text}");
+}
