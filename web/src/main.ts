@@ -89,6 +89,22 @@ const esc = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 const created = (j: Job) => (j.created ? timestampDate(j.created).getTime() : 0);
 const fmtTime = (secs?: bigint) => (secs === undefined ? "" : new Date(Number(secs) * 1000).toLocaleString());
+const clock = (t?: Job["created"]) => (t ? timestampDate(t).toLocaleTimeString() : "?");
+
+/** The "stalled" badge of a job whose executor has gone silent (its `stalled_since` is set). */
+function stalledBadge(j: Job): string {
+  if (!j.stalledSince) return "";
+  return ` <span class="stalled" title="no report from the executor since ${clock(j.lastReportTime)}">stalled</span>`;
+}
+
+/** What the job page says of a stalled job: since when, and when it will be given up on. */
+function stalledNote(j: Job): string {
+  if (!j.stalledSince) return "";
+  const fails = j.abandonTime ? `; it will be FAILED at ${clock(j.abandonTime)} if it stays silent` : "";
+  return `<p id="stalled" class="stalled-note">Stalled: no report from the executor since ${clock(
+    j.lastReportTime,
+  )} (marked at ${clock(j.stalledSince)})${fails}.</p>`;
+}
 
 function bytes(n: bigint | undefined): string {
   let v = Number(n ?? 0n);
@@ -227,7 +243,13 @@ function listView(filter: ListFilter) {
     }
     return lo;
   };
-  const count = (j: Job, by: number) => counts.set(stateName(j.state), (counts.get(stateName(j.state)) ?? 0) + by);
+  const count = (j: Job, by: number) => {
+    counts.set(stateName(j.state), (counts.get(stateName(j.state)) ?? 0) + by);
+    if (j.stalledSince) counts.set("STALLED", (counts.get("STALLED") ?? 0) + by);
+  };
+  // "STALLED" is not a state but a mark on PENDING and RUNNING jobs; it filters alike.
+  const shows = (j: Job) =>
+    !filter.state || (filter.state === "STALLED" ? !!j.stalledSince : stateName(j.state) === filter.state);
   const put = (j: Job) => {
     const old = jobs.get(j.id);
     const at = position(j);
@@ -253,7 +275,7 @@ function listView(filter: ListFilter) {
   draw = () => {
     countsEl.innerHTML = [`<span class="count" data-state="" aria-pressed="${!filter.state}">all ${jobs.size}</span>`]
       .concat(
-        ["PENDING", "RUNNING", "COMPLETED", "FAILED", "PARTIAL", "SKIPPED", "CANCELLED"].map(
+        ["PENDING", "RUNNING", "COMPLETED", "FAILED", "PARTIAL", "SKIPPED", "CANCELLED", "STALLED"].map(
           (s) =>
             `<span class="count" data-state="${s}" data-count="${counts.get(s) ?? 0}" aria-pressed="${filter.state === s}">${s.toLowerCase()} ${counts.get(s) ?? 0}</span>`,
         ),
@@ -265,7 +287,7 @@ function listView(filter: ListFilter) {
     const visible: Job[] = [];
     for (const j of order) {
       if (visible.length === ROWS) break;
-      if (!filter.state || stateName(j.state) === filter.state) visible.push(j);
+      if (shows(j)) visible.push(j);
     }
     shownEl.textContent = `${visible.length} of ${total} shown, newest first`;
     rowsEl.innerHTML = visible
@@ -274,7 +296,9 @@ function listView(filter: ListFilter) {
         const copy = cp ? bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize) : "";
         return `<tr class="job" data-job-id="${j.id}"><td>${new Date(created(j)).toLocaleTimeString()}</td><td>${esc(
           j.name ?? "",
-        )}</td><td>${typeName(j.type)}</td><td class="state ${stateName(j.state)}">${stateName(j.state)}</td><td>${esc(
+        )}</td><td>${typeName(j.type)}</td><td><span class="state ${stateName(j.state)}">${stateName(j.state)}</span>${stalledBadge(
+          j,
+        )}</td><td>${esc(
           j.clusterName ?? j.cluster ?? "",
         )}</td><td>${copy}</td><td class="muted">${esc(j.message ?? "")}</td></tr>`;
       })
@@ -341,8 +365,9 @@ function jobView(id: string) {
     const sp = j.kubeSnapshotProgress;
     el.innerHTML = `
       <h2>${esc(j.name ?? j.id)} <span class="state ${stateName(j.state)}" id="job-state">${stateName(j.state)}</span>
-        ${cancelButton(j)}</h2>
+        ${stalledBadge(j)} ${cancelButton(j)}</h2>
       ${error ? `<p id="error">${esc(error)}</p>` : ""}
+      ${stalledNote(j)}
       <div class="fields">
         ${field("id", j.id)}${field("type", typeName(j.type))}${field("message", j.message)}
         ${field("cluster", [j.clusterName, j.cluster].filter(Boolean).join(" · "))}

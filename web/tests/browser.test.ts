@@ -206,3 +206,29 @@ test("an EventSource follows the jobs over Server-Sent Events and reconnects aft
   assert.equal(events.filter((e) => e.type === "snapshot").length, 0, JSON.stringify(events));
   assert.deepEqual(errors, []);
 });
+
+test("a job whose executor goes silent shows as stalled, then FAILED, live", async () => {
+  // A server of its own, with short durations: stalled after 1 s of silence, FAILED after 3 s.
+  const quick = await startServer(undefined, undefined, ["--stall-after", "1s", "--abandon-after", "3s", "--sweep-every", "100ms"]);
+  try {
+    const quickApi = createClient(JobService, createGrpcWebTransport({ baseUrl: quick.url }));
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(quick.url + "/");
+    await page.waitForSelector('#status[data-state="live"]');
+    const job = await quickApi.createJob({ job: { name: "silent-copy", type: JobType.K8S_COPY, state: JobState.RUNNING } });
+    const row = page.locator(`tr.job[data-job-id="${job.id}"]`);
+    await row.locator(".stalled").waitFor();
+    assert.equal(await row.locator(".state").textContent(), "RUNNING");
+    assert.equal(await page.locator('.count[data-state="STALLED"]').getAttribute("data-count"), "1");
+    await row.click();
+    await page.locator("#stalled", { hasText: "no report from the executor since" }).waitFor();
+    assert.match((await page.locator("#stalled").textContent()) ?? "", /will be FAILED at/);
+    await page.screenshot({ path: `${ARTIFACTS}/stalled.png` });
+    await page.locator("#job-state", { hasText: "FAILED" }).waitFor();
+    await page.locator("#activity li", { hasText: "executor stopped reporting" }).waitFor();
+    assert.equal(await page.locator("#stalled").count(), 0, "a FAILED job is no longer stalled");
+    await page.close();
+  } finally {
+    await quick.stop();
+  }
+});

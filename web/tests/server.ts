@@ -18,10 +18,12 @@ export function freshDatabase(): string {
   return join(mkdtempSync(join(tmpdir(), "jobtrack-web-")), "jobtrack.db");
 }
 
-/** Starts `jobtrack serve` on `listen` (default: a free port) and waits for its address. */
-export function startServer(database = freshDatabase(), listen = "127.0.0.1:0"): Promise<Server> {
+/** Starts `jobtrack serve` on `listen` (default: a free port), with `flags` besides, and waits
+ * for its address. */
+export function startServer(database = freshDatabase(), listen = "127.0.0.1:0", flags: string[] = []): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, ["serve", "--listen", listen, "--database", database, "--heartbeat-secs", "1"], {
+    const args = ["serve", "--listen", listen, "--database", database, "--heartbeat-secs", "1", ...flags];
+    const proc = spawn(BIN, args, {
       env: { ...process.env, RUST_LOG: "info", NO_COLOR: "1" },
       stdio: ["ignore", "ignore", "pipe"],
     });
