@@ -1,7 +1,8 @@
 //! `jobtrack simulate`: a demo executor. It creates jobs and drives them through realistic life
 //! cycles — several PVCs each, snapshots then data transfer with bytes growing at plausible rates,
 //! some PVCs failing or skipped, one job ending PARTIAL, one cancelled by an operator mid-way, one
-//! failing — so that `jobtrack watch` and the dashboard have something to show.
+//! failing, and one whose executor dies mid-transfer (it stops reporting: the server marks the
+//! job stalled, then FAILED) — so that `jobtrack watch` and the dashboard have something to show.
 
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ enum Ending {
     CompletedWithSkip,
     /// The executor fails early.
     Failed,
+    /// The executor dies half-way through the transfer and never reports again. The job asks
+    /// to be marked stalled after 20 s and FAILED after 60 s (divided by `--speed`) instead of
+    /// the server's defaults, so that it happens while you watch.
+    ExecutorDies,
 }
 
 const ENDINGS: [Ending; 6] = [
@@ -47,8 +52,12 @@ const ENDINGS: [Ending; 6] = [
     Ending::Cancelled,
     Ending::CompletedWithSkip,
     Ending::Failed,
-    Ending::Completed,
+    Ending::ExecutorDies,
 ];
+
+/// The dying executor's job: stalled after this many seconds of silence, FAILED after that many.
+const DYING_STALL_AFTER_SECS: f64 = 20.0;
+const DYING_ABANDON_AFTER_SECS: f64 = 60.0;
 
 struct Sim {
     client: Client,
@@ -119,8 +128,12 @@ impl Sim {
 
     /// Runs one job from creation to its ending.
     async fn run(&mut self, index: usize, ending: Ending) -> Result<(), tonic::Status> {
-        let copy = index.is_multiple_of(2) || matches!(ending, Ending::Cancelled | Ending::Partial);
-        let created = self.create(index, copy).await?;
+        let copy = index.is_multiple_of(2)
+            || matches!(
+                ending,
+                Ending::Cancelled | Ending::Partial | Ending::ExecutorDies
+            );
+        let created = self.create(index, copy, ending).await?;
         let id = created.id.clone();
         println!(
             "simulate: created {id} ({}, will end {ending:?})",
@@ -150,14 +163,30 @@ impl Sim {
         .await?;
         let names = self.volume_names();
         self.snapshots(&id, &names, ending).await?;
-        if copy {
-            self.transfer(&id, &names, ending).await?;
+        if copy && !self.transfer(&id, &names, ending).await? {
+            println!(
+                "simulate: {id}'s executor died; no more reports (stalled after {}s, FAILED after {}s)",
+                self.scaled(DYING_STALL_AFTER_SECS),
+                self.scaled(DYING_ABANDON_AFTER_SECS)
+            );
+            return Ok(());
         }
         self.finish(&id, ending).await
     }
 
+    /// Seconds of the simulation's time in real seconds (at least 1).
+    fn scaled(&self, secs: f64) -> i64 {
+        (secs / self.speed.max(0.01)).round().max(1.0) as i64
+    }
+
     /// Creates the job, on one of three clusters.
-    async fn create(&mut self, index: usize, copy: bool) -> Result<pb::Job, tonic::Status> {
+    async fn create(
+        &mut self,
+        index: usize,
+        copy: bool,
+        ending: Ending,
+    ) -> Result<pb::Job, tonic::Status> {
+        let dies = ending == Ending::ExecutorDies;
         let clusters = [
             ("prod-eu-1", "5f77218d44b03575ec17a5ae"),
             ("prod-us-2", "5f77218d44b03575ec17a5af"),
@@ -176,6 +205,8 @@ impl Sim {
             num_total_resources: Some(resources),
             num_backup_resources: Some(0),
             activity: vec!["Initiating backup process".into()],
+            stall_after_seconds: dies.then(|| self.scaled(DYING_STALL_AFTER_SECS)),
+            abandon_after_seconds: dies.then(|| self.scaled(DYING_ABANDON_AFTER_SECS)),
             ..Default::default()
         };
         Ok(self
@@ -300,12 +331,14 @@ impl Sim {
     }
 
     /// The data transfer: two volumes at a time, each at its own rate, bytes and files growing.
+    /// Answers whether the executor is still alive (a dying one stops at half of its first
+    /// volume).
     async fn transfer(
         &mut self,
         id: &str,
         names: &[String],
         ending: Ending,
-    ) -> Result<(), tonic::Status> {
+    ) -> Result<bool, tonic::Status> {
         let mut volumes = Vec::new();
         for name in names {
             volumes.push(self.start_volume(id, name).await?);
@@ -319,13 +352,16 @@ impl Sim {
                 .take(2)
                 .collect();
             if active.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             for v in active {
                 let fails = failing == Some(v);
                 let sent = self.send_some(id, &mut volumes[v], fails).await?;
                 if ending == Ending::Cancelled && v == 0 && sent * 10 >= volumes[v].size * 4 {
                     self.cancel_as_operator(id).await?;
+                }
+                if ending == Ending::ExecutorDies && v == 0 && sent * 2 >= volumes[v].size {
+                    return Ok(false);
                 }
             }
             self.pause(TICK_MS as u64).await;
