@@ -344,6 +344,9 @@ mod tests {
     fn every_field_of_a_job_reaches_the_grpc_message() {
         let job = crate::domain::job::tests::a_job_with_everything_set();
         for field in Job::fields() {
+            if field.name == "ttl_expiry" {
+                continue; // internal: derived from end_time and the TTL, for the store's index
+            }
             let [a, b] = two_values(field.kind);
             let (a, b) = (with(&job, field, a), with(&job, field, b));
             assert_ne!(

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::store::batch::decode_change;
 use crate::store::schema::{KeyRow, Param, Stored, api_key, decode, select, states};
 use crate::store::sql::{Dialect, Sql, page, snapshot_page};
+use crate::store::sweeps::DueQueries;
 use crate::store::{History, Page};
 
 /// One backend's pool and its spelling of the shared statements.
@@ -34,7 +35,7 @@ struct Statements {
     history: String,
     head: String,
     /// The sweeps' candidate queries, each answered by one partial index (see the migrations).
-    due: [(Sweep, Due, String); 5],
+    due: DueQueries,
 }
 
 impl Statements {
@@ -60,14 +61,7 @@ impl Statements {
             ),
             history: format!("SELECT min({position}), max({position}) FROM changes"),
             head: format!("SELECT coalesce(max({position}), 0) FROM changes"),
-            due: Due::ALL.map(|(sweep, due, condition, order)| {
-                let sql = format!(
-                    "SELECT id FROM jobs WHERE {condition} AND {order} <= {} ORDER BY {order} LIMIT {}",
-                    p(1),
-                    p(2)
-                );
-                (sweep, due, sql)
-            }),
+            due: DueQueries::new(dialect),
         }
     }
 }
@@ -198,17 +192,18 @@ where
         limit: usize,
     ) -> Result<Vec<(ObjectId, Sweep)>> {
         let mut found = Vec::new();
-        for (sweep, due, sql) in &self.statements.due {
-            let Some(cutoff) = due.cutoff(upkeep, now) else {
-                continue;
-            };
-            let params = vec![int(cutoff), int(limit.min(i64::MAX as usize) as i64)];
+        for (sweep, sql, params) in self.statements.due.bound(upkeep, now, limit) {
             for row in query::<DB>(sql, params).fetch_all(&self.pool).await? {
                 let id: String = row.try_get(0)?;
-                found.push((ObjectId::from_stored(id), *sweep));
+                found.push((ObjectId::from_stored(id), sweep));
             }
         }
         Ok(found)
+    }
+
+    /// The sweeps' queries as [`Db::due_jobs`] runs them at `now`, with their parameters.
+    pub fn due_queries(&self, upkeep: &Upkeep, now: i64) -> Vec<(Sweep, &str, Vec<Param>)> {
+        self.statements.due.bound(upkeep, now, 64).collect()
     }
 
     /// The newest position this database has numbered.
@@ -358,68 +353,4 @@ pub(crate) fn positioned(position: i64, bytes: &[u8]) -> Result<Change> {
     let mut change = decode_change(bytes)?;
     change.seq = position.max(0) as u64;
     Ok(change)
-}
-
-/// Which jobs a sweep query finds, and the bound its index is read up to.
-#[derive(Clone, Copy, Debug)]
-enum Due {
-    /// Finished, kept for the server's retention: `end_time` (s) at most now − retention.
-    Retention,
-    /// Finished with a `ttl_seconds_after_finished`: `end_time` + ttl at most now (s).
-    OwnTtl,
-    /// Active, not stalled, the server's stall-after: `last_report_time` at most now −
-    /// stall-after − its resolution (a twentieth of it).
-    StallAfter,
-    /// Active, not stalled, its own `stall_after_seconds`: the same bound, computed per row.
-    OwnStallAfter,
-    /// Stalled: `abandon_time` at most now.
-    Abandon,
-}
-
-impl Due {
-    /// (what it finds, which, the condition, the ordered expression): the conditions are the
-    /// partial indexes' own predicates, word for word, so that both databases use them.
-    const ALL: [(Sweep, Due, &'static str, &'static str); 5] = [
-        (
-            Sweep::Expire,
-            Due::Retention,
-            "state NOT IN ('PENDING', 'RUNNING') AND ttl_seconds_after_finished IS NULL",
-            "end_time",
-        ),
-        (
-            Sweep::Expire,
-            Due::OwnTtl,
-            "state NOT IN ('PENDING', 'RUNNING') AND ttl_seconds_after_finished IS NOT NULL",
-            "(end_time + ttl_seconds_after_finished)",
-        ),
-        (
-            Sweep::Stall,
-            Due::StallAfter,
-            "state IN ('PENDING', 'RUNNING') AND stalled_since IS NULL AND stall_after_seconds IS NULL",
-            "last_report_time",
-        ),
-        (
-            Sweep::Stall,
-            Due::OwnStallAfter,
-            "state IN ('PENDING', 'RUNNING') AND stalled_since IS NULL AND stall_after_seconds > 0",
-            // STALL_MICROS_PER_SECOND (a test checks that they agree).
-            "(last_report_time + stall_after_seconds * 1050000)",
-        ),
-        (
-            Sweep::Abandon,
-            Due::Abandon,
-            "abandon_time IS NOT NULL",
-            "abandon_time",
-        ),
-    ];
-
-    /// The bound of the query at `now`; `None` when the policy makes the query pointless.
-    fn cutoff(self, upkeep: &Upkeep, now: i64) -> Option<i64> {
-        match self {
-            Due::Retention => upkeep.retention_cutoff(now),
-            Due::OwnTtl => Some(now.div_euclid(1_000_000)),
-            Due::StallAfter => upkeep.stall_cutoff(now),
-            Due::OwnStallAfter | Due::Abandon => Some(now),
-        }
-    }
 }

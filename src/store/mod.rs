@@ -27,6 +27,7 @@ mod postgres;
 mod schema;
 pub mod sql;
 mod sqlite;
+mod sweeps;
 
 use std::sync::Arc;
 
@@ -214,6 +215,42 @@ impl Store {
     /// of change) as a client's write; answers what was done.
     pub async fn sweep(&self, id: ObjectId, sweep: Sweep) -> Result<Option<Sweep>> {
         on_backend!(self, b => b.write(Op::Sweep { id, sweep }).await?.swept())
+    }
+
+    /// For benchmarks of a large database only: loads `finished` finished jobs (ended over the
+    /// last `spread_secs`) and `active` RUNNING ones in bulk, bypassing the writer (open the
+    /// store again afterwards).
+    pub async fn load_synthetic(&self, finished: u64, active: u64, spread_secs: i64) -> Result<()> {
+        let now = crate::domain::now_micros();
+        sweeps::load_synthetic(self.synthetic_target(), finished, active, spread_secs, now).await
+    }
+
+    /// The sweeps' queries at `now` with the database's plan of each (Postgres: run, with
+    /// buffers), to show which index answers them.
+    pub async fn explain_due(
+        &self,
+        upkeep: &Upkeep,
+        now: i64,
+    ) -> Result<Vec<(Sweep, String, Vec<String>)>> {
+        let queries: Vec<(Sweep, String, Vec<schema::Param>)> = on_backend!(self, b => b
+            .db()
+            .due_queries(upkeep, now)
+            .into_iter()
+            .map(|(sweep, sql, params)| (sweep, sql.to_string(), params))
+            .collect());
+        let mut plans = Vec::new();
+        for (sweep, sql, params) in queries {
+            let plan = sweeps::explain(self.synthetic_target(), &sql, &params).await?;
+            plans.push((sweep, sql, plan));
+        }
+        Ok(plans)
+    }
+
+    fn synthetic_target(&self) -> sweeps::SyntheticTarget<'_> {
+        match &*self.backend {
+            Backend::Sqlite(b) => sweeps::SyntheticTarget::Sqlite(&b.db().pool),
+            Backend::Postgres(b) => sweeps::SyntheticTarget::Postgres(&b.db().pool),
+        }
     }
 
     /// A job as last committed: from memory when this replica knows it, else from the database.

@@ -151,7 +151,7 @@ async fn call(
             })
             .await
             .map(drop),
-        BenchOp::Seed | BenchOp::Fanout | BenchOp::Resync => Ok(()),
+        BenchOp::Seed | BenchOp::Fanout | BenchOp::Resync | BenchOp::Sweep => Ok(()),
     }
 }
 

@@ -9,6 +9,7 @@ mod calls;
 mod fanout;
 mod resync;
 mod sse;
+mod sweep;
 
 use clap::{Args, ValueEnum};
 
@@ -37,6 +38,10 @@ pub enum BenchOp {
     /// from its last token: time to SYNCED, streams, jobs the snapshot repeated. Gives up after
     /// --duration seconds.
     Resync,
+    /// The upkeep sweeps' cost on a large database (--database; no server): loads --count
+    /// finished and --jobs RUNNING jobs if it has fewer, times --rounds sweeps with nothing due,
+    /// and prints each query's plan.
+    Sweep,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -108,6 +113,13 @@ pub struct BenchArgs {
     /// instead of gRPC.
     #[arg(long)]
     pub sse: bool,
+    /// --op sweep: the database to measure (a SQLite file or a postgres:// URL), opened
+    /// directly: no server.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// --op sweep: sweeps to time.
+    #[arg(long, default_value_t = 200)]
+    pub rounds: usize,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
@@ -203,6 +215,9 @@ pub(super) fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 pub(super) async fn run(args: BenchArgs) -> Result<(), String> {
+    if args.op == BenchOp::Sweep {
+        return sweep::run(&args).await;
+    }
     let clients = connect(&args.server, args.connections).await?;
     let _idle = if args.idle_watchers > 0 {
         Some(fanout::attach_idle_watchers(&args).await?)

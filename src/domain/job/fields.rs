@@ -82,7 +82,7 @@ macro_rules! aggregate {
     };
 }
 
-static FIELDS: [Field<Job>; 43] = [
+static FIELDS: [Field<Job>; 44] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -253,6 +253,22 @@ static FIELDS: [Field<Job>; 43] = [
             Ok(())
         },
     },
+    // Internal: what the store indexes for a finished job's own TTL.
+    Field {
+        name: "ttl_expiry",
+        kind: Kind::Int,
+        nullable: true,
+        uses: Uses {
+            query: false,
+            rest: Rest::Hidden,
+            origin: Origin::Server,
+        },
+        get: |j| Datum::int(j.ttl_expiry),
+        set: |j, v| {
+            j.ttl_expiry = v.into_int()?;
+            Ok(())
+        },
+    },
     // Not a REST field, but the revision is useful to gRPC clients (changes since N).
     Field {
         name: "revision",
@@ -293,6 +309,7 @@ impl Resource for Job {
             last_report: 0,
             stalled_since: None,
             abandon_at: None,
+            ttl_expiry: None,
         }
     }
 }

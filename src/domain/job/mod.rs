@@ -136,6 +136,10 @@ pub struct Job {
     /// unless the job is never abandoned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandon_at: Option<i64>,
+    /// A finished job with its own TTL: `end_time` + `ttl_seconds_after_finished` (unix
+    /// seconds), so that the store can index when it expires. Internal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_expiry: Option<i64>,
 }
 
 /// A job to create, as a client described it.
@@ -156,7 +160,7 @@ impl NewJob {
         stamp_times(&mut fields, state, now);
         let id = self.id.unwrap_or_else(ObjectId::generate);
         let revision = 1;
-        let job = Job {
+        let mut job = Job {
             etag: etag(&id, revision, now),
             id,
             fields,
@@ -170,7 +174,9 @@ impl NewJob {
             last_report: now,
             stalled_since: None,
             abandon_at: None,
+            ttl_expiry: None,
         };
+        job.settle();
         validate(&job)?;
         validate_activity(0, &job.activity)?;
         Ok(job)
@@ -186,12 +192,20 @@ impl Job {
         self.etag = etag(&self.id, self.revision, self.updated);
     }
 
-    /// A job that has ended is no longer stalled: its stall marks go.
+    /// A job that has ended is no longer stalled (its stall marks go), and expires at its own
+    /// TTL if it has one.
     pub(crate) fn settle(&mut self) {
         if self.state.is_terminal() {
             self.stalled_since = None;
             self.abandon_at = None;
         }
+        self.ttl_expiry = match (self.state.is_terminal(), self.fields.end_time) {
+            (true, Some(end)) => self
+                .fields
+                .ttl_seconds_after_finished
+                .and_then(|ttl| end.checked_add(ttl.max(0))),
+            _ => None,
+        };
     }
 
     /// Records a write from the job's executor at `now`: clears a stall mark, and moves
