@@ -180,8 +180,12 @@ pub(crate) async fn load_synthetic(
             };
         }
         match db {
-            SyntheticTarget::Sqlite(pool) => drop(insert!(SYNTHETIC_SQLITE, pool)),
-            SyntheticTarget::Postgres(pool) => drop(insert!(SYNTHETIC_POSTGRES, pool)),
+            SyntheticTarget::Sqlite(pool) => {
+                insert!(SYNTHETIC_SQLITE, pool);
+            }
+            SyntheticTarget::Postgres(pool) => {
+                insert!(SYNTHETIC_POSTGRES, pool);
+            }
         }
         from = to;
     }
