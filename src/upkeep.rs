@@ -6,8 +6,13 @@
 //! change, and on a fleet the replicas that find the same job act on it once between them.
 //!
 //! A backlog (a first start with `--retain-finished` on a full database, a fleet that was down)
-//! is worked off in chunks, each followed by a pause nine times as long as the chunk took: the
-//! sweeps take at most about a tenth of the writer's time, however busy it is.
+//! is worked off in chunks. When anything else was written meanwhile (the change log moved by
+//! more than the chunk's own changes, on any replica), the next chunk waits nineteen times as long
+//! as this one took: the sweeps then take about a twentieth of the writer's time, however busy it
+//! is. With nothing else written, the next chunk goes at once. Should the backlog last longer than
+//! a tenth of the retention (at most 10 minutes) — jobs finish faster than a twentieth of a busy
+//! writer can delete them — the pause shrinks to the chunk's own time (half the writer), so that
+//! the database cannot grow without bound.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +25,42 @@ use crate::store::Store;
 
 /// Jobs of each kind of sweep taken in one chunk.
 const CHUNK: usize = 64;
-/// The pause after a chunk, as a multiple of the time the chunk took.
-const PAUSE_FACTOR: u32 = 9;
+/// The pause after a chunk, as a multiple of the time the chunk took: gently, and when behind.
+const PAUSE_FACTOR: u32 = 19;
+const BEHIND_PAUSE_FACTOR: u32 = 1;
+/// The longest a backlog is worked off gently.
+const MOST_PATIENCE: Duration = Duration::from_secs(600);
+
+/// How fast the sweeper works off a backlog: it remembers since when it has had one.
+#[derive(Debug)]
+pub struct Pace {
+    behind_since: Option<Instant>,
+    patience: Duration,
+}
+
+impl Pace {
+    pub fn new(upkeep: &Upkeep) -> Pace {
+        let tenth = upkeep.retain_finished.map_or(MOST_PATIENCE, |r| r / 10);
+        Pace {
+            behind_since: None,
+            patience: tenth.min(MOST_PATIENCE),
+        }
+    }
+
+    fn pause_factor(&self) -> u32 {
+        match self.behind_since {
+            Some(since) if since.elapsed() > self.patience => BEHIND_PAUSE_FACTOR,
+            _ => PAUSE_FACTOR,
+        }
+    }
+}
 
 /// Sweeps until the task is aborted.
 pub async fn run(store: Store, upkeep: Upkeep, every: Duration, metrics: Arc<Metrics>) {
+    let mut pace = Pace::new(&upkeep);
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = sweep_due(&store, &upkeep, &metrics).await {
+        if let Err(e) = sweep_due(&store, &upkeep, &metrics, &mut pace).await {
             tracing::warn!(error = %e, "the upkeep sweep failed; trying again next time");
         }
     }
@@ -38,17 +71,22 @@ pub async fn sweep_due(
     store: &Store,
     upkeep: &Upkeep,
     metrics: &Metrics,
+    pace: &mut Pace,
 ) -> crate::error::Result<usize> {
     let mut swept = 0;
     loop {
         let started = Instant::now();
+        let head = store.head();
         let due = store.due_jobs(upkeep, now_micros(), CHUNK).await?;
-        if due.is_empty() {
-            return Ok(swept);
-        }
         let full = [Sweep::Expire, Sweep::Stall, Sweep::Abandon]
             .iter()
             .any(|kind| due.iter().filter(|(_, s)| s == kind).count() >= CHUNK);
+        if !full {
+            pace.behind_since = None;
+        }
+        if due.is_empty() {
+            return Ok(swept);
+        }
         let outcomes = join_all(due.into_iter().map(|(id, sweep)| store.sweep(id, sweep))).await;
         let before = swept;
         for outcome in outcomes {
@@ -66,6 +104,11 @@ pub async fn sweep_due(
         if !full || swept == before {
             return Ok(swept);
         }
-        tokio::time::sleep(started.elapsed() * PAUSE_FACTOR).await;
+        pace.behind_since.get_or_insert(started);
+        // Each sweep that acted wrote one change; any more are other writers'.
+        let others = store.head().saturating_sub(head) > (swept - before) as u64;
+        if others {
+            tokio::time::sleep(started.elapsed() * pace.pause_factor()).await;
+        }
     }
 }

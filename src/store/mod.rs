@@ -29,6 +29,8 @@ pub mod sql;
 mod sqlite;
 mod sweeps;
 
+pub use sweeps::Synthetic;
+
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -217,12 +219,11 @@ impl Store {
         on_backend!(self, b => b.write(Op::Sweep { id, sweep }).await?.swept())
     }
 
-    /// For benchmarks of a large database only: loads `finished` finished jobs (ended over the
-    /// last `spread_secs`) and `active` RUNNING ones in bulk, bypassing the writer (open the
-    /// store again afterwards).
-    pub async fn load_synthetic(&self, finished: u64, active: u64, spread_secs: i64) -> Result<()> {
+    /// For benchmarks of a large database only: loads synthetic jobs in bulk, bypassing the
+    /// writer (open the store again afterwards).
+    pub async fn load_synthetic(&self, what: Synthetic) -> Result<()> {
         let now = crate::domain::now_micros();
-        sweeps::load_synthetic(self.synthetic_target(), finished, active, spread_secs, now).await
+        sweeps::load_synthetic(self.synthetic_target(), what, now).await
     }
 
     /// The sweeps' queries at `now` with the database's plan of each (Postgres: run, with

@@ -132,17 +132,31 @@ impl Due {
     }
 }
 
-/// Loads `finished` finished jobs (ended over the last `spread_secs`, a third each COMPLETED,
-/// FAILED and PARTIAL) and `active` RUNNING jobs (last report within the last 5 minutes) in bulk,
-/// with ids after every id in use; the database does the work, a chunk per statement. For
-/// benchmarks only: it bypasses the writer, so a server must be (re)started on it afterwards.
+/// Synthetic jobs to load: `finished` ones (a third each COMPLETED, FAILED and PARTIAL, each
+/// with three COPY PVC records, ended over `spread_secs` up to `age_secs` ago) and `active`
+/// RUNNING ones (last report within the last 5 minutes).
+#[derive(Clone, Copy, Debug)]
+pub struct Synthetic {
+    pub finished: u64,
+    pub active: u64,
+    pub spread_secs: i64,
+    pub age_secs: i64,
+}
+
+/// Loads `what` in bulk, with ids after every id in use; the database does the work, a chunk
+/// per statement. For benchmarks only: it bypasses the writer, so a server must be (re)started
+/// on it afterwards.
 pub(crate) async fn load_synthetic(
     db: SyntheticTarget<'_>,
-    finished: u64,
-    active: u64,
-    spread_secs: i64,
+    what: Synthetic,
     now: i64,
 ) -> Result<()> {
+    let Synthetic {
+        finished,
+        active,
+        spread_secs,
+        age_secs,
+    } = what;
     const CHUNK: u64 = 50_000;
     let start: i64 = match db {
         SyntheticTarget::Sqlite(pool) => {
@@ -166,7 +180,8 @@ pub(crate) async fn load_synthetic(
             (start + to) as i64,
             (start + finished) as i64,
         ];
-        // The same parameters on either driver: first n, last n, first RUNNING n, now, spread.
+        // The same parameters on either driver: first n, last n, first RUNNING n, now, spread,
+        // age.
         macro_rules! insert {
             ($sql:expr, $pool:expr) => {
                 sqlx::query($sql)
@@ -175,6 +190,7 @@ pub(crate) async fn load_synthetic(
                     .bind(rows[2])
                     .bind(now)
                     .bind(spread_secs.max(1))
+                    .bind(age_secs.max(0))
                     .execute($pool)
                     .await?
             };
@@ -182,9 +198,11 @@ pub(crate) async fn load_synthetic(
         match db {
             SyntheticTarget::Sqlite(pool) => {
                 insert!(SYNTHETIC_SQLITE, pool);
+                insert!(SYNTHETIC_PVCS_SQLITE, pool);
             }
             SyntheticTarget::Postgres(pool) => {
                 insert!(SYNTHETIC_POSTGRES, pool);
+                insert!(SYNTHETIC_PVCS_POSTGRES, pool);
             }
         }
         from = to;
@@ -202,28 +220,45 @@ pub(crate) enum SyntheticTarget<'a> {
     Postgres(&'a PgPool),
 }
 
-/// Parameters: first n, last n, first RUNNING n, now (µs), spread of end times (s). Synthetic
-/// ids start with `ff` so that they follow every real id.
+/// Parameters: first n, last n, first RUNNING n, now (µs), spread of end times (s), age of the
+/// newest end time (s). Synthetic ids start with `ff` (jobs) and `fe` (PVC records), after every
+/// real id.
 const SYNTHETIC_SQLITE: &str = "\
 INSERT INTO jobs (id, name, type, state, start_time, end_time, activity, created, updated, revision, etag, last_report_time)
 WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
 SELECT printf('ff%022x', i), 'synthetic-' || i, 'K8S_COPY',
     CASE WHEN i >= ?3 THEN 'RUNNING' WHEN i % 3 = 0 THEN 'COMPLETED' WHEN i % 3 = 1 THEN 'FAILED' ELSE 'PARTIAL' END,
-    ?4 / 1000000 - i % ?5 - 3600,
-    CASE WHEN i >= ?3 THEN NULL ELSE ?4 / 1000000 - i % ?5 END,
-    '[]', ?4 - (i % ?5 + 3600) * 1000000, ?4 - (i % ?5) * 1000000, 2, printf('%040x', i),
-    CASE WHEN i >= ?3 THEN ?4 - (i % 300) * 1000000 ELSE ?4 - (i % ?5) * 1000000 END
+    ?4 / 1000000 - ?6 - i % ?5 - 3600,
+    CASE WHEN i >= ?3 THEN NULL ELSE ?4 / 1000000 - ?6 - i % ?5 END,
+    '[]', ?4 - (?6 + i % ?5 + 3600) * 1000000, ?4 - (?6 + i % ?5) * 1000000, 2, printf('%040x', i),
+    CASE WHEN i >= ?3 THEN ?4 - (i % 300) * 1000000 ELSE ?4 - (?6 + i % ?5) * 1000000 END
 FROM n";
+
+const SYNTHETIC_PVCS_SQLITE: &str = "\
+INSERT INTO pvc_progress (id, job_id, namespace, name, state, op_type, estimated_size, transferred_size, created, updated, revision, etag)
+WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2),
+    k(j) AS (VALUES (0), (1), (2))
+SELECT printf('fe%022x', i * 3 + j), printf('ff%022x', i), 'production', 'data-' || j, 'COMPLETED',
+    'K8S_COPY', 1073741824, 1073741824, ?4 - (?6 + i % ?5) * 1000000, ?4 - (?6 + i % ?5) * 1000000,
+    2, printf('%040x', i * 3 + j)
+FROM n, k WHERE i < ?3";
 
 const SYNTHETIC_POSTGRES: &str = "\
 INSERT INTO jobs (id, name, type, state, start_time, end_time, activity, created, updated, revision, etag, last_report_time)
 SELECT 'ff' || lpad(to_hex(i), 22, '0'), 'synthetic-' || i, 'K8S_COPY',
     CASE WHEN i >= $3 THEN 'RUNNING' WHEN i % 3 = 0 THEN 'COMPLETED' WHEN i % 3 = 1 THEN 'FAILED' ELSE 'PARTIAL' END,
-    $4 / 1000000 - i % $5 - 3600,
-    CASE WHEN i >= $3 THEN NULL ELSE $4 / 1000000 - i % $5 END,
-    '[]', $4 - (i % $5 + 3600) * 1000000, $4 - (i % $5) * 1000000, 2, lpad(to_hex(i), 40, '0'),
-    CASE WHEN i >= $3 THEN $4 - (i % 300) * 1000000 ELSE $4 - (i % $5) * 1000000 END
+    $4 / 1000000 - $6 - i % $5 - 3600,
+    CASE WHEN i >= $3 THEN NULL ELSE $4 / 1000000 - $6 - i % $5 END,
+    '[]', $4 - ($6 + i % $5 + 3600) * 1000000, $4 - ($6 + i % $5) * 1000000, 2, lpad(to_hex(i), 40, '0'),
+    CASE WHEN i >= $3 THEN $4 - (i % 300) * 1000000 ELSE $4 - ($6 + i % $5) * 1000000 END
 FROM generate_series($1::bigint, $2::bigint) AS i";
+
+const SYNTHETIC_PVCS_POSTGRES: &str = "\
+INSERT INTO pvc_progress (id, job_id, namespace, name, state, op_type, estimated_size, transferred_size, created, updated, revision, etag)
+SELECT 'fe' || lpad(to_hex(i * 3 + j), 22, '0'), 'ff' || lpad(to_hex(i), 22, '0'), 'production', 'data-' || j,
+    'COMPLETED', 'K8S_COPY', 1073741824, 1073741824, $4 - ($6 + i % $5) * 1000000, $4 - ($6 + i % $5) * 1000000,
+    2, lpad(to_hex(i * 3 + j), 40, '0')
+FROM generate_series($1::bigint, $2::bigint) AS i, generate_series(0, 2) AS j WHERE i < $3";
 
 /// The database's plan for `sql` with `params`, a line per step.
 pub(crate) async fn explain(

@@ -142,6 +142,34 @@ async fn call(
                 .await
                 .map(drop)
         }
+        BenchOp::Cycle => {
+            // A job's whole life: created RUNNING, one PVC record, then COMPLETED.
+            let job = sample_job(rng, n as usize, Some(pb::JobState::Running));
+            let id = client
+                .create_job(pb::CreateJobRequest { job: Some(job) })
+                .await?
+                .into_inner()
+                .id;
+            let pvc = report(id.clone(), 0, n);
+            client
+                .report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) })
+                .await?;
+            let done = pb::Job {
+                id,
+                state: pb::JobState::Completed as i32,
+                ..Default::default()
+            };
+            client
+                .update_job(pb::UpdateJobRequest {
+                    job: Some(done),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["state".into()],
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        }
         BenchOp::List => client
             .list_jobs(pb::ListJobsRequest {
                 r#where: args.r#where.clone(),

@@ -26,6 +26,9 @@ pub enum BenchOp {
     Report,
     /// CreateJob (durable).
     Create,
+    /// A job's whole life per call: CreateJob (RUNNING), ReportPvcProgress, UpdateJob to
+    /// COMPLETED (three durable writes): with a short --retain-finished, a soak of retention.
+    Cycle,
     /// ListJobs with --where and --sort (first page).
     List,
     /// Create --count jobs with a realistic mix of states, types and clusters, then stop.
@@ -117,9 +120,13 @@ pub struct BenchArgs {
     /// directly: no server.
     #[arg(long)]
     pub database: Option<String>,
-    /// --op sweep: sweeps to time.
+    /// --op sweep: sweeps to time (0: only load).
     #[arg(long, default_value_t = 200)]
     pub rounds: usize,
+    /// --op sweep: the loaded finished jobs ended up to this many days ago (0: over the last
+    /// 29 days, none due).
+    #[arg(long, default_value_t = 0)]
+    pub finished_age_days: u32,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
