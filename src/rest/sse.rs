@@ -7,7 +7,9 @@
 //! A client resumes with the standard `Last-Event-ID` header (what `EventSource` sends when it
 //! reconnects) or the `resume_token` parameter; the header wins, being the newer. Errors before
 //! the stream are the REST envelope with its status; a stream the server must end ends with
-//! `event: error` carrying the envelope.
+//! `event: error` carrying the envelope. `projection` narrows the items (and shows extensions
+//! such as `stalled_since`) as on the REST lists; without it the frames are rendered once for
+//! every stream sending them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,8 +31,8 @@ use crate::watch::{EventKind, Frames, WatchEvent};
 const RETRY_MS: u32 = 2000;
 
 /// The parameters a watch takes.
-const WATCH_JOBS: [&str; 3] = ["watch", "where", "resume_token"];
-const WATCH_JOB: [&str; 2] = ["watch", "resume_token"];
+const WATCH_JOBS: [&str; 4] = ["watch", "where", "resume_token", "projection"];
+const WATCH_JOB: [&str; 3] = ["watch", "resume_token", "projection"];
 
 /// `GET /api/v1/jobs?watch=1`: every job matching `where`.
 pub(super) async fn watch_jobs(
@@ -41,8 +43,9 @@ pub(super) async fn watch_jobs(
 ) -> ApiResult {
     params.only(&WATCH_JOBS, "a watch of the jobs")?;
     let token = resume_token(params, headers)?;
+    let projection = projection(params)?;
     let events = rest.app.watch_jobs(caller, &params.where_, &token).await?;
-    Ok(stream(events, rest.frames.clone()))
+    Ok(stream(events, rest.frames.clone(), projection))
 }
 
 /// `GET /api/v1/jobs/<id>?watch=1`: one job, until it ends.
@@ -55,8 +58,9 @@ pub(super) async fn watch_job(
 ) -> ApiResult {
     params.only(&WATCH_JOB, "a watch of one job")?;
     let token = resume_token(params, headers)?;
+    let projection = projection(params)?;
     let events = rest.app.watch_job(caller, id, &token).await?;
-    Ok(stream(events, rest.frames.clone()))
+    Ok(stream(events, rest.frames.clone(), projection))
 }
 
 /// Where the watch resumes: `Last-Event-ID` if sent, else the `resume_token` parameter.
@@ -71,18 +75,30 @@ fn resume_token(params: &ListParams, headers: &HeaderMap) -> Result<String, ApiE
     }
 }
 
+/// The job items' projection; `None` for every documented field (the shared frames).
+fn projection(params: &ListParams) -> Result<Option<Projection>, ApiError> {
+    if params.projection.trim().is_empty() {
+        return Ok(None);
+    }
+    let projectable = render::projectable::<crate::domain::Job>();
+    Ok(Some(Projection::parse(&params.projection, &projectable)?))
+}
+
 /// The response: the `retry:` hint, then one frame per event; an error ends the stream with an
 /// `event: error` frame.
-fn stream(events: Events, rendered: Arc<Frames>) -> Response {
+fn stream(events: Events, rendered: Arc<Frames>, projection: Option<Projection>) -> Response {
     let hint =
         futures_util::stream::once(async { Ok(Bytes::from(format!("retry: {RETRY_MS}\n\n"))) });
     let frames = events.scan(false, move |ended, next| {
         if *ended {
             return std::future::ready(None);
         }
-        let frame = match next {
-            Ok(event) => rendered.frame(&event, |e| Bytes::from(frame(e))),
-            Err(error) => {
+        let frame = match (next, &projection) {
+            (Ok(event), None) => {
+                rendered.frame(&event, |e| Bytes::from(frame(e, &Projection::All)))
+            }
+            (Ok(event), Some(projection)) => Bytes::from(frame(&event, projection)),
+            (Err(error), _) => {
                 *ended = true;
                 Bytes::from(error_frame(error))
             }
@@ -121,13 +137,13 @@ fn name(kind: EventKind) -> &'static str {
 
 /// One event: its token, its type, and its data as one line of JSON (serde_json escapes every
 /// line break inside strings, so `data:` never spans lines).
-fn frame(event: &WatchEvent) -> String {
+fn frame(event: &WatchEvent, projection: &Projection) -> String {
     let mut data = serde_json::Map::new();
     data.insert("type".into(), name(event.kind).to_ascii_uppercase().into());
     if let Some(job) = &event.job {
         data.insert(
             "job".into(),
-            render::job_item(job, &Projection::All, Context::Alone),
+            render::job_item(job, projection, Context::Alone),
         );
     }
     if let Some(pvc) = &event.pvc {
@@ -178,7 +194,7 @@ mod tests {
             pvc: None,
             resume_token: "dzEAAAAAAAAAAQ".into(),
         };
-        let text = frame(&event);
+        let text = frame(&event, &Projection::All);
         let lines: Vec<&str> = text.trim_end().lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert_eq!(lines[0], "id: dzEAAAAAAAAAAQ");

@@ -154,8 +154,46 @@ async fn a_silent_job_is_marked_stalled_and_the_next_write_clears_it() {
     let app = spawn_app_with(with_upkeep(None, SECOND, None)).await;
     let created = app.create(running()).await;
     let mut events = watch_job(&app, &created.id, "").await.expect("watch");
+    // SSE watchers see the mark when they ask for it, and the documented item when they do not.
+    let asked = format!(
+        "/api/v1/jobs/{}?watch=1&projection={}",
+        created.id,
+        encode(r#"{"state": 1, "stalled_since": 1}"#)
+    );
+    let mut sse_asked = crate::sse::watch(app.addr, &asked, &[]).await;
+    let plain = format!("/api/v1/jobs/{}?watch=1", created.id);
+    let mut sse_plain = crate::sse::watch(app.addr, &plain, &[]).await;
     let stalled = next_stall_change(&mut events, &created.id, true).await;
     assert_eq!(stalled.state, JobState::Running as i32);
+    let marked = within("the SSE watcher's stall mark", async {
+        loop {
+            let event = sse_asked.next_change().await;
+            if event.event == "updated" {
+                return event.data;
+            }
+        }
+    })
+    .await;
+    assert!(
+        marked["job"]["stalled_since"].as_str().is_some(),
+        "{marked}"
+    );
+    assert_eq!(marked["job"]["state"], "RUNNING");
+    assert!(marked["job"].get("name").is_none(), "{marked}");
+    let documented = within("the plain SSE watcher's update", async {
+        loop {
+            let event = sse_plain.next_change().await;
+            if event.event == "updated" {
+                return event.data;
+            }
+        }
+    })
+    .await;
+    assert!(
+        documented["job"].get("stalled_since").is_none(),
+        "{documented}"
+    );
+    assert_eq!(documented["job"]["name"], "kubecluster-1598234357");
     let since = stalled.stalled_since.expect("stalled_since");
     let report = stalled.last_report_time.expect("last_report_time");
     assert!(
