@@ -8,10 +8,18 @@ use jobtrack::pb::job_service_client::JobServiceClient;
 use crate::helpers::*;
 use crate::http::request;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn grpc_web_over_http2_serves_unary_calls_and_streams() {
-    let app = spawn_app().await;
-    // An HTTP/2-only (h2c) HTTP client under tonic-web's gRPC-web client layer.
+/// A gRPC-web client of `app`: an HTTP/2-only (h2c) HTTP client under tonic-web's gRPC-web
+/// client layer.
+pub(crate) fn grpc_web_client(
+    app: &TestApp,
+) -> JobServiceClient<
+    tonic_web::GrpcWebClientService<
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            tonic_web::GrpcWebCall<tonic::body::Body>,
+        >,
+    >,
+> {
     let http2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -19,7 +27,13 @@ async fn grpc_web_over_http2_serves_unary_calls_and_streams() {
         .layer(tonic_web::GrpcWebClientLayer::new())
         .service(http2);
     let origin: tonic::codegen::http::Uri = format!("http://{}", app.addr).parse().expect("uri");
-    let mut client = JobServiceClient::with_origin(web, origin);
+    JobServiceClient::with_origin(web, origin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_over_http2_serves_unary_calls_and_streams() {
+    let app = spawn_app().await;
+    let mut client = grpc_web_client(&app);
     let created = client
         .create_job(pb::CreateJobRequest {
             job: Some(job(JobType::K8sCopy, JobState::Running)),

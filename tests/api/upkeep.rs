@@ -71,6 +71,11 @@ async fn a_finished_job_expires_as_a_deletion_every_watcher_sees_and_a_running_o
     let finishing = app.create(running()).await;
     let mut all = watch_jobs(&app, "", "").await;
     let mut sse = crate::sse::watch(app.addr, "/api/v1/jobs?watch=1", &[]).await;
+    let mut web = crate::grpc_web::grpc_web_client(&app)
+        .watch_jobs(pb::WatchJobsRequest::default())
+        .await
+        .expect("WatchJobs over gRPC-web")
+        .into_inner();
     app.set_state(&finishing.id, JobState::Completed)
         .await
         .expect("complete");
@@ -79,6 +84,8 @@ async fn a_finished_job_expires_as_a_deletion_every_watcher_sees_and_a_running_o
         deleted.job.expect("the job").state,
         JobState::Completed as i32
     );
+    let deleted_web = next_of(&mut web, Ev::Deleted, &finishing.id).await;
+    assert_eq!(deleted_web.job.expect("the job").id, finishing.id);
     within("the SSE watcher's DELETED", async {
         loop {
             let event = sse.next_change().await;
