@@ -134,6 +134,11 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         last_report_time: Some(timestamp(job.last_report)),
         stalled_since: job.stalled_since.map(timestamp),
         abandon_time: job.abandon_at.map(timestamp),
+        bytes_per_second: job.bytes_per_second,
+        files_per_second: job.files_per_second,
+        eta: job.eta.map(timestamp),
+        duration_seconds: job.duration_seconds,
+        average_bytes_per_second: job.average_bytes_per_second,
     }
 }
 
@@ -153,6 +158,9 @@ pub fn pvc_to_pb(p: &PvcProgress) -> pb::PvcProgress {
         created: Some(timestamp(p.created)),
         updated: Some(timestamp(p.updated)),
         etag: p.etag.clone(),
+        bytes_per_second: p.bytes_per_second,
+        files_per_second: p.files_per_second,
+        eta: p.eta.map(timestamp),
     }
 }
 
@@ -344,8 +352,8 @@ mod tests {
     fn every_field_of_a_job_reaches_the_grpc_message() {
         let job = crate::domain::job::tests::a_job_with_everything_set();
         for field in Job::fields() {
-            if field.name == "ttl_expiry" {
-                continue; // internal: derived from end_time and the TTL, for the store's index
+            if field.uses.rest == crate::domain::query::Rest::Hidden && field.name != "revision" {
+                continue; // internal: what the store keeps to index or compute, never shown
             }
             let [a, b] = two_values(field.kind);
             let (a, b) = (with(&job, field, a), with(&job, field, b));
@@ -393,8 +401,8 @@ mod tests {
             ..PvcProgress::blank()
         };
         for field in PvcProgress::fields() {
-            if field.name == "revision" {
-                continue; // internal: it only moves the etag
+            if field.uses.rest == crate::domain::query::Rest::Hidden {
+                continue; // internal: the revision only moves the etag; the rates' precision
             }
             let [a, b] = two_values(field.kind);
             let (a, b) = (with(&pvc, field, a), with(&pvc, field, b));

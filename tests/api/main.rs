@@ -10,6 +10,7 @@ mod concurrency;
 mod connections;
 mod deploy;
 mod durability;
+mod estimates;
 mod grpc_web;
 mod helpers;
 mod http;

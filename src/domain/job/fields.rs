@@ -6,6 +6,7 @@
 //! a property in `openapi.json`).
 
 use crate::domain::pvc::{CopyProgress, SnapshotProgress};
+use crate::domain::query::field::computed;
 use crate::domain::query::value::required;
 use crate::domain::query::{Datum, EnumKind, Field, Kind, Origin, Resource, Rest, Uses};
 use crate::domain::{Job, JobFields, JobState, JobType, ObjectId};
@@ -82,7 +83,7 @@ macro_rules! aggregate {
     };
 }
 
-static FIELDS: [Field<Job>; 44] = [
+static FIELDS: [Field<Job>; 51] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -253,22 +254,45 @@ static FIELDS: [Field<Job>; 44] = [
             Ok(())
         },
     },
+    computed!(
+        "rate_bytes_milli",
+        rate_bytes_milli,
+        Kind::Int,
+        Uses::INTERNAL
+    ),
+    computed!(
+        "rate_files_milli",
+        rate_files_milli,
+        Kind::Int,
+        Uses::INTERNAL
+    ),
+    computed!(
+        "bytes_per_second",
+        bytes_per_second,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!(
+        "files_per_second",
+        files_per_second,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!("eta", eta, Kind::Time, Uses::SERVER_EXTENSION),
+    computed!(
+        "duration_seconds",
+        duration_seconds,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!(
+        "average_bytes_per_second",
+        average_bytes_per_second,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
     // Internal: what the store indexes for a finished job's own TTL.
-    Field {
-        name: "ttl_expiry",
-        kind: Kind::Int,
-        nullable: true,
-        uses: Uses {
-            query: false,
-            rest: Rest::Hidden,
-            origin: Origin::Server,
-        },
-        get: |j| Datum::int(j.ttl_expiry),
-        set: |j, v| {
-            j.ttl_expiry = v.into_int()?;
-            Ok(())
-        },
-    },
+    computed!("ttl_expiry", ttl_expiry, Kind::Int, Uses::INTERNAL),
     // Not a REST field, but the revision is useful to gRPC clients (changes since N).
     Field {
         name: "revision",
@@ -310,6 +334,13 @@ impl Resource for Job {
             stalled_since: None,
             abandon_at: None,
             ttl_expiry: None,
+            rate_bytes_milli: None,
+            rate_files_milli: None,
+            bytes_per_second: None,
+            files_per_second: None,
+            eta: None,
+            duration_seconds: None,
+            average_bytes_per_second: None,
         }
     }
 }

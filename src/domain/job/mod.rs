@@ -140,6 +140,23 @@ pub struct Job {
     /// seconds), so that the store can index when it expires. Internal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_expiry: Option<i64>,
+    /// The sum of its COPY records' rates, in thousandths per second (internal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bytes_milli: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_files_milli: Option<i64>,
+    /// While a COPY record is ACTIVE: the job's rate, rounded, and when it will be done (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_per_second: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<i64>,
+    /// Once terminal: `end_time` − `start_time` (s), and the bytes done over it per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_bytes_per_second: Option<i64>,
 }
 
 /// A job to create, as a client described it.
@@ -175,6 +192,13 @@ impl NewJob {
             stalled_since: None,
             abandon_at: None,
             ttl_expiry: None,
+            rate_bytes_milli: None,
+            rate_files_milli: None,
+            bytes_per_second: None,
+            files_per_second: None,
+            eta: None,
+            duration_seconds: None,
+            average_bytes_per_second: None,
         };
         job.settle();
         validate(&job)?;
@@ -192,12 +216,13 @@ impl Job {
         self.etag = etag(&self.id, self.revision, self.updated);
     }
 
-    /// A job that has ended is no longer stalled (its stall marks go), and expires at its own
-    /// TTL if it has one.
+    /// A job that has ended is no longer stalled (its stall marks go) and has no rate (it keeps
+    /// its duration and average rate instead), and expires at its own TTL if it has one.
     pub(crate) fn settle(&mut self) {
         if self.state.is_terminal() {
             self.stalled_since = None;
             self.abandon_at = None;
+            self.finish_estimates();
         }
         self.ttl_expiry = match (self.state.is_terminal(), self.fields.end_time) {
             (true, Some(end)) => self

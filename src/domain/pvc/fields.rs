@@ -3,6 +3,7 @@
 
 use super::{OpType, PvcProgress, PvcState, TransferStats};
 use crate::domain::ObjectId;
+use crate::domain::query::field::computed;
 use crate::domain::query::value::required;
 use crate::domain::query::{
     CmpOp, Datum, EnumKind, Field, Filter, Kind, Origin, Resource, Rest, Uses, Value,
@@ -61,7 +62,7 @@ macro_rules! int {
     };
 }
 
-static FIELDS: [Field<PvcProgress>; 20] = [
+static FIELDS: [Field<PvcProgress>; 25] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -141,6 +142,31 @@ static FIELDS: [Field<PvcProgress>; 20] = [
         "stats.transferred_number_of_files",
         transferred_number_of_files
     ),
+    computed!(
+        "rate_bytes_milli",
+        rate_bytes_milli,
+        Kind::Int,
+        Uses::INTERNAL
+    ),
+    computed!(
+        "rate_files_milli",
+        rate_files_milli,
+        Kind::Int,
+        Uses::INTERNAL
+    ),
+    computed!(
+        "bytes_per_second",
+        bytes_per_second,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!(
+        "files_per_second",
+        files_per_second,
+        Kind::Int,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!("eta", eta, Kind::Time, Uses::SERVER_EXTENSION),
     Field {
         name: "_created",
         kind: Kind::Time,
@@ -216,6 +242,11 @@ impl Resource for PvcProgress {
             updated: 0,
             revision: 0,
             etag: String::new(),
+            rate_bytes_milli: None,
+            rate_files_milli: None,
+            bytes_per_second: None,
+            files_per_second: None,
+            eta: None,
         }
     }
 }

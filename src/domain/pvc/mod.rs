@@ -2,6 +2,7 @@
 //! merged into the stored [`PvcProgress`]), the job aggregates derived from them ([`progress`]),
 //! and the record's table of fields ([`fields`]).
 
+pub mod estimate;
 pub mod fields;
 pub mod progress;
 
@@ -141,6 +142,19 @@ pub struct PvcProgress {
     /// Internal: bumps on every change, so that the etag changes.
     pub revision: u64,
     pub etag: String,
+    /// The moving-average rate of a COPY in progress, in thousandths per second ([`estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_bytes_milli: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_files_milli: Option<i64>,
+    /// The same, rounded: what clients see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_per_second: Option<i64>,
+    /// When the copy will be done at that rate (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<i64>,
 }
 
 impl PvcProgress {
@@ -229,6 +243,11 @@ impl PvcReport {
                 updated: now,
                 revision: 0,
                 etag: String::new(),
+                rate_bytes_milli: None,
+                rate_files_milli: None,
+                bytes_per_second: None,
+                files_per_second: None,
+                eta: None,
             },
         };
         if let Some(state) = self.state {
@@ -262,6 +281,7 @@ impl PvcReport {
         if record.state.is_final() && record.end_time.is_none() {
             record.end_time = Some(secs);
         }
+        record.estimate(stored, now);
         record.revision += 1;
         record.updated = now.max(record.updated);
         record.etag = etag(&record.id, record.revision, record.updated);

@@ -86,6 +86,13 @@ impl Uses {
         rest: Rest::OnRequest,
         origin: Origin::Server,
     };
+    /// What the server keeps for itself (to index or to compute with): queried by nobody,
+    /// shown nowhere.
+    pub const INTERNAL: Uses = Uses {
+        query: false,
+        rest: Rest::Hidden,
+        origin: Origin::Server,
+    };
     /// Set by the server, queried and shown (ids, times, etags).
     pub const SERVER: Uses = Uses {
         query: true,
@@ -154,3 +161,22 @@ pub trait Resource: Sized + Clone + fmt::Debug + PartialEq + 'static {
         &Self::fields()[0]
     }
 }
+
+/// A nullable integer member `$member` of a record that the server computes, as a field of
+/// kind `$kind` used as `$uses` (an extension shown on request, or [`Uses::INTERNAL`]).
+macro_rules! computed {
+    ($name:literal, $member:ident, $kind:expr, $uses:expr) => {
+        $crate::domain::query::Field {
+            name: $name,
+            kind: $kind,
+            nullable: true,
+            uses: $uses,
+            get: |r| $crate::domain::query::Datum::int(r.$member),
+            set: |r, v| {
+                r.$member = v.into_int()?;
+                Ok(())
+            },
+        }
+    };
+}
+pub(crate) use computed;
