@@ -1,16 +1,10 @@
 -- Progress a person can read: the rate of a COPY in progress (a moving average, in thousandths
--- per second, and rounded as clients see it) and when it will be done (µs), on each PVC record
--- and on the job (the sum of its records); once a job is terminal, how long it ran (s) and its
--- average rate (bytes per second).
+-- per second) on each PVC record and on the job (the sum of its records); once a job is
+-- terminal, how long it ran (s) and its average rate (bytes per second). The rounded rates and
+-- the ETAs are computed when read (no columns).
 ALTER TABLE pvc_progress ADD COLUMN rate_bytes_milli BIGINT;
 ALTER TABLE pvc_progress ADD COLUMN rate_files_milli BIGINT;
-ALTER TABLE pvc_progress ADD COLUMN bytes_per_second BIGINT;
-ALTER TABLE pvc_progress ADD COLUMN files_per_second BIGINT;
-ALTER TABLE pvc_progress ADD COLUMN eta BIGINT;
 ALTER TABLE jobs ADD COLUMN rate_bytes_milli BIGINT;
 ALTER TABLE jobs ADD COLUMN rate_files_milli BIGINT;
-ALTER TABLE jobs ADD COLUMN bytes_per_second BIGINT;
-ALTER TABLE jobs ADD COLUMN files_per_second BIGINT;
-ALTER TABLE jobs ADD COLUMN eta BIGINT;
 ALTER TABLE jobs ADD COLUMN duration_seconds BIGINT;
 ALTER TABLE jobs ADD COLUMN average_bytes_per_second BIGINT;

@@ -5,6 +5,7 @@
 use prost_types::Timestamp;
 
 use crate::domain::job::update::mask_path;
+use crate::domain::pvc::estimate::Rate;
 use crate::domain::{
     CopyProgress, Job, JobFields, JobState, JobType, JobUpdate, NewJob, ObjectId, OpType,
     PvcProgress, PvcReport, PvcState, SnapshotProgress, TransferStats,
@@ -134,9 +135,9 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         last_report_time: Some(timestamp(job.last_report)),
         stalled_since: job.stalled_since.map(timestamp),
         abandon_time: job.abandon_at.map(timestamp),
-        bytes_per_second: job.bytes_per_second,
-        files_per_second: job.files_per_second,
-        eta: job.eta.map(timestamp),
+        bytes_per_second: job.rate().map(Rate::bytes_per_second),
+        files_per_second: job.rate().map(Rate::files_per_second),
+        eta: job.eta().map(timestamp),
         duration_seconds: job.duration_seconds,
         average_bytes_per_second: job.average_bytes_per_second,
     }
@@ -158,9 +159,9 @@ pub fn pvc_to_pb(p: &PvcProgress) -> pb::PvcProgress {
         created: Some(timestamp(p.created)),
         updated: Some(timestamp(p.updated)),
         etag: p.etag.clone(),
-        bytes_per_second: p.bytes_per_second,
-        files_per_second: p.files_per_second,
-        eta: p.eta.map(timestamp),
+        bytes_per_second: p.rate().map(Rate::bytes_per_second),
+        files_per_second: p.rate().map(Rate::files_per_second),
+        eta: p.eta().map(timestamp),
     }
 }
 
@@ -352,8 +353,9 @@ mod tests {
     fn every_field_of_a_job_reaches_the_grpc_message() {
         let job = crate::domain::job::tests::a_job_with_everything_set();
         for field in Job::fields() {
-            if field.uses.rest == crate::domain::query::Rest::Hidden && field.name != "revision" {
-                continue; // internal: what the store keeps to index or compute, never shown
+            let internal = field.uses.rest == crate::domain::query::Rest::Hidden;
+            if internal && field.name != "revision" || !field.is_stored() {
+                continue; // internal, or computed from the others (tests/api/estimates.rs)
             }
             let [a, b] = two_values(field.kind);
             let (a, b) = (with(&job, field, a), with(&job, field, b));
@@ -401,8 +403,8 @@ mod tests {
             ..PvcProgress::blank()
         };
         for field in PvcProgress::fields() {
-            if field.uses.rest == crate::domain::query::Rest::Hidden {
-                continue; // internal: the revision only moves the etag; the rates' precision
+            if field.uses.rest == crate::domain::query::Rest::Hidden || !field.is_stored() {
+                continue; // internal (the revision only moves the etag), or computed
             }
             let [a, b] = two_values(field.kind);
             let (a, b) = (with(&pvc, field, a), with(&pvc, field, b));

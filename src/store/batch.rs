@@ -219,7 +219,7 @@ impl BatchState {
                 progress.replace(stored, &pvc);
                 job.copy_progress = progress.copy;
                 job.snapshot_progress = progress.snapshot;
-                job.move_rate(stored.and_then(PvcProgress::rate), pvc.rate(), now);
+                job.move_rate(stored.and_then(PvcProgress::rate), pvc.rate());
                 job.touch(now);
                 self.put_job(job.clone());
                 self.pvcs.insert(key.clone(), Some(pvc.clone()));

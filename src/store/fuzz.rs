@@ -65,7 +65,7 @@ fn database(runtime: &Runtime) -> (SqliteConnection, Job, PvcProgress) {
 }
 
 async fn insert<T: Stored>(conn: &mut SqliteConnection, record: &T) {
-    let marks = vec!["?"; T::fields().len()].join(", ");
+    let marks = vec!["?"; crate::store::schema::stored::<T>().count()].join(", ");
     let sql = format!(
         "INSERT INTO {} ({}) VALUES ({marks})",
         T::TABLE,

@@ -52,7 +52,7 @@ pub struct Columns {
 
 impl Columns {
     fn of<T: Resource>() -> Columns {
-        let names: Vec<String> = T::fields().iter().map(|f| column_name(f.name)).collect();
+        let names: Vec<String> = stored::<T>().map(|f| column_name(f.name)).collect();
         Columns {
             list: names.join(", "),
             names,
@@ -61,10 +61,7 @@ impl Columns {
 
     /// The column of `field`.
     pub fn of_field<T: Resource>(&self, field: &'static Field<T>) -> &str {
-        let index = T::fields()
-            .iter()
-            .position(|f| f == field)
-            .unwrap_or_default();
+        let index = stored::<T>().position(|f| f == field).unwrap_or_default();
         &self.names[index]
     }
 
@@ -120,10 +117,14 @@ pub(crate) fn select<T: Stored>(condition: &str) -> String {
     )
 }
 
+/// The fields of `T` that have a column, in column order.
+pub(crate) fn stored<T: Resource>() -> impl Iterator<Item = &'static Field<T>> {
+    T::fields().iter().filter(|f| f.is_stored())
+}
+
 /// The columns of `T`'s table that `present` (the migrated schema's) lacks, each with its field.
 pub(crate) fn missing_columns<T: Stored>(present: &[String]) -> Vec<String> {
-    T::fields()
-        .iter()
+    stored::<T>()
         .zip(T::columns().names())
         .filter(|(_, column)| !present.iter().any(|p| p == column))
         .map(|(field, column)| format!("{}.{column} (field {})", T::TABLE, field.name))
@@ -155,8 +156,7 @@ fn param(kind: Kind, datum: Datum<'_>) -> Param {
 
 /// The values of `T`'s columns for `record`, in column order.
 pub(crate) fn params<T: Stored>(record: &T) -> Vec<Param> {
-    T::fields()
-        .iter()
+    stored::<T>()
         .map(|f| param(f.kind, (f.get)(record)))
         .collect()
 }
@@ -170,7 +170,7 @@ where
     for<'a> String: Decode<'a, R::Database> + Type<R::Database>,
 {
     let mut record = T::blank();
-    for (i, field) in T::fields().iter().enumerate() {
+    for (i, field) in stored::<T>().enumerate() {
         let value = match field.kind {
             k if k.is_integer() => row
                 .try_get::<Option<i64>, _>(i)?
@@ -259,8 +259,8 @@ mod tests {
         // What is written for every field is what decoding reads: the same kinds, in order.
         let job = crate::domain::job::tests::a_job_with_everything_set();
         let params = params(&job);
-        assert_eq!(params.len(), Job::fields().len());
-        for (field, param) in Job::fields().iter().zip(&params) {
+        assert_eq!(params.len(), stored::<Job>().count());
+        for (field, param) in stored::<Job>().zip(&params) {
             let integer = matches!(param, Param::Int(_));
             assert_eq!(integer, field.kind.is_integer(), "{}", field.name);
         }

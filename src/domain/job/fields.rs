@@ -5,6 +5,7 @@
 //! name what else it needs (a column in a migration, a field in the proto and its conversion,
 //! a property in `openapi.json`).
 
+use crate::domain::pvc::estimate::Rate;
 use crate::domain::pvc::{CopyProgress, SnapshotProgress};
 use crate::domain::query::field::computed;
 use crate::domain::query::value::required;
@@ -266,19 +267,30 @@ static FIELDS: [Field<Job>; 51] = [
         Kind::Int,
         Uses::INTERNAL
     ),
-    computed!(
-        "bytes_per_second",
-        bytes_per_second,
-        Kind::Int,
-        Uses::SERVER_EXTENSION
-    ),
-    computed!(
-        "files_per_second",
-        files_per_second,
-        Kind::Int,
-        Uses::SERVER_EXTENSION
-    ),
-    computed!("eta", eta, Kind::Time, Uses::SERVER_EXTENSION),
+    Field {
+        name: "bytes_per_second",
+        kind: Kind::Int,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |j| Datum::int(j.rate().map(Rate::bytes_per_second)),
+        set: |_, _| Ok(()),
+    },
+    Field {
+        name: "files_per_second",
+        kind: Kind::Int,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |j| Datum::int(j.rate().map(Rate::files_per_second)),
+        set: |_, _| Ok(()),
+    },
+    Field {
+        name: "eta",
+        kind: Kind::Time,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |j| Datum::int(j.eta()),
+        set: |_, _| Ok(()),
+    },
     computed!(
         "duration_seconds",
         duration_seconds,
@@ -336,9 +348,6 @@ impl Resource for Job {
             ttl_expiry: None,
             rate_bytes_milli: None,
             rate_files_milli: None,
-            bytes_per_second: None,
-            files_per_second: None,
-            eta: None,
             duration_seconds: None,
             average_bytes_per_second: None,
         }

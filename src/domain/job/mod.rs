@@ -145,13 +145,6 @@ pub struct Job {
     pub rate_bytes_milli: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_files_milli: Option<i64>,
-    /// While a COPY record is ACTIVE: the job's rate, rounded, and when it will be done (µs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_per_second: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files_per_second: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eta: Option<i64>,
     /// Once terminal: `end_time` − `start_time` (s), and the bytes done over it per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
@@ -194,9 +187,6 @@ impl NewJob {
             ttl_expiry: None,
             rate_bytes_milli: None,
             rate_files_milli: None,
-            bytes_per_second: None,
-            files_per_second: None,
-            eta: None,
             duration_seconds: None,
             average_bytes_per_second: None,
         };

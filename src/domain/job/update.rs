@@ -174,7 +174,7 @@ pub fn mask_path(path: &str) -> Result<Vec<&'static Field<Job>>> {
     };
     match field.uses.origin {
         Origin::Client => Ok(vec![field]),
-        Origin::Server => Err(Error::invalid(format!(
+        Origin::Server | Origin::Computed => Err(Error::invalid(format!(
             "update_mask names {path:?}, which is output only"
         ))),
         Origin::Appended => Err(Error::invalid(format!(

@@ -124,18 +124,23 @@ impl PvcProgress {
         };
         self.rate_bytes_milli = rate.map(|r| r.bytes_milli);
         self.rate_files_milli = rate.map(|r| r.files_milli);
-        self.bytes_per_second = rate.map(Rate::bytes_per_second);
-        self.files_per_second = rate.map(Rate::files_per_second);
+    }
+
+    /// When the copy will be done at its rate, from its last report (µs).
+    pub fn eta(&self) -> Option<i64> {
         let stats = self.stats.unwrap_or_default();
-        self.eta = eta(stats.estimated_size, done(&stats).0, rate, now);
+        eta(
+            stats.estimated_size,
+            done(&stats).0,
+            self.rate(),
+            self.updated,
+        )
     }
 }
 
 impl crate::domain::Job {
-    /// Moves one COPY record's rate out of the job's (`old`) and its new one in, then sets the
-    /// job's rate and ETA at `now`: shown while one of its COPY records is ACTIVE, the ETA from
-    /// the aggregate's estimate and progress.
-    pub(crate) fn move_rate(&mut self, old: Option<Rate>, new: Option<Rate>, now: i64) {
+    /// Moves one COPY record's rate out of the job's (`old`) and its new one in.
+    pub(crate) fn move_rate(&mut self, old: Option<Rate>, new: Option<Rate>) {
         let sum = |mine: Option<i64>, out: Option<i64>, inn: Option<i64>| {
             mine.unwrap_or(0) - out.unwrap_or(0) + inn.unwrap_or(0)
         };
@@ -153,23 +158,35 @@ impl crate::domain::Job {
             )
             .max(0),
         };
-        let copying = self.copy_progress.is_some_and(|c| c.active_pvs > 0);
-        let shown = copying.then_some(rate);
         self.rate_bytes_milli = Some(rate.bytes_milli).filter(|&m| m > 0);
         self.rate_files_milli = Some(rate.files_milli).filter(|&m| m > 0);
-        self.bytes_per_second = shown.map(Rate::bytes_per_second);
-        self.files_per_second = shown.map(Rate::files_per_second);
+    }
+
+    /// The job's rate while it runs and one of its COPY records is ACTIVE.
+    pub fn rate(&self) -> Option<Rate> {
+        let copying = self.copy_progress.is_some_and(|c| c.active_pvs > 0);
+        (copying && !self.state.is_terminal()).then(|| Rate {
+            bytes_milli: self.rate_bytes_milli.unwrap_or(0),
+            files_milli: self.rate_files_milli.unwrap_or(0),
+        })
+    }
+
+    /// When the job will be done at its rate, from its aggregate's estimate and progress as of
+    /// its last change (µs).
+    pub fn eta(&self) -> Option<i64> {
         let stats = self.copy_progress.map(|c| c.stats).unwrap_or_default();
-        self.eta = eta(stats.estimated_size, done(&stats).0, shown, now);
+        eta(
+            stats.estimated_size,
+            done(&stats).0,
+            self.rate(),
+            self.updated,
+        )
     }
 
     /// A terminal job has no rate; it keeps how long it ran and its average rate.
     pub(crate) fn finish_estimates(&mut self) {
         self.rate_bytes_milli = None;
         self.rate_files_milli = None;
-        self.bytes_per_second = None;
-        self.files_per_second = None;
-        self.eta = None;
         let f = &self.fields;
         self.duration_seconds = f
             .start_time

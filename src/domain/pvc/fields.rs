@@ -1,6 +1,7 @@
 //! The fields of a PVC progress record, declared once: the `where`/`sort` language, the store's
 //! columns, parameters and row decoding and the REST JSON all derive from this table.
 
+use super::estimate::Rate;
 use super::{OpType, PvcProgress, PvcState, TransferStats};
 use crate::domain::ObjectId;
 use crate::domain::query::field::computed;
@@ -154,19 +155,30 @@ static FIELDS: [Field<PvcProgress>; 25] = [
         Kind::Int,
         Uses::INTERNAL
     ),
-    computed!(
-        "bytes_per_second",
-        bytes_per_second,
-        Kind::Int,
-        Uses::SERVER_EXTENSION
-    ),
-    computed!(
-        "files_per_second",
-        files_per_second,
-        Kind::Int,
-        Uses::SERVER_EXTENSION
-    ),
-    computed!("eta", eta, Kind::Time, Uses::SERVER_EXTENSION),
+    Field {
+        name: "bytes_per_second",
+        kind: Kind::Int,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |p| Datum::int(p.rate().map(Rate::bytes_per_second)),
+        set: |_, _| Ok(()),
+    },
+    Field {
+        name: "files_per_second",
+        kind: Kind::Int,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |p| Datum::int(p.rate().map(Rate::files_per_second)),
+        set: |_, _| Ok(()),
+    },
+    Field {
+        name: "eta",
+        kind: Kind::Time,
+        nullable: true,
+        uses: Uses::COMPUTED_EXTENSION,
+        get: |p| Datum::int(p.eta()),
+        set: |_, _| Ok(()),
+    },
     Field {
         name: "_created",
         kind: Kind::Time,
@@ -244,9 +256,6 @@ impl Resource for PvcProgress {
             etag: String::new(),
             rate_bytes_milli: None,
             rate_files_milli: None,
-            bytes_per_second: None,
-            files_per_second: None,
-            eta: None,
         }
     }
 }

@@ -147,14 +147,6 @@ pub struct PvcProgress {
     pub rate_bytes_milli: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_files_milli: Option<i64>,
-    /// The same, rounded: what clients see.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes_per_second: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files_per_second: Option<i64>,
-    /// When the copy will be done at that rate (µs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eta: Option<i64>,
 }
 
 impl PvcProgress {
@@ -245,9 +237,6 @@ impl PvcReport {
                 etag: String::new(),
                 rate_bytes_milli: None,
                 rate_files_milli: None,
-                bytes_per_second: None,
-                files_per_second: None,
-                eta: None,
             },
         };
         if let Some(state) = self.state {

@@ -30,6 +30,11 @@ impl<T> Field<T> {
     pub fn is_written_by_clients(&self) -> bool {
         self.uses.origin == Origin::Client
     }
+
+    /// Whether the field has a column (a computed one is derived from the others when read).
+    pub fn is_stored(&self) -> bool {
+        self.uses.origin != Origin::Computed
+    }
 }
 
 impl<T> fmt::Debug for Field<T> {
@@ -86,6 +91,13 @@ impl Uses {
         rest: Rest::OnRequest,
         origin: Origin::Server,
     };
+    /// Computed when read from what is stored; in REST only on request (a jobtrack extension),
+    /// not in `where` or `sort` (the database has no column of it).
+    pub const COMPUTED_EXTENSION: Uses = Uses {
+        query: false,
+        rest: Rest::OnRequest,
+        origin: Origin::Computed,
+    };
     /// What the server keeps for itself (to index or to compute with): queried by nobody,
     /// shown nowhere.
     pub const INTERNAL: Uses = Uses {
@@ -118,6 +130,8 @@ pub enum Origin {
     Derived,
     /// Appended to, never replaced: the activity log.
     Appended,
+    /// Computed from the record's other fields when read; not stored (no column).
+    Computed,
 }
 
 /// A resource that can be stored, listed, watched and queried: a table of fields.

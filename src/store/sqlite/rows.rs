@@ -28,7 +28,7 @@ static INSERT_PVCS: LazyLock<String> = LazyLock::new(insert_sql::<PvcProgress>);
 
 /// One statement inserting any number of rows, passed as one JSON array of rows.
 fn insert_sql<T: Stored>() -> String {
-    let values: Vec<String> = (0..T::fields().len())
+    let values: Vec<String> = (0..crate::store::schema::stored::<T>().count())
         .map(|i| format!("value ->> {i}"))
         .collect();
     format!(
