@@ -280,9 +280,14 @@ impl BatchState {
         pvc: Option<&PvcProgress>,
         now: i64,
     ) {
+        // What no filter reads is not kept in `before`: its activity, and the internal fields
+        // (taken from `job`, so that the stored difference leaves them out).
         let before = before.map(|b| {
             Arc::new(Job {
                 activity: Vec::new(),
+                rate_bytes_milli: job.rate_bytes_milli,
+                rate_files_milli: job.rate_files_milli,
+                ttl_expiry: job.ttl_expiry,
                 ..b.clone()
             })
         });
