@@ -83,6 +83,10 @@ pub(super) fn progress_line(job: &pb::Job) -> String {
             parts.push(format!("{} failed", c.failed_pvs));
         }
     }
+    let rate = rate_line(job.bytes_per_second, job.files_per_second, job.eta.as_ref());
+    if !rate.is_empty() {
+        parts.push(rate);
+    }
     if let Some(s) = &job.kube_snapshot_progress {
         let done = s.completed_pvs + s.failed_pvs + s.skipped_pvs;
         parts.push(format!(
@@ -113,8 +117,51 @@ pub(super) fn now_hms() -> String {
     hms(now_secs())
 }
 
+/// `2026-12-01 18:05:12 UTC` for a unix time; `-` for none.
+pub(super) fn datetime(secs: Option<i64>) -> String {
+    let Some(secs) = secs else {
+        return "-".into();
+    };
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {} UTC", hms(rest))
+}
+
+/// `42.0 MiB/s, 120 files/s, done in 3m12s (18:09:40 UTC)`: a rate and an ETA as the server
+/// computed them; empty without a rate.
+pub(super) fn rate_line(
+    bytes_per_second: Option<i64>,
+    files_per_second: Option<i64>,
+    eta: Option<&prost_types::Timestamp>,
+) -> String {
+    let Some(rate) = bytes_per_second else {
+        return String::new();
+    };
+    let mut line = format!("{}/s", bytes(rate));
+    if let Some(files) = files_per_second {
+        line.push_str(&format!(", {files} files/s"));
+    }
+    if let Some(eta) = eta {
+        line.push_str(&format!(
+            ", done in {} ({} UTC)",
+            span(eta.seconds - now_secs()),
+            hms(eta.seconds)
+        ));
+    }
+    line
+}
+
 /// `1h02m`, `3m12s`, `45s`.
-fn span(secs: i64) -> String {
+pub(super) fn span(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
         s if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
@@ -169,6 +216,23 @@ pub fn event_line(event: &pb::JobEvent) -> String {
                 pvc.name,
                 state.replace('_', "-")
             ));
+            // The record's own progress, not its job's totals.
+            let s = pvc.stats.unwrap_or_default();
+            if let Some(total) = s.estimated_size {
+                let done = s.io_size.or(s.transferred_size).unwrap_or(0);
+                line.push_str(&format!(
+                    " {} {} / {}",
+                    bar(done, total, 10),
+                    bytes(done),
+                    bytes(total)
+                ));
+            }
+            let rate = rate_line(pvc.bytes_per_second, pvc.files_per_second, pvc.eta.as_ref());
+            if !rate.is_empty() {
+                line.push_str("  ");
+                line.push_str(&rate);
+            }
+            return line;
         }
         if let Some(note) = stall_note(job) {
             line.push_str("  ");
@@ -186,4 +250,36 @@ pub fn event_line(event: &pb::JobEvent) -> String {
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_dates_and_spans() {
+        assert_eq!(datetime(Some(1_796_149_666)), "2026-12-01 18:27:46 UTC");
+        assert_eq!(datetime(Some(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(datetime(Some(951_782_400)), "2000-02-29 00:00:00 UTC");
+        assert_eq!(datetime(None), "-");
+        assert_eq!(span(45), "45s");
+        assert_eq!(span(192), "3m12s");
+        assert_eq!(span(3720), "1h02m");
+    }
+
+    #[test]
+    fn a_rate_line_says_the_rate_and_when_it_is_done() {
+        assert_eq!(rate_line(None, Some(3), None), "");
+        assert_eq!(
+            rate_line(Some(42 * 1024 * 1024), Some(120), None),
+            "42.0 MiB/s, 120 files/s"
+        );
+        let eta = prost_types::Timestamp {
+            seconds: now_secs() + 192,
+            nanos: 0,
+        };
+        let line = rate_line(Some(1024), None, Some(&eta));
+        assert!(line.starts_with("1.0 KiB/s, done in 3m1"), "{line}");
+        assert!(line.ends_with(" UTC)"), "{line}");
+    }
 }

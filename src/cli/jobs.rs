@@ -4,7 +4,10 @@ use clap::Subcommand;
 
 use super::ServerArg;
 use super::client::{connect, rpc_error};
-use super::format::{bar, bytes, enum_name, progress_line, stall_note, state_name, type_name};
+use super::format::{
+    bar, bytes, datetime, enum_name, progress_line, rate_line, span, stall_note, state_name,
+    type_name,
+};
 use crate::pb;
 
 #[derive(Subcommand, Clone, Debug)]
@@ -120,9 +123,17 @@ fn print_job(job: &pb::Job) {
         job.cluster.as_deref().unwrap_or("")
     );
     println!(
-        "times:     start {:?} end {:?}",
-        job.start_time, job.end_time
+        "times:     started {}, ended {}",
+        datetime(job.start_time),
+        datetime(job.end_time)
     );
+    if let Some(secs) = job.duration_seconds {
+        let average = job
+            .average_bytes_per_second
+            .map(|b| format!(", {}/s on average", bytes(b)))
+            .unwrap_or_default();
+        println!("duration:  {}{average}", span(secs));
+    }
     println!("revision:  {}  etag {}", job.revision, job.etag);
     println!("progress:  {}", progress_line(job));
     println!("activity:");
@@ -139,17 +150,41 @@ fn print_pvc(p: &pb::PvcProgress) {
         "PVC_STATE_",
     );
     let s = p.stats.unwrap_or_default();
-    let (sent, total) = (
-        s.transferred_size.unwrap_or(0),
+    // Progress is what was read (io_size), else what was sent, as the server's estimates use.
+    let (done, total) = (
+        s.io_size.or(s.transferred_size).unwrap_or(0),
         s.estimated_size.unwrap_or(0),
     );
+    let files = match (
+        s.io_number_of_files.or(s.transferred_number_of_files),
+        s.estimated_number_of_files,
+    ) {
+        (Some(done), Some(total)) => format!("  files {done}/{total}"),
+        _ => String::new(),
+    };
+    let finished = pb::PvcState::try_from(p.state).is_ok_and(|s| {
+        !matches!(
+            s,
+            pb::PvcState::Pending | pb::PvcState::Active | pb::PvcState::Unspecified
+        )
+    });
+    let took = match (p.start_time, p.end_time) {
+        (Some(start), Some(end)) if finished => format!("  took {}", span(end - start)),
+        _ => String::new(),
+    };
+    let rate = rate_line(p.bytes_per_second, p.files_per_second, p.eta.as_ref());
+    let rate = if rate.is_empty() {
+        rate
+    } else {
+        format!("  {rate}")
+    };
     println!(
-        "  {}/{} {} {} {} / {}",
+        "  {}/{} {} {} {} / {}{files}{took}{rate}",
         p.namespace,
         p.name,
         state.replace('_', "-"),
-        bar(sent, total, 20),
-        bytes(sent),
+        bar(done, total, 20),
+        bytes(done),
         bytes(total)
     );
 }

@@ -108,11 +108,11 @@ impl PvcProgress {
         })
     }
 
-    /// Sets the rate (and what derives from it) after a report at `now` that moved the record
-    /// from `stored`; a record that is not a COPY in progress has none.
+    /// Sets the rate after a report at `now` that moved the record from `stored`; a record
+    /// that is not a COPY in progress (ACTIVE) has none.
     pub(super) fn estimate(&mut self, stored: Option<&PvcProgress>, now: i64) {
         let rate = match (stored, &self.stats) {
-            _ if self.is_snapshot() || self.state.is_final() => None,
+            _ if self.is_snapshot() || self.state != super::PvcState::Active => None,
             (Some(stored), Some(stats)) => next_rate(
                 stored.rate(),
                 done(&stored.stats.unwrap_or_default()),
