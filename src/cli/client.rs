@@ -74,3 +74,62 @@ pub async fn connect(server: &str) -> Result<Client, String> {
 pub fn rpc_error(status: tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
+
+/// Whether a call failed for a reason that passes (the server restarting, a dropped
+/// connection), so that trying again is the right answer.
+pub fn is_transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+    )
+}
+
+/// The waits between retries of the client tools: 250 ms, doubling up to 5 s, and from the
+/// shortest again once a try has succeeded.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MOST: Duration = Duration::from_secs(5);
+
+    /// The wait before the next try (which then doubles).
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MOST);
+        wait
+    }
+
+    /// A try succeeded: the next outage starts from the shortest wait.
+    pub fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_five_seconds_and_starts_again_after_a_success() {
+        let mut backoff = Backoff::default();
+        let waits: Vec<u128> = (0..7).map(|_| backoff.next_wait().as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        backoff.succeeded();
+        assert_eq!(backoff.next_wait().as_millis(), 250);
+    }
+}

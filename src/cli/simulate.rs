@@ -10,7 +10,7 @@ use clap::Args;
 use tonic::Code;
 
 use super::ServerArg;
-use super::client::{Client, channel, client};
+use super::client::{Backoff, Client, channel, client, is_transient};
 use crate::pb;
 
 #[derive(Args, Clone, Debug)]
@@ -87,6 +87,29 @@ impl Sim {
         .await;
     }
 
+    /// `call` until it succeeds or fails for good: while the server is away (a restart, as the
+    /// README invites) it is tried again with the backoff `watch` uses.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut backoff = Backoff::default();
+        loop {
+            match call(self.client.clone()).await {
+                Err(status) if is_transient(&status) => {
+                    let wait = backoff.next_wait();
+                    eprintln!(
+                        "simulate: {what}: {}; trying again in {wait:?}",
+                        status.message()
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     async fn update(
         &mut self,
         id: &str,
@@ -94,28 +117,36 @@ impl Sim {
         mask: &[&str],
         activity: &[&str],
     ) -> Result<pb::Job, tonic::Status> {
-        let job = pb::Job {
-            id: id.to_string(),
-            ..job
+        let request = pb::UpdateJobRequest {
+            job: Some(pb::Job {
+                id: id.to_string(),
+                ..job
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: mask.iter().map(|m| m.to_string()).collect(),
+            }),
+            append_activity: activity.iter().map(|a| a.to_string()).collect(),
+            etag: String::new(),
         };
-        self.client
-            .update_job(pb::UpdateJobRequest {
-                job: Some(job),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: mask.iter().map(|m| m.to_string()).collect(),
-                }),
-                append_activity: activity.iter().map(|a| a.to_string()).collect(),
-                etag: String::new(),
-            })
-            .await
-            .map(tonic::Response::into_inner)
+        self.retrying("UpdateJob", |mut client| {
+            let request = request.clone();
+            async move {
+                client
+                    .update_job(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
     }
 
     async fn report(&mut self, pvc: pb::PvcProgress) -> Result<(), tonic::Status> {
-        self.client
-            .report_pvc_progress(pb::ReportPvcProgressRequest { pvc: Some(pvc) })
-            .await
-            .map(drop)
+        let request = pb::ReportPvcProgressRequest { pvc: Some(pvc) };
+        self.retrying("ReportPvcProgress", |mut client| {
+            let request = request.clone();
+            async move { client.report_pvc_progress(request).await.map(drop) }
+        })
+        .await
     }
 
     fn set_state(state: pb::JobState, message: &str) -> pb::Job {
@@ -195,7 +226,11 @@ impl Sim {
         let (cluster_name, cluster) = clusters[index % clusters.len()];
         let now = crate::domain::now_micros() / 1_000_000;
         let resources = self.random(120, 600);
+        // The id is chosen here, so that a create tried again after a lost answer finds the
+        // job it made instead of making a second one.
+        let id = crate::domain::ObjectId::generate().to_string();
         let job = pb::Job {
+            id: id.clone(),
             name: Some(format!("{cluster_name}-{now}-{index}")),
             r#type: created_type(copy) as i32,
             cluster: Some(cluster.into()),
@@ -209,11 +244,34 @@ impl Sim {
             abandon_after_seconds: dies.then(|| self.scaled(DYING_ABANDON_AFTER_SECS)),
             ..Default::default()
         };
-        Ok(self
-            .client
-            .create_job(pb::CreateJobRequest { job: Some(job) })
-            .await?
-            .into_inner())
+        let request = pb::CreateJobRequest { job: Some(job) };
+        let created = self
+            .retrying("CreateJob", |mut client| {
+                let request = request.clone();
+                async move {
+                    client
+                        .create_job(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await;
+        match created {
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let request = pb::GetJobRequest { id };
+                self.retrying("GetJob", |mut client| {
+                    let request = request.clone();
+                    async move {
+                        client
+                            .get_job(request)
+                            .await
+                            .map(tonic::Response::into_inner)
+                    }
+                })
+                .await
+            }
+            other => other,
+        }
     }
 
     /// The executor fails early.
@@ -435,11 +493,18 @@ impl Sim {
     }
 
     async fn cancel_as_operator(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let request = pb::CancelJobRequest { id: id.into() };
         let cancelled = self
-            .client
-            .cancel_job(pb::CancelJobRequest { id: id.into() })
-            .await?
-            .into_inner();
+            .retrying("CancelJob", |mut client| {
+                let request = request.clone();
+                async move {
+                    client
+                        .cancel_job(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            })
+            .await?;
         println!(
             "simulate: an operator cancelled {} ({})",
             cancelled.id,

@@ -2,13 +2,10 @@
 //! one line each, live. A dropped connection is retried from the last resume token, so nothing
 //! is missed or repeated across a server restart.
 
-use std::time::Duration;
-
 use clap::Args;
-use tonic::Code;
 
 use super::ServerArg;
-use super::client::{connect, rpc_error};
+use super::client::{Backoff, connect, is_transient, rpc_error};
 use super::format::{event_line, now_hms};
 use crate::pb;
 
@@ -30,36 +27,32 @@ pub struct WatchArgs {
 /// resume token and carries on without loss.
 pub(super) async fn run(args: WatchArgs) -> Result<(), String> {
     let mut token = args.resume_token.clone();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::default();
     loop {
-        let outcome = watch_once(&args, &mut token).await;
+        let outcome = watch_once(&args, &mut token, &mut backoff).await;
         match outcome {
             Ok(()) => return Ok(()),
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::Unavailable
-                        | Code::Unknown
-                        | Code::Internal
-                        | Code::ResourceExhausted
-                        | Code::Cancelled
-                        | Code::DeadlineExceeded
-                ) =>
-            {
+            Err(status) if is_transient(&status) => {
+                let wait = backoff.next_wait();
                 eprintln!(
-                    "{} connection lost ({}); reconnecting in {backoff:?} from the last resume token",
+                    "{} connection lost ({}); reconnecting in {wait:?} from the last resume token",
                     now_hms(),
                     status.message()
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(wait).await;
             }
             Err(status) => return Err(rpc_error(status)),
         }
     }
 }
 
-async fn watch_once(args: &WatchArgs, token: &mut String) -> Result<(), tonic::Status> {
+/// One stream until it ends or fails; a stream that delivers an event counts as a good
+/// reconnect (the next outage waits the shortest time again).
+async fn watch_once(
+    args: &WatchArgs,
+    token: &mut String,
+    backoff: &mut Backoff,
+) -> Result<(), tonic::Status> {
     let mut client = connect(&args.server.server)
         .await
         .map_err(tonic::Status::unavailable)?;
@@ -80,6 +73,7 @@ async fn watch_once(args: &WatchArgs, token: &mut String) -> Result<(), tonic::S
             .into_inner(),
     };
     while let Some(event) = stream.message().await? {
+        backoff.succeeded();
         if event.r#type != pb::JobEventType::Heartbeat as i32 {
             println!("{}", event_line(&event));
         }

@@ -180,3 +180,75 @@ async fn jobtrack_watch_and_jobs_list_show_a_stalled_job() {
     );
     assert!(text.contains("1 of 1 jobs"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobtrack_simulate_carries_on_across_a_server_restart() {
+    let db = test_db().await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let (mut server, _) = start_binary_on(&db.url, &listen);
+    let mut simulate = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+        .args([
+            "simulate",
+            "--speed",
+            "8",
+            "--server",
+            &format!("http://{listen}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobtrack simulate starts");
+    let lines = read_lines(simulate.stdout.take().expect("stdout"));
+    let mut output = Vec::new();
+    // Every job created, and one already finished: the jobs are mid-way. Then a restart.
+    for _ in 0..6 {
+        wait_for_line(&lines, &mut output, "simulate: created");
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+    let (mut server, addr) = start_binary_on(&db.url, &listen);
+    wait_for_line(&lines, &mut output, "simulate: done");
+    let pid = simulate.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(simulate.wait()));
+    let status = exit.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        panic!("jobtrack simulate did not finish:\n{}", output.join("\n"))
+    });
+    assert!(
+        status.expect("exit status").success(),
+        "{}",
+        output.join("\n")
+    );
+    // No job is left RUNNING: each ended, and the executor that dies is given up on.
+    let client = connect(addr).await;
+    eventually("every simulated job to end", || {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_jobs(pb::ListJobsRequest {
+                    r#where: r#"{"state": {"$in": ["PENDING", "RUNNING"]}}"#.into(),
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner();
+            (page.total == 0).then_some(())
+        }
+    })
+    .await;
+    let all = client
+        .clone()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(all.total, 6, "{:?}", all.jobs);
+    server.kill().expect("stop");
+    server.wait().expect("reaped");
+}

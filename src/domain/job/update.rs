@@ -222,6 +222,8 @@ fn cancel(job: &mut Job, by: &str, now: i64) -> Result<Applied> {
     }
     job.state = JobState::Cancelled;
     stamp_times(&mut job.fields, JobState::Cancelled, now);
+    // The message says what the job is doing; a cancelled job is doing nothing any more.
+    job.fields.message = Some(format!("Cancelled by {by}"));
     job.activity.push(format!("Job cancelled by {by}"));
     job.settle();
     job.touch(now);
@@ -322,6 +324,10 @@ mod tests {
             Applied::Changed
         );
         assert_eq!(running.state, JobState::Cancelled);
+        assert_eq!(
+            running.fields.message.as_deref(),
+            Some("Cancelled by tester")
+        );
         assert_eq!(
             by.apply(&mut running, 2, &Upkeep::default())
                 .expect("again"),
