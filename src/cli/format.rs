@@ -41,6 +41,16 @@ pub(super) fn bytes(n: i64) -> String {
     }
 }
 
+/// Bytes and files done, as the server's estimates count them: the larger of what was read
+/// (`io_*`) and what was sent (`transferred_*`).
+pub(super) fn done_of(s: &pb::TransferStats) -> (i64, i64) {
+    let most = |a: Option<i64>, b: Option<i64>| a.unwrap_or(0).max(b.unwrap_or(0));
+    (
+        most(s.io_size, s.transferred_size),
+        most(s.io_number_of_files, s.transferred_number_of_files),
+    )
+}
+
 /// `[#########...........]` for `done` of `total`.
 pub(super) fn bar(done: i64, total: i64, width: usize) -> String {
     let filled = if total > 0 {
@@ -62,10 +72,7 @@ pub(super) fn progress_line(job: &pb::Job) -> String {
             bar(done, c.total_pvs, 10)
         ));
         if let Some(s) = &c.stats {
-            let (sent, total) = (
-                s.transferred_size.unwrap_or(0),
-                s.estimated_size.unwrap_or(0),
-            );
+            let (sent, total) = (done_of(s).0, s.estimated_size.unwrap_or(0));
             let percent = if total > 0 { sent * 100 / total } else { 0 };
             parts.push(format!(
                 "bytes {} {} / {} ({percent}%)",
@@ -75,7 +82,7 @@ pub(super) fn progress_line(job: &pb::Job) -> String {
             ));
             parts.push(format!(
                 "files {}/{}",
-                s.transferred_number_of_files.unwrap_or(0),
+                done_of(s).1,
                 s.estimated_number_of_files.unwrap_or(0)
             ));
         }
@@ -219,7 +226,7 @@ pub fn event_line(event: &pb::JobEvent) -> String {
             // The record's own progress, not its job's totals.
             let s = pvc.stats.unwrap_or_default();
             if let Some(total) = s.estimated_size {
-                let done = s.io_size.or(s.transferred_size).unwrap_or(0);
+                let (done, _) = done_of(&s);
                 line.push_str(&format!(
                     " {} {} / {}",
                     bar(done, total, 10),

@@ -5,8 +5,8 @@ use clap::Subcommand;
 use super::ServerArg;
 use super::client::{connect, rpc_error};
 use super::format::{
-    bar, bytes, datetime, enum_name, progress_line, rate_line, span, stall_note, state_name,
-    type_name,
+    bar, bytes, datetime, done_of, enum_name, progress_line, rate_line, span, stall_note,
+    state_name, type_name,
 };
 use crate::pb;
 
@@ -150,17 +150,12 @@ fn print_pvc(p: &pb::PvcProgress) {
         "PVC_STATE_",
     );
     let s = p.stats.unwrap_or_default();
-    // Progress is what was read (io_size), else what was sent, as the server's estimates use.
-    let (done, total) = (
-        s.io_size.or(s.transferred_size).unwrap_or(0),
-        s.estimated_size.unwrap_or(0),
-    );
-    let files = match (
-        s.io_number_of_files.or(s.transferred_number_of_files),
-        s.estimated_number_of_files,
-    ) {
-        (Some(done), Some(total)) => format!("  files {done}/{total}"),
-        _ => String::new(),
+    // Progress as the server's estimates count it: the larger of what was read and sent.
+    let (done, files_done) = done_of(&s);
+    let total = s.estimated_size.unwrap_or(0);
+    let files = match s.estimated_number_of_files {
+        Some(total) => format!("  files {files_done}/{total}"),
+        None => String::new(),
     };
     let finished = pb::PvcState::try_from(p.state).is_ok_and(|s| {
         !matches!(

@@ -91,6 +91,27 @@ const created = (j: Job) => (j.created ? timestampDate(j.created).getTime() : 0)
 const fmtTime = (secs?: bigint) => (secs === undefined ? "" : new Date(Number(secs) * 1000).toLocaleString());
 const clock = (t?: Job["created"]) => (t ? timestampDate(t).toLocaleTimeString() : "?");
 
+/** Bytes and files done, as the server's estimates count them: the larger of read and sent. */
+function done(s?: { ioSize?: bigint; transferredSize?: bigint; ioNumberOfFiles?: bigint; transferredNumberOfFiles?: bigint }) {
+  const most = (a?: bigint, b?: bigint) => ((a ?? 0n) > (b ?? 0n) ? (a ?? 0n) : (b ?? 0n));
+  return { bytes: most(s?.ioSize, s?.transferredSize), files: most(s?.ioNumberOfFiles, s?.transferredNumberOfFiles) };
+}
+
+/** `1h02m`, `3m12s`, `45s`. */
+function span(secs: number): string {
+  const s = Math.max(0, Math.round(secs));
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+/** `150.3 MiB/s · 1m29s left`: the server's rate and ETA, counting down; empty without a rate. */
+function rateText(bytesPerSecond?: bigint, eta?: Job["created"]): string {
+  if (bytesPerSecond === undefined) return "";
+  const left = eta ? ` · <span class="eta" data-left="${Math.max(0, Math.round((timestampDate(eta).getTime() - Date.now()) / 1000))}">${span((timestampDate(eta).getTime() - Date.now()) / 1000)} left</span>` : "";
+  return `<span class="rate">${bytes(bytesPerSecond)}/s</span>${left}`;
+}
+
 /** The "stalled" badge of a job whose executor has gone silent (its `stalled_since` is set). */
 function stalledBadge(j: Job): string {
   if (!j.stalledSince) return "";
@@ -293,7 +314,7 @@ function listView(filter: ListFilter) {
     rowsEl.innerHTML = visible
       .map((j) => {
         const cp = j.kubeCopyProgress;
-        const copy = cp ? bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize) : "";
+        const copy = cp ? `${bar("bytes", done(cp.stats).bytes, cp.stats?.estimatedSize)} ${rateText(j.bytesPerSecond, j.eta)}` : "";
         return `<tr class="job" data-job-id="${j.id}"><td>${new Date(created(j)).toLocaleTimeString()}</td><td>${esc(
           j.name ?? "",
         )}</td><td>${typeName(j.type)}</td><td><span class="state ${stateName(j.state)}">${stateName(j.state)}</span>${stalledBadge(
@@ -373,18 +394,22 @@ function jobView(id: string) {
         ${field("cluster", [j.clusterName, j.cluster].filter(Boolean).join(" · "))}
         ${field("backup", [j.backupdefName, j.backupdef].filter(Boolean).join(" · "))}
         ${field("started", fmtTime(j.startTime))}${field("ended", fmtTime(j.endTime))}
+        ${j.startTime !== undefined && j.endTime === undefined ? `<div class="muted">elapsed</div><div id="elapsed">${span(Date.now() / 1000 - Number(j.startTime))}</div>` : ""}
+        ${j.durationSeconds !== undefined ? `<div class="muted">took</div><div id="duration">${span(Number(j.durationSeconds))}${j.averageBytesPerSecond !== undefined ? `, ${bytes(j.averageBytesPerSecond)}/s on average` : ""}</div>` : ""}
+        ${j.bytesPerSecond !== undefined ? `<div class="muted">rate</div><div id="job-rate">${rateText(j.bytesPerSecond, j.eta)}</div>` : ""}
         ${field("resources", j.numTotalResources !== undefined ? `${j.numBackupResources ?? 0n} of ${j.numTotalResources}` : "")}
-        ${cp ? `<div class="muted">copy</div><div>${cp.completedPvs}/${cp.totalPvs} PVCs · ${bar("bytes", cp.stats?.transferredSize, cp.stats?.estimatedSize)} ${bytes(cp.stats?.transferredSize)} of ${bytes(cp.stats?.estimatedSize)}</div>` : ""}
+        ${cp ? `<div class="muted">copy</div><div>${cp.completedPvs}/${cp.totalPvs} PVCs · ${bar("bytes", done(cp.stats).bytes, cp.stats?.estimatedSize)} ${bytes(done(cp.stats).bytes)} of ${bytes(cp.stats?.estimatedSize)}</div>` : ""}
         ${sp ? `<div class="muted">snapshots</div><div>${sp.completedPvs}/${sp.totalPvs} done${sp.skippedPvs ? `, ${sp.skippedPvs} skipped` : ""}</div>` : ""}
       </div>
       <h3>Volumes</h3>
-      <table><thead><tr><th>namespace/name</th><th>op</th><th>state</th><th>bytes</th><th>files</th><th>snapshot</th><th>message</th></tr></thead><tbody>
+      <table><thead><tr><th>namespace/name</th><th>op</th><th>state</th><th>bytes</th><th>files</th><th>rate</th><th>snapshot</th><th>message</th></tr></thead><tbody>
       ${[...pvcs.values()]
         .map(
           (p) => `<tr class="pvc" data-pvc="${esc(p.namespace)}/${esc(p.name)}"><td>${esc(p.namespace)}/${esc(p.name)}</td>
           <td>${p.opType ? OpType[p.opType] : ""}</td><td>${pvcStateName(p.state)}</td>
-          <td>${bar("bytes", p.stats?.transferredSize, p.stats?.estimatedSize)} ${bytes(p.stats?.transferredSize)}</td>
-          <td>${bar("files", p.stats?.transferredNumberOfFiles, p.stats?.estimatedNumberOfFiles)}</td>
+          <td>${bar("bytes", done(p.stats).bytes, p.stats?.estimatedSize)} ${bytes(done(p.stats).bytes)} of ${bytes(p.stats?.estimatedSize)}</td>
+          <td>${bar("files", done(p.stats).files, p.stats?.estimatedNumberOfFiles)} ${done(p.stats).files} of ${p.stats?.estimatedNumberOfFiles ?? 0n}</td>
+          <td>${rateText(p.bytesPerSecond, p.eta)}</td>
           <td>${p.snapshotProgressPercentage !== undefined ? bar("snapshot", p.snapshotProgressPercentage, 100) : ""}</td>
           <td class="muted">${esc(p.message ?? "")}</td></tr>`,
         )
@@ -394,6 +419,8 @@ function jobView(id: string) {
       <ol class="activity" id="activity">${j.activity.map((a) => `<li>${esc(a)}</li>`).join("")}</ol>`;
   };
   schedule();
+  // Elapsed time and the ETA count down between events.
+  const tick = setInterval(() => (gen === generation ? schedule() : clearInterval(tick)), 1000);
   void follow(
     (token) => client.watchJob({ id, resumeToken: token }),
     (event) => {

@@ -232,3 +232,32 @@ test("a job whose executor goes silent shows as stalled, then FAILED, live", asy
     await quick.stop();
   }
 });
+
+test("a copying job shows its rate and an ETA that counts down, and each PVC's bytes of its estimate", async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+  const job = await api().createJob({ job: { name: "eta-copy", type: JobType.K8S_COPY, state: JobState.RUNNING } });
+  const report = (read: bigint) =>
+    api().reportPvcProgress({
+      pvc: { jobId: job.id, namespace: "prod", name: "data-0", opType: OpType.K8S_COPY, state: PvcState.ACTIVE,
+        stats: { estimatedSize: 1_000_000_000_000_000n, ioSize: read, transferredSize: read / 10n, estimatedNumberOfFiles: 100n, ioNumberOfFiles: 10n } },
+    });
+  // 1% of a petabyte read, then one megabyte more a moment later: a rate, and an ETA days
+  // ahead whatever the moment was, so it can be seen counting down.
+  await report(10_000_000_000_000n);
+  await report(10_000_001_000_000n);
+  await page.goto(`${server.url}/#/job/${job.id}`);
+  await page.locator("#job-rate .rate").waitFor();
+  const left = async () => Number(await page.locator("#job-rate .eta").getAttribute("data-left"));
+  const first = await left();
+  assert.ok(first > 0, `an ETA ahead: ${first}`);
+  await page.waitForFunction(
+    (before) => Number(document.querySelector("#job-rate .eta")?.getAttribute("data-left")) < before,
+    first,
+  );
+  // The PVC row: bytes done (read) of the estimate, files done of the total.
+  const row = page.locator('tr.pvc[data-pvc="prod/data-0"]');
+  assert.match((await row.textContent()) ?? "", /9\.1 TiB of 909\.5 TiB/);
+  assert.match((await row.textContent()) ?? "", /10 of 100/);
+  await page.screenshot({ path: `${ARTIFACTS}/eta.png` });
+  await page.close();
+});

@@ -1,10 +1,11 @@
 //! How fast a copy goes and when it will be done, computed once on the server from the reports
 //! themselves, so that every client shows the same numbers.
 //!
-//! - **Progress** of a COPY record is what it has read, `io_size` (the documented meaning of
-//!   "io" for a COPY: READ), or `transferred_size` when the executor reports only that; files
-//!   alike. For an incremental run (deduplicated data: `transferred_size` below what was read)
-//!   the estimate therefore follows the reading, which is what remains to be done.
+//! - **Progress** of a COPY record is the larger of what it has read, `io_size` (the documented
+//!   meaning of "io" for a COPY: READ), and what it has sent, `transferred_size` (all an executor
+//!   may report); files alike. For an incremental run (deduplicated data: `transferred_size`
+//!   below what was read) the estimate therefore follows the reading, which is what remains to
+//!   be done. The same holds for a job's aggregate, whose unreported sums are 0.
 //! - **Rate**: a moving average of the rate between consecutive reports, each report pulling it
 //!   towards its own rate by `Δt / WINDOW` (all of it once `Δt` ≥ [`WINDOW`]), so ten seconds
 //!   is its time constant: a steady copy reads its steady rate, and after a stall or a speed-up
@@ -36,14 +37,13 @@ impl Rate {
     }
 }
 
-/// Bytes and files a COPY record has done (read, or sent when only that is reported).
+/// Bytes and files a COPY record (or a job's aggregate) has done: the larger of what was read
+/// and what was sent.
 pub fn done(stats: &TransferStats) -> (i64, i64) {
+    let most = |a: Option<i64>, b: Option<i64>| a.unwrap_or(0).max(b.unwrap_or(0));
     (
-        stats.io_size.or(stats.transferred_size).unwrap_or(0),
-        stats
-            .io_number_of_files
-            .or(stats.transferred_number_of_files)
-            .unwrap_or(0),
+        most(stats.io_size, stats.transferred_size),
+        most(stats.io_number_of_files, stats.transferred_number_of_files),
     )
 }
 
