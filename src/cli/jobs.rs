@@ -14,10 +14,13 @@ use crate::pb;
 pub enum JobsCommand {
     /// List jobs, newest first.
     List {
+        /// Mongo-style filter, e.g. '{"state": "RUNNING"}' or '{"stalled_since": {"$exists": true}}'.
         #[arg(long = "where", default_value = "")]
         where_: String,
+        /// Order, e.g. '-_created' (newest first) or 'name,-_created'.
         #[arg(long, default_value = "-_created")]
         sort: String,
+        /// Jobs to show (the server's page limit caps it).
         #[arg(long, default_value_t = 25)]
         limit: i32,
         #[command(flatten)]
@@ -25,12 +28,14 @@ pub enum JobsCommand {
     },
     /// Show one job with its PVC records.
     Get {
+        /// The job's id (24 hex characters).
         id: String,
         #[command(flatten)]
         server: ServerArg,
     },
     /// Cancel a running K8S_SNAP or K8S_COPY job.
     Cancel {
+        /// The job's id (24 hex characters).
         id: String,
         #[command(flatten)]
         server: ServerArg,

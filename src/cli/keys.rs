@@ -38,6 +38,7 @@ pub enum KeysCommand {
     },
     /// Revokes a key by its id; servers stop accepting it within a few seconds.
     Revoke {
+        /// The key's id, as `keys list` shows it.
         id: String,
         #[command(flatten)]
         database: DatabaseArg,
