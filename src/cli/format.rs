@@ -41,6 +41,24 @@ pub(super) fn bytes(n: i64) -> String {
     }
 }
 
+/// The widest a job's name is shown in one line; a longer one (names may be 16 KiB) is cut.
+pub(super) const NAME_WIDTH: usize = 40;
+
+/// `text` in at most `width` characters, on one line: line breaks become spaces, and a longer
+/// text ends with `…`.
+pub(super) fn cut(text: &str, width: usize) -> String {
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= width {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Bytes and files done, as the server's estimates count them: the larger of what was read
 /// (`io_*`) and what was sent (`transferred_*`).
 pub(super) fn done_of(s: &pb::TransferStats) -> (i64, i64) {
@@ -208,7 +226,7 @@ pub fn event_line(event: &pb::JobEvent) -> String {
             job.id,
             state_name(job),
             type_name(job),
-            job.name.as_deref().unwrap_or("")
+            cut(job.name.as_deref().unwrap_or(""), NAME_WIDTH)
         ));
         if let Some(pvc) = &event.pvc {
             let state = enum_name(
@@ -253,7 +271,7 @@ pub fn event_line(event: &pb::JobEvent) -> String {
         if matches!(event.r#type, t if t == pb::JobEventType::Updated as i32)
             && let Some(last) = job.activity.last()
         {
-            line.push_str(&format!("  \"{last}\""));
+            line.push_str(&format!("  \"{}\"", cut(last, 60)));
         }
     }
     line
@@ -262,6 +280,17 @@ pub fn event_line(event: &pb::JobEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_cut_to_one_short_line() {
+        assert_eq!(cut("nightly", 40), "nightly");
+        assert_eq!(cut("line one\nline two", 40), "line one line two");
+        let long = "x".repeat(16 * 1024);
+        let shown = cut(&long, NAME_WIDTH);
+        assert_eq!(shown.chars().count(), NAME_WIDTH);
+        assert!(shown.ends_with('…'));
+        assert_eq!(cut("ééééé", 3), "éé…");
+    }
 
     #[test]
     fn times_read_as_dates_and_spans() {

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::ServerArg;
 use super::client::{connect, rpc_error};
 use super::format::{
-    bar, bytes, datetime, done_of, enum_name, progress_line, rate_line, span, stall_note,
+    bar, bytes, cut, datetime, done_of, enum_name, progress_line, rate_line, span, stall_note,
     state_name, type_name,
 };
 use crate::pb;
@@ -81,7 +81,7 @@ async fn list(server: &str, where_: String, sort: String, limit: i32) -> Result<
             job.id,
             state_name(job),
             type_name(job),
-            job.name.as_deref().unwrap_or(""),
+            cut(job.name.as_deref().unwrap_or(""), 28),
             progress.trim_end()
         );
     }
