@@ -212,7 +212,11 @@ function listView(filter: ListFilter) {
   const jobs = new Map<string, Job>();
   const where: Record<string, string> = {};
   if (filter.type) where.type = filter.type;
-  if (filter.cluster) where.cluster = filter.cluster;
+  // The cluster by the name the table shows, or by its 24-hex id.
+  if (filter.cluster) {
+    if (/^[0-9a-f]{24}$/.test(filter.cluster)) where.cluster = filter.cluster;
+    else where.cluster_name = filter.cluster;
+  }
   const whereText = Object.keys(where).length ? JSON.stringify(where) : "";
   whereEl.textContent = whereText;
   app.innerHTML = `
@@ -221,7 +225,7 @@ function listView(filter: ListFilter) {
         .filter((k) => isNaN(Number(k)) && k !== "UNSPECIFIED")
         .map((k) => `<option ${k === filter.type ? "selected" : ""}>${k}</option>`)
         .join("")}</select></label>
-      <label>cluster <input id="f-cluster" size="26" placeholder="24-hex cluster id" value="${esc(filter.cluster)}"></label>
+      <label>cluster <input id="f-cluster" size="26" placeholder="name (or 24-hex id)" value="${esc(filter.cluster)}"></label>
       <span class="muted" id="shown"></span>
     </div>
     <div class="counts" id="counts"></div>
@@ -315,7 +319,7 @@ function listView(filter: ListFilter) {
       .map((j) => {
         const cp = j.kubeCopyProgress;
         const copy = cp ? `${bar("bytes", done(cp.stats).bytes, cp.stats?.estimatedSize)} ${rateText(j.bytesPerSecond, j.eta)}` : "";
-        return `<tr class="job" data-job-id="${j.id}"><td>${new Date(created(j)).toLocaleTimeString()}</td><td>${esc(
+        return `<tr class="job" data-job-id="${j.id}"><td>${new Date(created(j)).toLocaleString()}</td><td>${esc(
           j.name ?? "",
         )}</td><td>${typeName(j.type)}</td><td><span class="state ${stateName(j.state)}">${stateName(j.state)}</span>${stalledBadge(
           j,
@@ -336,7 +340,10 @@ function listView(filter: ListFilter) {
       schedule();
     },
     () => gen === generation,
-    "all jobs",
+    // The badge says which jobs are live: all, or those the filters pick.
+    filter.state || whereText
+      ? `jobs where ${[whereText, filter.state ? `state ${filter.state}` : ""].filter(Boolean).join(", ")}`
+      : "all jobs",
   );
 }
 

@@ -105,6 +105,17 @@ test("filters by type and state narrow the live list", async () => {
   await page.click('.count[data-state="RUNNING"]');
   await page.waitForFunction(() => document.querySelectorAll("tr.job").length === 1);
   assert.equal(await page.locator("tr.job").first().getAttribute("data-job-id"), later.id);
+  await page.locator("#status", { hasText: 'jobs where {"type":"RESTORE"}, state RUNNING' }).waitFor();
+
+  // The cluster filter takes the name the table shows; the created column shows the date too.
+  const staging = await client.createJob({ job: { name: "c-staging", type: JobType.K8S_COPY, state: JobState.RUNNING, clusterName: "staging" } });
+  await client.createJob({ job: { name: "c-prod", type: JobType.K8S_COPY, state: JobState.RUNNING, clusterName: "prod-eu-1" } });
+  await page.goto(server.url + "/#/?cluster=staging");
+  await page.locator(`tr.job[data-job-id="${staging.id}"]`).waitFor();
+  assert.equal(await page.locator("tr.job", { hasText: "c-prod" }).count(), 0);
+  await page.locator("#status", { hasText: 'jobs where {"cluster_name":"staging"}' }).waitFor();
+  const created = (await page.locator(`tr.job[data-job-id="${staging.id}"] td`).first().textContent()) ?? "";
+  assert.match(created, new RegExp(String(new Date().getFullYear())), created);
 });
 
 test("with API keys the page asks for one, keeps it for the session, and shows what the role may not do", async () => {
