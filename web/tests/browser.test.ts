@@ -265,6 +265,16 @@ test("a copying job shows its rate and an ETA that counts down, and each PVC's b
     (before) => Number(document.querySelector("#job-rate .eta")?.getAttribute("data-left")) < before,
     first,
   );
+  // The Volumes table fits 1,400 px, with a long message wrapped rather than cut.
+  const message = "Reading the volume through the snapshot of its EBS copy; " + "deduplicated chunks skipped, ".repeat(6);
+  await api().reportPvcProgress({ pvc: { jobId: job.id, namespace: "prod", name: "data-0", message } });
+  await page.locator('tr.pvc[data-pvc="prod/data-0"] td.muted', { hasText: "deduplicated chunks skipped" }).waitFor();
+  const fits = await page.evaluate(() => {
+    const doc = document.documentElement;
+    const cell = document.querySelector('tr.pvc[data-pvc="prod/data-0"] td.muted') as HTMLElement;
+    return { page: doc.scrollWidth <= doc.clientWidth, cell: cell.scrollWidth <= cell.clientWidth };
+  });
+  assert.deepEqual(fits, { page: true, cell: true }, "no horizontal scrollbar, the message not cut");
   // The PVC row: bytes done (read) of the estimate, files done of the total.
   const row = page.locator('tr.pvc[data-pvc="prod/data-0"]');
   assert.match((await row.textContent()) ?? "", /9\.1 TiB of 909\.5 TiB/);
