@@ -12,11 +12,7 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     let db = test_db().await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        probe.local_addr().expect("addr").port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_listen_address();
     let (mut server, addr) = start_binary_on(&db.url, &listen);
     let app_client = connect(addr).await;
     let mut client = app_client.clone();
@@ -110,6 +106,13 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     server.wait().expect("reaped");
 }
 
+/// A loopback address with a free port, for a server that is restarted on the same address.
+fn free_listen_address() -> String {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = probe.local_addr().expect("addr").port();
+    format!("127.0.0.1:{port}")
+}
+
 /// The lines a child writes to `out`, as they come.
 fn read_lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -184,11 +187,7 @@ async fn jobtrack_watch_and_jobs_list_show_a_stalled_job() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jobtrack_simulate_carries_on_across_a_server_restart() {
     let db = test_db().await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        probe.local_addr().expect("addr").port()
-    };
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_listen_address();
     let (mut server, _) = start_binary_on(&db.url, &listen);
     let mut simulate = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
         .args([
