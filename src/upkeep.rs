@@ -112,3 +112,29 @@ pub async fn sweep_due(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_worked_gently_until_it_outlasts_a_tenth_of_the_retention() {
+        let upkeep = Upkeep {
+            retain_finished: Some(Duration::from_secs(100)),
+            ..Upkeep::default()
+        };
+        let mut pace = Pace::new(&upkeep);
+        assert_eq!(pace.patience, Duration::from_secs(10));
+        assert_eq!(pace.pause_factor(), PAUSE_FACTOR);
+        pace.behind_since = Some(Instant::now());
+        assert_eq!(
+            pace.pause_factor(),
+            PAUSE_FACTOR,
+            "behind, but not for long"
+        );
+        pace.behind_since = Instant::now().checked_sub(Duration::from_secs(11));
+        assert_eq!(pace.pause_factor(), BEHIND_PAUSE_FACTOR);
+        // The default 30 days: patient for ten minutes at most.
+        assert_eq!(Pace::new(&Upkeep::default()).patience, MOST_PATIENCE);
+    }
+}

@@ -295,3 +295,46 @@ pub(crate) async fn explain(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::upkeep::STALL_MICROS_PER_SECOND;
+
+    const MIGRATIONS: [(&str, &str); 2] = [
+        (
+            "sqlite",
+            include_str!("../../migrations/sqlite/0005_upkeep.sql"),
+        ),
+        (
+            "postgres",
+            include_str!("../../migrations/postgres/0003_upkeep.sql"),
+        ),
+    ];
+
+    #[test]
+    fn each_query_is_its_partial_index_word_for_word() {
+        for (_, due, condition, order) in Due::ALL {
+            for (backend, migration) in MIGRATIONS {
+                let index = format!("CREATE INDEX {} ON jobs ({order})", due.index());
+                assert!(
+                    migration.contains(&index),
+                    "{backend}: the index of {due:?} is not `{index}`"
+                );
+                assert!(
+                    migration.contains(&format!("WHERE {condition};")),
+                    "{backend}: the index of {due:?} is not partial on `{condition}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_stall_expression_is_the_domains() {
+        let (_, _, _, order) = Due::ALL[3];
+        assert!(
+            order.contains(&format!("* {STALL_MICROS_PER_SECOND})")),
+            "{order} against {STALL_MICROS_PER_SECOND}"
+        );
+    }
+}
