@@ -176,19 +176,12 @@ impl NewJob {
             fields,
             state,
             activity: self.activity,
-            copy_progress: None,
-            snapshot_progress: None,
             created: now,
             updated: now,
             revision,
             last_report: now,
-            stalled_since: None,
-            abandon_at: None,
-            ttl_expiry: None,
-            rate_bytes_milli: None,
-            rate_files_milli: None,
-            duration_seconds: None,
-            average_bytes_per_second: None,
+            // No aggregates, marks or estimates yet.
+            ..Job::blank()
         };
         job.settle();
         validate(&job)?;

@@ -224,19 +224,10 @@ impl PvcReport {
                 job_id: self.job_id.clone(),
                 namespace: self.namespace.clone(),
                 name: self.name.clone(),
-                state: PvcState::Pending,
-                start_time: None,
-                end_time: None,
-                message: None,
-                op_type: None,
-                snapshot_progress_percentage: None,
-                stats: None,
                 created: now,
                 updated: now,
-                revision: 0,
-                etag: String::new(),
-                rate_bytes_milli: None,
-                rate_files_milli: None,
+                // PENDING, nothing reported yet.
+                ..<PvcProgress as crate::domain::query::Resource>::blank()
             },
         };
         if let Some(state) = self.state {
