@@ -90,6 +90,8 @@ command -v strace >/dev/null || { say "installing strace (Debian's package)"; ap
 command -v curl >/dev/null || { say "installing curl (Debian's package)"; apt_install curl; }
 # ...and through nginx as an HTTP/1.x reverse proxy with its default buffering.
 [ -x /usr/sbin/nginx ] || { say "installing nginx-light (Debian's package)"; apt_install nginx-light; }
+# The live terminal view of `jobtrack watch` is driven in a real pseudo-terminal by tmux.
+command -v tmux >/dev/null || { say "installing tmux (Debian's package)"; apt_install tmux; }
 
 say "format"
 cargo fmt --all -- --check

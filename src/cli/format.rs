@@ -126,14 +126,14 @@ pub(super) fn progress_line(job: &pb::Job) -> String {
     parts.join("  ")
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `HH:MM:SS` of a unix time, UTC.
-fn hms(secs: i64) -> String {
+pub(super) fn hms(secs: i64) -> String {
     let secs = secs.rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }

@@ -9,6 +9,7 @@ mod client;
 mod format;
 mod jobs;
 mod keys;
+mod live;
 mod serve;
 mod simulate;
 mod watch;
@@ -34,8 +35,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-test a running server and print throughput and latency percentiles.
     Bench(bench::BenchArgs),
-    /// Print the events of one job (until it ends) or of every job matching --where, live;
-    /// reconnects with the last resume token after a dropped connection.
+    /// Follow one job (until it ends) or every job matching --where, live: progress bars on a
+    /// terminal, one line (or JSON object) per event when piped; reconnects with the last
+    /// resume token after a dropped connection.
     Watch(watch::WatchArgs),
     /// Everyday look-ups: list, get, cancel.
     #[command(subcommand)]

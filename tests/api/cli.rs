@@ -24,13 +24,8 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
         .expect("create")
         .into_inner();
 
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
-        .args(["watch", &job.id, "--server", &format!("http://{listen}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jobtrack watch starts");
-    let lines = read_lines(watcher.stdout.take().expect("stdout"));
+    let (mut watcher, lines) =
+        spawn_jobtrack(&["watch", &job.id, "--server", &format!("http://{listen}")]);
     let mut output = Vec::new();
     let step = |client: &mut jobtrack::pb::job_service_client::JobServiceClient<
         tonic::transport::Channel,
@@ -60,18 +55,7 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
         step(&mut client, n).await;
     }
     client
-        .update_job(pb::UpdateJobRequest {
-            job: Some(pb::Job {
-                id: job.id.clone(),
-                state: JobState::Completed as i32,
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["state".into()],
-            }),
-            append_activity: vec!["done".into()],
-            etag: String::new(),
-        })
+        .update_job(complete_request(&job.id))
         .await
         .expect("complete");
 
@@ -106,15 +90,43 @@ async fn jobtrack_watch_reconnects_after_a_server_restart_and_misses_nothing() {
     server.wait().expect("reaped");
 }
 
+/// `jobtrack ARGS…` with its output piped: the child and its stdout's lines as they come.
+fn spawn_jobtrack(args: &[&str]) -> (std::process::Child, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("jobtrack starts");
+    let lines = read_lines(child.stdout.take().expect("stdout"));
+    (child, lines)
+}
+
+/// Completes job `id`, appending the activity line "done".
+fn complete_request(id: &str) -> pb::UpdateJobRequest {
+    pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id: id.to_string(),
+            state: JobState::Completed as i32,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["state".into()],
+        }),
+        append_activity: vec!["done".into()],
+        etag: String::new(),
+    }
+}
+
 /// A loopback address with a free port, for a server that is restarted on the same address.
-fn free_listen_address() -> String {
+pub fn free_listen_address() -> String {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = probe.local_addr().expect("addr").port();
     format!("127.0.0.1:{port}")
 }
 
 /// The lines a child writes to `out`, as they come.
-fn read_lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
+pub fn read_lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -127,7 +139,7 @@ fn read_lines(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 /// Collects lines into `output` until one contains `needle`; fails after [`WAIT`].
-fn wait_for_line(lines: &Receiver<String>, output: &mut Vec<String>, needle: &str) {
+pub fn wait_for_line(lines: &Receiver<String>, output: &mut Vec<String>, needle: &str) {
     loop {
         let line = lines.recv_timeout(WAIT).unwrap_or_else(|_| {
             panic!(
@@ -153,13 +165,7 @@ async fn jobtrack_watch_and_jobs_list_show_a_stalled_job() {
     .await;
     let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
     let server = format!("http://{}", app.addr);
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
-        .args(["watch", &created.id, "--server", &server])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("jobtrack watch starts");
-    let lines = read_lines(watcher.stdout.take().expect("stdout"));
+    let (mut watcher, lines) = spawn_jobtrack(&["watch", &created.id, "--server", &server]);
     let mut output = Vec::new();
     wait_for_line(&lines, &mut output, "STALLED");
     let last = output.last().expect("a line");
@@ -250,4 +256,59 @@ async fn jobtrack_simulate_carries_on_across_a_server_restart() {
     assert_eq!(all.total, 6, "{:?}", all.jobs);
     server.kill().expect("stop");
     server.wait().expect("reaped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobtrack_watch_output_json_prints_each_event_as_one_json_object() {
+    let app = spawn_app().await;
+    let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
+    let (mut watcher, lines) = spawn_jobtrack(&[
+        "watch",
+        &created.id,
+        "--output",
+        "json",
+        "--server",
+        &format!("http://{}", app.addr),
+    ]);
+    let mut output = Vec::new();
+    wait_for_line(&lines, &mut output, "JOB_EVENT_TYPE_SYNCED");
+    app.client()
+        .update_job(complete_request(&created.id))
+        .await
+        .expect("complete");
+    // The stream ends with the job, and so does the output.
+    while let Ok(line) = lines.recv_timeout(WAIT) {
+        output.push(line);
+    }
+    assert!(watcher.wait().expect("exit status").success());
+    let events: Vec<serde_json::Value> = output
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "JOB_EVENT_TYPE_SNAPSHOT",
+            "JOB_EVENT_TYPE_SYNCED",
+            "JOB_EVENT_TYPE_UPDATED"
+        ],
+        "{output:?}"
+    );
+    assert_eq!(events[0]["job"]["id"], created.id.as_str());
+    assert_eq!(events[0]["job"]["state"], "JOB_STATE_RUNNING");
+    assert_eq!(events[2]["job"]["state"], "JOB_STATE_COMPLETED");
+    assert_eq!(
+        events[2]["job"]["activity"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap(),
+        "done"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["resume_token"].as_str().is_some_and(|t| !t.is_empty()))
+    );
 }

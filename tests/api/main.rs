@@ -26,6 +26,7 @@ mod rest_openapi;
 mod resume;
 mod server;
 mod sse;
+mod terminal;
 mod tls;
 mod totals;
 mod upkeep;
