@@ -185,6 +185,27 @@ pub(super) fn rate_line(
     line
 }
 
+/// A timestamp in microseconds since the epoch.
+pub(super) fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+/// `21:07:40.123` (UTC) of a timestamp.
+pub(super) fn clock_micros(t: &prost_types::Timestamp) -> String {
+    format!("{}.{:03}", hms(t.seconds), t.nanos / 1_000_000)
+}
+
+/// A duration in µs: `0.42s` and `2.43s` below ten seconds, `12.4s` below a minute, then as
+/// [`span`].
+pub(super) fn span_micros(us: i64) -> String {
+    let us = us.max(0);
+    match us {
+        u if u < 10_000_000 => format!("{:.2}s", u as f64 / 1e6),
+        u if u < 60_000_000 => format!("{:.1}s", u as f64 / 1e6),
+        u => span(u / 1_000_000),
+    }
+}
+
 /// `1h02m`, `3m12s`, `45s`.
 pub(super) fn span(secs: i64) -> String {
     let secs = secs.max(0);
@@ -301,6 +322,16 @@ mod tests {
         assert_eq!(span(45), "45s");
         assert_eq!(span(192), "3m12s");
         assert_eq!(span(3720), "1h02m");
+        assert_eq!(span_micros(420_000), "0.42s");
+        assert_eq!(span_micros(2_434_000), "2.43s");
+        assert_eq!(span_micros(12_440_000), "12.4s");
+        assert_eq!(span_micros(192_000_000), "3m12s");
+        let t = prost_types::Timestamp {
+            seconds: 1_796_149_666,
+            nanos: 123_456_789,
+        };
+        assert_eq!(clock_micros(&t), "18:27:46.123");
+        assert_eq!(micros(&t), 1_796_149_666_123_456);
     }
 
     #[test]

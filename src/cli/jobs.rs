@@ -5,8 +5,8 @@ use clap::Subcommand;
 use super::ServerArg;
 use super::client::{connect, rpc_error};
 use super::format::{
-    bar, bytes, cut, datetime, done_of, enum_name, progress_line, rate_line, span, stall_note,
-    state_name, type_name,
+    bar, bytes, clock_micros, cut, datetime, done_of, enum_name, micros, progress_line, rate_line,
+    span, span_micros, stall_note, state_name, type_name,
 };
 use crate::pb;
 
@@ -142,8 +142,14 @@ fn print_job(job: &pb::Job) {
     println!("revision:  {}  etag {}", job.revision, job.etag);
     println!("progress:  {}", progress_line(job));
     println!("activity:");
-    for line in &job.activity {
-        println!("  - {line}");
+    // The times are aligned with the end of the lines (older jobs have fewer).
+    let untimed = job.activity.len().saturating_sub(job.activity_times.len());
+    for (i, line) in job.activity.iter().enumerate() {
+        let at = i
+            .checked_sub(untimed)
+            .and_then(|t| job.activity_times.get(t))
+            .map_or_else(|| " ".repeat(12), clock_micros);
+        println!("  - {at} {line}");
     }
 }
 
@@ -168,8 +174,12 @@ fn print_pvc(p: &pb::PvcProgress) {
             pb::PvcState::Pending | pb::PvcState::Active | pb::PvcState::Unspecified
         )
     });
-    let took = match (p.start_time, p.end_time) {
-        (Some(start), Some(end)) if finished => format!("  took {}", span(end - start)),
+    // The server's microsecond times when it has them, else the whole seconds.
+    let took = match (&p.active_time, &p.finish_time, p.start_time, p.end_time) {
+        (Some(active), Some(finish), _, _) if finished => {
+            format!("  took {}", span_micros(micros(finish) - micros(active)))
+        }
+        (_, _, Some(start), Some(end)) if finished => format!("  took {}", span(end - start)),
         _ => String::new(),
     };
     let rate = rate_line(p.bytes_per_second, p.files_per_second, p.eta.as_ref());

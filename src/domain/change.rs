@@ -114,8 +114,10 @@ impl Serialize for Change {
                     return Err(S::Error::custom("a job serialises as an object"));
                 };
                 old.remove("activity");
+                old.remove("activity_times");
                 let mut new = new.clone();
                 new.remove("activity");
+                new.remove("activity_times");
                 Some(Value::Object(diff(&old, &new)))
             }
         };
@@ -142,6 +144,7 @@ impl<'de> Deserialize<'de> for Change {
                     return Err(D::Error::custom("a stored job is an object"));
                 };
                 base.remove("activity");
+                base.remove("activity_times");
                 patch(&mut base, changes);
                 base.insert("activity".into(), Value::Array(Vec::new()));
                 Some(Arc::new(
@@ -182,6 +185,7 @@ mod tests {
         .expect("valid");
         let before = Job {
             activity: Vec::new(),
+            activity_times: Vec::new(),
             ..job.clone()
         };
         let update = JobUpdate {
@@ -212,5 +216,8 @@ mod tests {
         let text = serde_json::to_string(&change).expect("encodes");
         let back: Change = serde_json::from_str(&text).expect("decodes");
         assert_eq!(back, change);
+        // Each line keeps the time it came.
+        assert_eq!(back.job.activity, ["one", "two"]);
+        assert_eq!(back.job.activity_times, [1_000_000, 2_000_000]);
     }
 }

@@ -188,9 +188,12 @@ impl Upkeep {
         job.state = JobState::Failed;
         job.fields.message = Some(ABANDONED_MESSAGE.to_string());
         super::job::stamp_times(&mut job.fields, JobState::Failed, now);
-        job.activity.push(format!(
-            "Job failed: the executor stopped reporting (no report since {since})"
-        ));
+        job.log(
+            [format!(
+                "Job failed: the executor stopped reporting (no report since {since})"
+            )],
+            now,
+        );
         job.settle();
         job.touch(now);
         Applied::Changed

@@ -140,6 +140,7 @@ pub fn job_to_pb(job: &Job) -> pb::Job {
         eta: job.eta().map(timestamp),
         duration_seconds: job.duration_seconds,
         average_bytes_per_second: job.average_bytes_per_second,
+        activity_times: job.activity_times.iter().copied().map(timestamp).collect(),
     }
 }
 
@@ -162,6 +163,8 @@ pub fn pvc_to_pb(p: &PvcProgress) -> pb::PvcProgress {
         bytes_per_second: p.rate().map(Rate::bytes_per_second),
         files_per_second: p.rate().map(Rate::files_per_second),
         eta: p.eta().map(timestamp),
+        active_time: p.active_time.map(timestamp),
+        finish_time: p.finish_time.map(timestamp),
     }
 }
 
@@ -339,6 +342,7 @@ mod tests {
                 Value::Lines(vec!["x".into()]),
                 Value::Lines(vec!["y".into()]),
             ],
+            Kind::Times => [Value::Times(vec![7_000_000]), Value::Times(vec![8_000_000])],
         }
     }
 

@@ -172,6 +172,10 @@ fn shown(kind: Kind, datum: Datum<'_>) -> Option<Json> {
         (_, Datum::Text(s)) => Some(Json::from(s)),
         (_, Datum::Lines([])) => None,
         (_, Datum::Lines(lines)) => Some(Json::from(lines)),
+        (_, Datum::Times([])) => None,
+        (_, Datum::Times(times)) => Some(Json::from(
+            times.iter().map(|t| http_date(*t)).collect::<Vec<_>>(),
+        )),
     }
 }
 

@@ -285,6 +285,7 @@ impl BatchState {
         let before = before.map(|b| {
             Arc::new(Job {
                 activity: Vec::new(),
+                activity_times: Vec::new(),
                 rate_bytes_milli: job.rate_bytes_milli,
                 rate_files_milli: job.rate_files_milli,
                 ttl_expiry: job.ttl_expiry,

@@ -29,6 +29,9 @@ impl From<&Value> for Param {
             Value::Lines(lines) => {
                 Param::Text(Some(serde_json::Value::from(lines.clone()).to_string()))
             }
+            Value::Times(times) => {
+                Param::Text(Some(serde_json::Value::from(times.clone()).to_string()))
+            }
         }
     }
 }
@@ -151,6 +154,7 @@ fn param(kind: Kind, datum: Datum<'_>) -> Param {
         Datum::Text(s) => Param::Text(Some(s.to_string())),
         // Lines are stored as a JSON array of strings.
         Datum::Lines(lines) => Param::Text(Some(serde_json::Value::from(lines).to_string())),
+        Datum::Times(times) => Param::Text(Some(serde_json::Value::from(times).to_string())),
     }
 }
 
@@ -178,6 +182,12 @@ where
             Kind::Lines => match row.try_get::<Option<String>, _>(i)? {
                 None => Value::Null,
                 Some(text) => Value::Lines(
+                    serde_json::from_str(&text).map_err(|_| corrupt::<T>(field, &text))?,
+                ),
+            },
+            Kind::Times => match row.try_get::<Option<String>, _>(i)? {
+                None => Value::Null,
+                Some(text) => Value::Times(
                     serde_json::from_str(&text).map_err(|_| corrupt::<T>(field, &text))?,
                 ),
             },

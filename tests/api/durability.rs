@@ -226,8 +226,22 @@ async fn every_acknowledged_write_on_sqlite_fsyncs_the_wal() {
             .expect("update");
     }
     let synced = wal_syncs() - before;
-    child.kill().expect("stop");
-    child.wait().expect("reaped");
+    // SIGKILL of strace would detach the server and leave it running: stop the server itself
+    // first (its main thread's trace has the lowest id), then strace.
+    let server_pid = std::fs::read_dir(&traces)
+        .expect("strace writes its logs")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.rsplit('.').next()?.parse::<u32>().ok()
+        })
+        .min()
+        .expect("a trace of the server's main thread");
+    let killed = Command::new("kill")
+        .args(["-9", &server_pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "the server {server_pid} is stopped");
+    child.wait().expect("strace ends with its tracee");
     assert!(
         synced >= writes as usize,
         "{writes} acknowledged writes, each its own commit, but only {synced} fsyncs of the WAL"

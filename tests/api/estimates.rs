@@ -213,3 +213,131 @@ async fn rates_are_extensions_in_rest_and_absent_without_an_estimate() {
         "{asked}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_lines_and_pvc_records_keep_their_times_to_the_microsecond() {
+    let app = spawn_app().await;
+    let created = app
+        .create(pb::Job {
+            activity: vec!["created".into()],
+            ..job(JobType::K8sCopy, JobState::Running)
+        })
+        .await;
+    assert_eq!(
+        created
+            .activity_times
+            .iter()
+            .map(|t| micros(&Some(*t)))
+            .collect::<Vec<_>>(),
+        [micros(&created.created)]
+    );
+    let updated = app
+        .client()
+        .update_job(pb::UpdateJobRequest {
+            job: Some(pb::Job {
+                id: created.id.clone(),
+                ..Default::default()
+            }),
+            update_mask: None,
+            append_activity: vec!["one".into(), "two".into()],
+            etag: String::new(),
+        })
+        .await
+        .expect("append")
+        .into_inner();
+    let at = micros(&updated.updated);
+    assert!(at > micros(&created.created));
+    assert_eq!(
+        updated
+            .activity_times
+            .iter()
+            .map(|t| micros(&Some(*t)))
+            .collect::<Vec<_>>(),
+        [micros(&created.created), at, at],
+        "one time per line, each the time of the write that appended it"
+    );
+    // REST: only on request, as dates.
+    let path = format!("/api/v1/jobs/{}", created.id);
+    let plain = crate::http::get(app.addr, &path).await.json();
+    assert!(plain.get("activity_times").is_none(), "{plain}");
+    let asked = crate::http::get(
+        app.addr,
+        &format!(
+            "{path}?projection={}",
+            crate::http::encode(r#"{"activity_times": 1}"#)
+        ),
+    )
+    .await
+    .json();
+    let times = asked["activity_times"].as_array().expect("a list");
+    assert_eq!(times.len(), 3, "{asked}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.ends_with(" GMT"))),
+        "{asked}"
+    );
+
+    // A PVC record: when the server first saw it ACTIVE and final, to the microsecond.
+    let pending = app
+        .report(copy(&created.id, "a", 100 * MIB, 0, 0, 0).with_state(PvcState::Pending))
+        .await
+        .expect("pending");
+    assert_eq!((pending.active_time, pending.finish_time), (None, None));
+    let active = app
+        .report(copy(&created.id, "a", 100 * MIB, MIB, MIB, 1))
+        .await
+        .expect("active");
+    assert_eq!(micros(&active.active_time), micros(&active.updated));
+    assert_eq!(active.finish_time, None);
+    let again = app
+        .report(copy(&created.id, "a", 100 * MIB, 2 * MIB, 2 * MIB, 2))
+        .await
+        .expect("active");
+    assert_eq!(
+        again.active_time, active.active_time,
+        "the first time it was seen ACTIVE"
+    );
+    let done = app
+        .report(
+            copy(&created.id, "a", 100 * MIB, 100 * MIB, 100 * MIB, 1000)
+                .with_state(PvcState::Completed),
+        )
+        .await
+        .expect("completed");
+    assert_eq!(done.active_time, active.active_time);
+    assert_eq!(micros(&done.finish_time), micros(&done.updated));
+    assert!(micros(&done.finish_time) > micros(&done.active_time));
+
+    // A record's next phase (its snapshot done, then its copy) is measured on its own.
+    let snapshot = pvc(&created.id, "b", OpType::K8sSnap, PvcState::Active);
+    app.report(snapshot.clone()).await.expect("snapshot");
+    let snapped = app
+        .report(snapshot.with_state(PvcState::Completed))
+        .await
+        .expect("snapshot done");
+    let queued = app
+        .report(copy(&created.id, "b", 100 * MIB, 0, 0, 0).with_state(PvcState::Pending))
+        .await
+        .expect("copy queued");
+    assert_eq!((queued.active_time, queued.finish_time), (None, None));
+    let copying = app
+        .report(copy(&created.id, "b", 100 * MIB, MIB, MIB, 1))
+        .await
+        .expect("copy");
+    assert_eq!(micros(&copying.active_time), micros(&copying.updated));
+    assert!(micros(&copying.active_time) > micros(&snapped.finish_time));
+}
+
+trait WithState {
+    fn with_state(self, state: PvcState) -> Self;
+}
+
+impl WithState for pb::PvcProgress {
+    fn with_state(self, state: PvcState) -> Self {
+        pb::PvcProgress {
+            state: state as i32,
+            ..self
+        }
+    }
+}

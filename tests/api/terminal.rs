@@ -106,6 +106,17 @@ impl Drop for Tmux {
     }
 }
 
+/// A child process killed when the test ends, passed or not (a failed assertion must not leave
+/// a server holding a port).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The live view's rows from its header down: the header (a spinner), job bars, PVC
 /// sub-lines, the "… and N more" footer.
 fn view(screen: &[String]) -> &[String] {
@@ -158,7 +169,7 @@ async fn the_live_view_in_a_terminal_shows_bars_fits_a_resize_outlives_a_restart
  {
     let db = test_db().await;
     let listen = free_listen_address();
-    let (mut server, _) = start_binary_on(&db.url, &listen);
+    let mut server = Killed(start_binary_on(&db.url, &listen).0);
     let url = format!("http://{listen}");
     let tmux = Tmux::start(
         120,
@@ -174,8 +185,8 @@ async fn the_live_view_in_a_terminal_shows_bars_fits_a_resize_outlives_a_restart
             .is_some_and(|h| h.contains("all jobs") && h.contains("live"))
     });
 
-    let mut simulator = simulate(&url);
-    let lines = read_lines(simulator.stdout.take().expect("stdout"));
+    let mut simulator = Killed(simulate(&url));
+    let lines = read_lines(simulator.0.stdout.take().expect("stdout"));
     let mut output = Vec::new();
     // A job's bar with the server's rate and ETA, and its PVCs' sub-lines under it.
     let screen = tmux.wait_for("a running job's bar with a rate and an ETA", |s| {
@@ -201,21 +212,22 @@ async fn the_live_view_in_a_terminal_shows_bars_fits_a_resize_outlives_a_restart
     );
 
     // A server restart: the view says so, then carries on from its last resume token.
-    server.kill().expect("SIGKILL");
-    server.wait().expect("reaped");
+    server.0.kill().expect("SIGKILL");
+    server.0.wait().expect("reaped");
     tmux.wait_for("the header saying the connection is lost", |s| {
         view(s)
             .first()
             .is_some_and(|h| h.contains("connection lost"))
     });
-    let (mut server, addr) = start_binary_on(&db.url, &listen);
+    let (restarted, addr) = start_binary_on(&db.url, &listen);
+    let _server = Killed(restarted);
     tmux.wait_for("the view live again", |s| {
         view(s).first().is_some_and(|h| h.contains(" live "))
     });
 
     wait_for_line(&lines, &mut output, "simulate: done");
     assert!(
-        simulator.wait().expect("the simulator's exit").success(),
+        simulator.0.wait().expect("the simulator's exit").success(),
         "{}",
         output.join("\n")
     );
@@ -267,6 +279,4 @@ async fn the_live_view_in_a_terminal_shows_bars_fits_a_resize_outlives_a_restart
         text.contains("To carry on from here: jobtrack watch --resume-token "),
         "{text}"
     );
-    server.kill().expect("stop");
-    server.wait().expect("reaped");
 }

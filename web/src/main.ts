@@ -97,6 +97,32 @@ function done(s?: { ioSize?: bigint; transferredSize?: bigint; ioNumberOfFiles?:
   return { bytes: most(s?.ioSize, s?.transferredSize), files: most(s?.ioNumberOfFiles, s?.transferredNumberOfFiles) };
 }
 
+/** `21:22:41.802`: a time of day to the millisecond, in the browser's zone. */
+const clockMs = (t: Job["created"]) => {
+  const d = timestampDate(t);
+  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+};
+
+/** A duration between two timestamps: `0.42s`, `12.4s`, then as `span`. */
+function spanBetween(from: Job["created"], to: Job["created"]): string {
+  const secs = Math.max(0, (timestampDate(to!).getTime() - timestampDate(from!).getTime()) / 1000);
+  if (secs < 10) return `${secs.toFixed(2)}s`;
+  if (secs < 60) return `${secs.toFixed(1)}s`;
+  return span(secs);
+}
+
+/** The activity log, each line with the time it came (times align with the last lines: a job
+ * from before they were kept has fewer times than lines). */
+function activityItems(j: Job): string {
+  const untimed = j.activity.length - j.activityTimes.length;
+  return j.activity
+    .map((line, i) => {
+      const at = i >= untimed ? j.activityTimes[i - untimed] : undefined;
+      return `<li>${at ? `<time class="muted">${clockMs(at)}</time> ` : ""}${esc(line)}</li>`;
+    })
+    .join("");
+}
+
 /** `1h02m`, `3m12s`, `45s`. */
 function span(secs: number): string {
   const s = Math.max(0, Math.round(secs));
@@ -409,21 +435,21 @@ function jobView(id: string) {
         ${sp ? `<div class="muted">snapshots</div><div>${sp.completedPvs}/${sp.totalPvs} done${sp.skippedPvs ? `, ${sp.skippedPvs} skipped` : ""}</div>` : ""}
       </div>
       <h3>Volumes</h3>
-      <table><thead><tr><th>namespace/name</th><th>op</th><th>state</th><th>bytes</th><th>files</th><th>rate</th><th>snapshot</th><th>message</th></tr></thead><tbody>
+      <table><thead><tr><th>namespace/name</th><th>op</th><th>state</th><th>bytes</th><th>files</th><th>rate · took</th><th>snapshot</th><th>message</th></tr></thead><tbody>
       ${[...pvcs.values()]
         .map(
           (p) => `<tr class="pvc" data-pvc="${esc(p.namespace)}/${esc(p.name)}"><td>${esc(p.namespace)}/${esc(p.name)}</td>
           <td>${p.opType ? OpType[p.opType] : ""}</td><td>${pvcStateName(p.state)}</td>
           <td>${bar("bytes", done(p.stats).bytes, p.stats?.estimatedSize)} ${bytes(done(p.stats).bytes)} of ${bytes(p.stats?.estimatedSize)}</td>
           <td>${bar("files", done(p.stats).files, p.stats?.estimatedNumberOfFiles)} ${done(p.stats).files} of ${p.stats?.estimatedNumberOfFiles ?? 0n}</td>
-          <td>${rateText(p.bytesPerSecond, p.eta)}</td>
+          <td>${p.activeTime && p.finishTime ? `<span class="took">took ${spanBetween(p.activeTime, p.finishTime)}</span>` : rateText(p.bytesPerSecond, p.eta)}</td>
           <td>${p.snapshotProgressPercentage !== undefined ? bar("snapshot", p.snapshotProgressPercentage, 100) : ""}</td>
           <td class="muted">${esc(p.message ?? "")}</td></tr>`,
         )
         .join("")}
       </tbody></table>
       <h3>Activity</h3>
-      <ol class="activity" id="activity">${j.activity.map((a) => `<li>${esc(a)}</li>`).join("")}</ol>`;
+      <ol class="activity" id="activity">${activityItems(j)}</ol>`;
   };
   schedule();
   // Elapsed time and the ETA count down between events.

@@ -7,6 +7,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { JobService, JobState, JobType, OpType, PvcState } from "../src/gen/jobtrack/v1/jobtrack_pb";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { startServer, type Server } from "./server";
 
 const ARTIFACTS = "test-artifacts";
@@ -280,5 +281,27 @@ test("a copying job shows its rate and an ETA that counts down, and each PVC's b
   assert.match((await row.textContent()) ?? "", /9\.1 TiB of 909\.5 TiB/);
   assert.match((await row.textContent()) ?? "", /10 of 100/);
   await page.screenshot({ path: `${ARTIFACTS}/eta.png` });
+  await page.close();
+});
+
+test("the job page shows each activity line with its time, and a finished PVC's duration to the hundredth", async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+  const job = await api().createJob({ job: { name: "timed-copy", type: JobType.K8S_COPY, state: JobState.RUNNING, activity: ["Initiating backup process"] } });
+  const updated = await api().updateJob({ job: { id: job.id }, appendActivity: ["Transferring data"] });
+  const pvc = { jobId: job.id, namespace: "prod", name: "data-1", opType: OpType.K8S_COPY, stats: { estimatedSize: 1000n, ioSize: 10n } };
+  await api().reportPvcProgress({ pvc: { ...pvc, state: PvcState.ACTIVE } });
+  const finished = await api().reportPvcProgress({ pvc: { ...pvc, state: PvcState.COMPLETED, stats: { ioSize: 1000n } } });
+  await page.goto(`${server.url}/#/job/${job.id}`);
+  await page.locator("#activity li", { hasText: "Transferring data" }).waitFor();
+  const lines = await page.locator("#activity li").allTextContents();
+  assert.equal(lines.length, 2);
+  const times = await page.locator("#activity li time").allTextContents();
+  assert.equal(times.length, 2, `a time on each line: ${lines}`);
+  for (const t of times) assert.match(t, /^\d\d:\d\d:\d\d\.\d{3}$/);
+  const ms = (t: Timestamp) => String(timestampDate(t).getMilliseconds()).padStart(3, "0");
+  assert.deepEqual(times.map((t) => t.slice(-3)), updated.activityTimes.map(ms), "each line's own time, to the millisecond");
+  const secs = (t: { seconds: bigint; nanos: number }) => Number(t.seconds) + t.nanos / 1e9;
+  const took = (secs(finished.finishTime!) - secs(finished.activeTime!)).toFixed(2);
+  await page.locator('tr.pvc[data-pvc="prod/data-1"] .took', { hasText: `took ${took}s` }).waitFor();
   await page.close();
 });

@@ -84,7 +84,7 @@ macro_rules! aggregate {
     };
 }
 
-static FIELDS: [Field<Job>; 51] = [
+static FIELDS: [Field<Job>; 52] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -149,6 +149,21 @@ static FIELDS: [Field<Job>; 51] = [
         get: |j| Datum::Lines(&j.activity),
         set: |j, v| {
             j.activity = v.into_lines()?;
+            Ok(())
+        },
+    },
+    Field {
+        name: "activity_times",
+        kind: Kind::Times,
+        nullable: false,
+        uses: Uses {
+            query: false,
+            rest: Rest::OnRequest,
+            origin: Origin::Server,
+        },
+        get: |j| Datum::Times(&j.activity_times),
+        set: |j, v| {
+            j.activity_times = v.into_times()?;
             Ok(())
         },
     },
@@ -336,6 +351,7 @@ impl Resource for Job {
             fields: JobFields::default(),
             state: JobState::Pending,
             activity: Vec::new(),
+            activity_times: Vec::new(),
             copy_progress: None,
             snapshot_progress: None,
             created: 0,

@@ -110,6 +110,10 @@ pub struct Job {
     pub fields: JobFields,
     pub state: JobState,
     pub activity: Vec<String>,
+    /// When each activity line was appended (µs), aligned with the end of `activity`: a job
+    /// from before these times were kept has fewer of them than lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity_times: Vec<i64>,
     /// Derived from the job's COPY PVC records; `None` while it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_progress: Option<CopyProgress>,
@@ -175,6 +179,7 @@ impl NewJob {
             id,
             fields,
             state,
+            activity_times: vec![now; self.activity.len()],
             activity: self.activity,
             created: now,
             updated: now,
@@ -191,6 +196,14 @@ impl NewJob {
 }
 
 impl Job {
+    /// Appends activity lines that came at `now` (µs).
+    pub fn log(&mut self, lines: impl IntoIterator<Item = String>, now: i64) {
+        for line in lines {
+            self.activity.push(line);
+            self.activity_times.push(now);
+        }
+    }
+
     /// Records that the job changed: new revision, update time and etag.
     pub fn touch(&mut self, now: i64) {
         self.revision += 1;

@@ -134,7 +134,7 @@ impl JobUpdate {
             }
             stamp_times(&mut job.fields, job.state, now);
         }
-        job.activity.extend(self.append_activity.iter().cloned());
+        job.log(self.append_activity.iter().cloned(), now);
         Ok(())
     }
 }
@@ -224,7 +224,7 @@ fn cancel(job: &mut Job, by: &str, now: i64) -> Result<Applied> {
     stamp_times(&mut job.fields, JobState::Cancelled, now);
     // The message says what the job is doing; a cancelled job is doing nothing any more.
     job.fields.message = Some(format!("Cancelled by {by}"));
-    job.activity.push(format!("Job cancelled by {by}"));
+    job.log([format!("Job cancelled by {by}")], now);
     job.settle();
     job.touch(now);
     Ok(Applied::Changed)

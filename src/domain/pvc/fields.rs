@@ -63,7 +63,7 @@ macro_rules! int {
     };
 }
 
-static FIELDS: [Field<PvcProgress>; 25] = [
+static FIELDS: [Field<PvcProgress>; 27] = [
     Field {
         name: "_id",
         kind: Kind::Id,
@@ -142,6 +142,18 @@ static FIELDS: [Field<PvcProgress>; 25] = [
     stat!(
         "stats.transferred_number_of_files",
         transferred_number_of_files
+    ),
+    computed!(
+        "active_time",
+        active_time,
+        Kind::Time,
+        Uses::SERVER_EXTENSION
+    ),
+    computed!(
+        "finish_time",
+        finish_time,
+        Kind::Time,
+        Uses::SERVER_EXTENSION
     ),
     computed!(
         "rate_bytes_milli",
@@ -256,6 +268,8 @@ impl Resource for PvcProgress {
             etag: String::new(),
             rate_bytes_milli: None,
             rate_files_milli: None,
+            active_time: None,
+            finish_time: None,
         }
     }
 }

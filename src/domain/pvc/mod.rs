@@ -147,6 +147,12 @@ pub struct PvcProgress {
     pub rate_bytes_milli: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_files_milli: Option<i64>,
+    /// When the server first saw the record ACTIVE, and first saw it final (µs): its duration,
+    /// finer than the documented integer seconds of `start_time` and `end_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<i64>,
 }
 
 impl PvcProgress {
@@ -260,6 +266,18 @@ impl PvcReport {
         }
         if record.state.is_final() && record.end_time.is_none() {
             record.end_time = Some(secs);
+        }
+        // A record that leaves a final state starts a new phase (a snapshot done, its copy
+        // next): its duration is measured again.
+        if stored.is_some_and(|s| s.state.is_final()) && !record.state.is_final() {
+            record.active_time = None;
+            record.finish_time = None;
+        }
+        if record.state == PvcState::Active && record.active_time.is_none() {
+            record.active_time = Some(now);
+        }
+        if record.state.is_final() && record.finish_time.is_none() {
+            record.finish_time = Some(now);
         }
         record.estimate(stored, now);
         record.revision += 1;

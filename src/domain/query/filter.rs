@@ -157,7 +157,7 @@ impl<T: Resource> Filter<T> {
             Filter::Regex { field, pattern } => match (field.get)(record) {
                 Datum::Text(text) => Some(pattern.0.is_match(text)),
                 Datum::Int(i) => Some(pattern.0.is_match(&i.to_string())),
-                Datum::Null | Datum::Lines(_) => None,
+                Datum::Null | Datum::Lines(_) | Datum::Times(_) => None,
             },
         }
     }

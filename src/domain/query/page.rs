@@ -122,7 +122,7 @@ impl<T: Resource> ListQuery<T> {
                 Value::Null => key.field.nullable,
                 Value::Int(_) => key.field.kind.is_integer(),
                 Value::Text(_) => !key.field.kind.is_integer(),
-                Value::Lines(_) => false,
+                Value::Lines(_) | Value::Times(_) => false,
             };
             if !fits {
                 return Err(malformed());

@@ -385,6 +385,6 @@ fn scalar<T>(field: &'static Field<T>, arg: &Json, path: &str) -> Result<Value> 
             .map(|d| Value::Int(d.as_secs() as i64))
             .ok_or_else(|| wrong("an RFC 1123 date such as \"Mon, 24 Aug 2020 01:59:18 GMT\"")),
         (Kind::Time, _) => Err(wrong("an RFC 1123 date string")),
-        (Kind::Lines, _) => Err(wrong("nothing: it cannot be queried")),
+        (Kind::Lines | Kind::Times, _) => Err(wrong("nothing: it cannot be queried")),
     }
 }

@@ -18,6 +18,8 @@ pub enum Value {
     Text(String),
     /// An append-only list of lines (a job's activity); never in a query.
     Lines(Vec<String>),
+    /// An append-only list of times, µs (when each activity line came); never in a query.
+    Times(Vec<i64>),
 }
 
 /// A field's value as a record holds it.
@@ -27,6 +29,7 @@ pub enum Datum<'a> {
     Int(i64),
     Text(&'a str),
     Lines(&'a [String]),
+    Times(&'a [i64]),
 }
 
 impl<'a> Datum<'a> {
@@ -48,6 +51,7 @@ impl<'a> Datum<'a> {
             Datum::Int(i) => Value::Int(i),
             Datum::Text(s) => Value::Text(s.to_string()),
             Datum::Lines(lines) => Value::Lines(lines.to_vec()),
+            Datum::Times(times) => Value::Times(times.to_vec()),
         }
     }
 
@@ -63,7 +67,7 @@ impl<'a> Datum<'a> {
             (Datum::Int(_), _) => Ordering::Less,
             (_, Value::Int(_)) => Ordering::Greater,
             (Datum::Text(_), _) => Ordering::Less,
-            (Datum::Lines(_), _) => Ordering::Greater,
+            (Datum::Lines(_) | Datum::Times(_), _) => Ordering::Greater,
         }
     }
 }
@@ -104,6 +108,14 @@ impl Value {
             other => Err(wrong("a list of lines", &other)),
         }
     }
+
+    pub fn into_times(self) -> Result<Vec<i64>> {
+        match self {
+            Value::Null => Ok(Vec::new()),
+            Value::Times(times) => Ok(times),
+            other => Err(wrong("a list of times", &other)),
+        }
+    }
 }
 
 /// The value of a field every record has: a stored NULL there is refused.
@@ -129,6 +141,8 @@ pub enum Kind {
     Enum(EnumKind),
     /// Lines of text (the activity log): stored and shown, never queried.
     Lines,
+    /// Times in µs, one per activity line: stored (a JSON array) and shown, never queried.
+    Times,
 }
 
 impl Kind {

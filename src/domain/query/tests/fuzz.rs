@@ -175,6 +175,7 @@ fn value_kind(value: &Value) -> &'static str {
         Value::Int(_) => "int",
         Value::Text(_) => "text",
         Value::Lines(_) => "lines",
+        Value::Times(_) => "times",
     }
 }
 

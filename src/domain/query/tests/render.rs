@@ -81,6 +81,7 @@ fn to_json(value: &Value, kind: Kind) -> Json {
         (Value::Int(i), _) => Json::from(*i),
         (Value::Text(s), _) => Json::String(s.clone()),
         (Value::Lines(lines), _) => Json::from(lines.clone()),
+        (Value::Times(times), _) => Json::from(times.clone()),
     }
 }
 
@@ -238,7 +239,7 @@ impl Gen {
                 _ => json!(self.0.next() as i64),
             },
             Kind::Text | Kind::Id => json!(*self.pick(TEXTS)),
-            Kind::Lines => unreachable!("lines are not queryable"),
+            Kind::Lines | Kind::Times => unreachable!("lines and times are not queryable"),
             Kind::Time => {
                 // RFC 1123 covers the years 1970 to 9999.
                 let secs = self.0.next() % 253_402_300_800;
