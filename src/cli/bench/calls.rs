@@ -19,6 +19,7 @@ struct Tally {
 /// Runs `--concurrency` callers until the measured window ends, then prints one line.
 pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), String> {
     let pool = Arc::new(job_pool(args, clients).await?);
+    let beside = super::fanout::Beside::attach(args, &pool).await?;
     let warmup = Duration::from_secs(args.warmup);
     let measure = Duration::from_secs(args.duration.max(1));
     let start = Instant::now() + warmup;
@@ -54,6 +55,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     let cpu_self = cores(cpu_self, cpu_seconds(None), elapsed);
     let cpu_server = cores(cpu_server, cpu_seconds(args.server_pid), elapsed);
     print_tally(args, total, measure, &cpu_self, &cpu_server);
+    beside.report();
     Ok(())
 }
 

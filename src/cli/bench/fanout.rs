@@ -97,6 +97,77 @@ pub(super) async fn attach_idle_watchers(
     Ok(tasks)
 }
 
+/// Watchers beside a calls op (`--reading-watchers`, `--stalled-watchers`): the stalled ones
+/// watch every job and stop reading at SYNCED; each reading one watches one job of the pool and
+/// reads everything. The bench aborts them when it ends.
+pub(super) struct Beside {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    delivered: Arc<AtomicU64>,
+    readers: usize,
+}
+
+impl Beside {
+    pub(super) async fn attach(args: &BenchArgs, pool: &[String]) -> Result<Beside, String> {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let mut tasks = open_watchers(
+            &args.server,
+            &Watched::Jobs(String::new()),
+            (args.stalled_watchers, 1),
+            Reading::StopAtSynced,
+            |_, _| {},
+        )
+        .await?;
+        let readers = if pool.is_empty() { 0 } else { args.reading_watchers };
+        for i in 0..readers {
+            let counted = delivered.clone();
+            let live = Arc::new(AtomicBool::new(false));
+            tasks.extend(
+                open_watchers(
+                    &args.server,
+                    &Watched::Job(pool[i % pool.len()].clone()),
+                    (1, 1),
+                    Reading::Always,
+                    move |_, event| {
+                        if event.r#type == pb::JobEventType::Synced as i32 {
+                            live.store(true, Ordering::Relaxed);
+                        } else if live.load(Ordering::Relaxed)
+                            && event.r#type != pb::JobEventType::Heartbeat as i32
+                        {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                )
+                .await?,
+            );
+        }
+        if !tasks.is_empty() {
+            println!(
+                "attached {} stalled watchers (every job) and {readers} reading watchers (one job each)",
+                args.stalled_watchers
+            );
+        }
+        Ok(Beside {
+            tasks,
+            delivered,
+            readers,
+        })
+    }
+
+    /// After the calls: what the reading watchers received.
+    pub(super) fn report(self) {
+        if self.readers > 0 {
+            println!(
+                "reading_watchers={} delivered_to_them={}",
+                self.readers,
+                self.delivered.load(Ordering::Relaxed)
+            );
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// Opens one watch stream from the start.
 async fn watch(
     client: &mut Client,

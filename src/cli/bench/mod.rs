@@ -102,9 +102,15 @@ pub struct BenchArgs {
     pub idle_watchers: usize,
     /// --op fanout: also open this many streams on the watched jobs that read up to SYNCED and
     /// then nothing more; the line reports the server's memory growth during the writes (what a
-    /// watcher that never reads costs).
+    /// watcher that never reads costs). With get, update or report: this many WatchJobs streams
+    /// over every job that read up to SYNCED and nothing more, beside the calls.
     #[arg(long, default_value_t = 0)]
     pub stalled_watchers: usize,
+    /// With get, update or report: this many WatchJob streams, one per job of the pool in turn,
+    /// each on a connection of its own and reading every event, beside the calls (slow
+    /// consumers beside fast ones: compare with a run without watchers).
+    #[arg(long, default_value_t = 0)]
+    pub reading_watchers: usize,
     /// --op resync: milliseconds each stream lives before the client drops it.
     #[arg(long, default_value_t = 2000)]
     pub drop_every_ms: u64,
