@@ -143,10 +143,20 @@ impl Watcher {
             pvc,
             resume_token: encode_token(&point),
         };
-        let shutdown = self.shutdown.clone();
-        tokio::select! {
-            sent = self.out.send(Ok(event)) => sent.map_err(|_| Stop::Done)?,
-            () = stopped(shutdown) => return Err(shutting_down()),
+        // The common case, room in the stream's buffer, registers no waiter anywhere: at
+        // thousands of watchers per change, waiting on the shutdown signal for every send was a
+        // lock and a list insertion per delivery.
+        let event = match self.out.try_send(Ok(event)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(event)) => Some(event),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Done),
+        };
+        if let Some(event) = event {
+            let shutdown = self.shutdown.clone();
+            tokio::select! {
+                sent = self.out.send(event) => sent.map_err(|_| Stop::Done)?,
+                () = stopped(shutdown) => return Err(shutting_down()),
+            }
         }
         self.last_sent = Instant::now();
         Ok(())
@@ -341,8 +351,15 @@ impl Watcher {
         }
     }
 
-    /// Live changes, heartbeats, shutdown.
+    /// Live changes, heartbeats, shutdown. The waits on shutdown, on the client going away
+    /// and on the heartbeat are made once for the stream, not once per change: the heartbeat
+    /// timer is moved only when it fires early (something was sent since it was set).
     async fn follow(&mut self, inbox: &mut Inbox) -> Result<(), Stop> {
+        let stop = stopped(self.shutdown.clone());
+        let out = self.out.clone();
+        let gone = out.closed();
+        let idle = tokio::time::sleep_until(self.last_sent + self.heartbeat);
+        tokio::pin!(stop, gone, idle);
         loop {
             if inbox.lagged.swap(false, Ordering::AcqRel) {
                 tracing::debug!(
@@ -351,18 +368,20 @@ impl Watcher {
                 );
                 self.catch_up().await?;
             }
-            let shutdown = self.shutdown.clone();
-            let idle_until = self.last_sent + self.heartbeat;
             tokio::select! {
                 received = inbox.changes.recv() => match received {
                     Some(change) => self.consider(&change).await?,
                     None => return Err(shutting_down()),
                 },
-                () = tokio::time::sleep_until(idle_until) => {
-                    self.send(EventKind::Heartbeat, None, None).await?;
+                () = &mut idle => {
+                    let due = self.last_sent + self.heartbeat;
+                    if due <= Instant::now() {
+                        self.send(EventKind::Heartbeat, None, None).await?;
+                    }
+                    idle.as_mut().reset(self.last_sent + self.heartbeat);
                 }
-                () = stopped(shutdown) => return Err(shutting_down()),
-                () = self.out.closed() => return Err(Stop::Done),
+                () = &mut stop => return Err(shutting_down()),
+                () = &mut gone => return Err(Stop::Done),
             }
         }
     }

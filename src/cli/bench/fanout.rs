@@ -117,7 +117,11 @@ impl Beside {
             |_, _| {},
         )
         .await?;
-        let readers = if pool.is_empty() { 0 } else { args.reading_watchers };
+        let readers = if pool.is_empty() {
+            0
+        } else {
+            args.reading_watchers
+        };
         for i in 0..readers {
             let counted = delivered.clone();
             let live = Arc::new(AtomicBool::new(false));
