@@ -275,7 +275,7 @@ impl JobHub {
     fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> Events {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let watcher = Watcher::new(self, inbox._registration.id, tx, selector);
-        tokio::spawn(watcher.run(inbox, start));
+        tokio::spawn(watcher.run(inbox, Box::new(start)));
         rx
     }
 }

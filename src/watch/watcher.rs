@@ -111,9 +111,14 @@ impl Watcher {
         }
     }
 
-    pub(super) async fn run(mut self, mut inbox: Inbox, start: Start) {
+    /// `start` comes boxed: a snapshot's first page is large, and the future holds its
+    /// arguments for as long as the stream lives.
+    pub(super) async fn run(mut self, mut inbox: Inbox, start: Box<Start>) {
+        // The snapshot and the catching up read the store: their futures are large and live
+        // only for a while, so they are boxed, and what stays resident for the stream's life
+        // is the small future of `follow` (thousands of watchers each hold one).
         let outcome = async {
-            self.begin(start).await?;
+            Box::pin(self.begin(*start)).await?;
             self.follow(&mut inbox).await
         }
         .await;
@@ -152,11 +157,16 @@ impl Watcher {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Done),
         };
         if let Some(event) = event {
+            // A full buffer: wait for room (boxed, being the rare case), or for the shutdown.
             let shutdown = self.shutdown.clone();
-            tokio::select! {
-                sent = self.out.send(event) => sent.map_err(|_| Stop::Done)?,
-                () = stopped(shutdown) => return Err(shutting_down()),
-            }
+            let out = &self.out;
+            Box::pin(async move {
+                tokio::select! {
+                    sent = out.send(event) => sent.map_err(|_| Stop::Done),
+                    () = stopped(shutdown) => Err(shutting_down()),
+                }
+            })
+            .await?;
         }
         self.last_sent = Instant::now();
         Ok(())
@@ -366,7 +376,7 @@ impl Watcher {
                     cursor = self.cursor,
                     "watcher lagged; catching up from the log"
                 );
-                self.catch_up().await?;
+                Box::pin(self.catch_up()).await?;
             }
             tokio::select! {
                 received = inbox.changes.recv() => match received {
