@@ -14,11 +14,11 @@ use crate::error::{Error, Result};
 use crate::interface::Transport;
 use crate::metrics::{Metrics, OpenStream};
 use crate::store::{Page, Store};
-use crate::watch::{JobHub, WatchEvent};
+use crate::watch::{EventRx, JobHub, WatchEvent};
 
 /// A watch stream's events, as the hub produces them; counted in `/metrics` while open.
 pub struct Events {
-    events: mpsc::Receiver<Result<WatchEvent>>,
+    events: EventRx,
     _open: OpenStream,
 }
 
@@ -280,7 +280,7 @@ impl App {
         &self,
         caller: &Caller,
         permit: Option<crate::auth::StreamPermit>,
-        events: mpsc::Receiver<Result<WatchEvent>>,
+        events: EventRx,
     ) -> Events {
         let open = self.metrics.open_stream(caller.transport);
         let events = if caller.principal == Principal::Anyone {
@@ -299,8 +299,8 @@ impl App {
         &self,
         caller: &Caller,
         permit: Option<crate::auth::StreamPermit>,
-        mut events: mpsc::Receiver<Result<WatchEvent>>,
-    ) -> mpsc::Receiver<Result<WatchEvent>> {
+        mut events: EventRx,
+    ) -> EventRx {
         let (tx, rx) = mpsc::channel(4);
         let (keys, principal) = (self.keys.clone(), caller.principal.clone());
         tokio::spawn(async move {
@@ -323,7 +323,7 @@ impl App {
                 }
             }
         });
-        rx
+        EventRx::relayed(rx)
     }
 }
 

@@ -3,7 +3,7 @@
 //! ([`Db`]), so a method added here and forgotten by one backend does not compile, and the same
 //! outcome means the same answer on both.
 
-use sqlx::pool::PoolConnection;
+use crate::store::txconn::TxConn;
 
 use crate::domain::{Job, ObjectId};
 use crate::error::Result;
@@ -25,7 +25,7 @@ pub(crate) trait SqlBackend {
 
     /// A connection in a read transaction whose snapshot reflects exactly the changes up to the
     /// position it answers with. End it with [`Db::end_snapshot`].
-    async fn begin_snapshot(&self) -> Result<(PoolConnection<Self::Driver>, u64)>;
+    async fn begin_snapshot(&self) -> Result<(TxConn<Self::Driver>, u64)>;
 
     /// The newest position in the whole database: every acknowledged write of any replica is at
     /// or below it.

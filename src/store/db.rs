@@ -16,6 +16,7 @@ use crate::store::batch::decode_change;
 use crate::store::schema::{KeyRow, Param, Stored, api_key, decode, select, states};
 use crate::store::sql::{Dialect, Sql, page, snapshot_page};
 use crate::store::sweeps::DueQueries;
+use crate::store::txconn::TxConn;
 use crate::store::{History, Page};
 
 /// One backend's pool and its spelling of the shared statements.
@@ -287,10 +288,12 @@ where
             .collect()
     }
 
-    /// Ends the read transaction a snapshot was read in.
-    pub async fn end_snapshot(&self, conn: &mut DB::Connection) {
-        if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-            tracing::debug!(error = %e, "ending a snapshot's read transaction failed");
+    /// Ends the read transaction a snapshot was read in; the connection goes back to the pool
+    /// only if that worked.
+    pub async fn end_snapshot(&self, mut conn: TxConn<DB>) {
+        match sqlx::query("COMMIT").execute(&mut **conn).await {
+            Ok(_) => drop(conn.ended()),
+            Err(e) => tracing::debug!(error = %e, "ending a snapshot's read transaction failed"),
         }
     }
 

@@ -28,6 +28,7 @@ mod schema;
 pub mod sql;
 mod sqlite;
 mod sweeps;
+mod txconn;
 
 pub use sweeps::Synthetic;
 
@@ -142,7 +143,7 @@ macro_rules! in_snapshot {
     ($b:ident, $conn:ident => $read:expr) => {{
         let (mut $conn, position) = $b.begin_snapshot().await?;
         let read = $read;
-        $b.db().end_snapshot(&mut $conn).await;
+        $b.db().end_snapshot($conn).await;
         read.map(|value| (value, position))
     }};
 }

@@ -20,8 +20,11 @@ mod selector;
 mod token;
 mod watcher;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -97,7 +100,48 @@ pub struct JobHub {
     next_id: Arc<AtomicU64>,
 }
 
-type Events = mpsc::Receiver<Result<WatchEvent>>;
+/// A watch stream's events. The watcher runs inside it: polling the stream runs the watcher
+/// until it has an event or must wait, so a delivery wakes the one task that sends the stream
+/// (no task of its own, no hand-off between tasks).
+pub struct EventRx {
+    events: mpsc::Receiver<Result<WatchEvent>>,
+    watcher: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl EventRx {
+    /// Events that another task produces (a relay).
+    pub fn relayed(events: mpsc::Receiver<Result<WatchEvent>>) -> EventRx {
+        EventRx {
+            events,
+            watcher: None,
+        }
+    }
+
+    /// The next event; `None` once the stream is complete.
+    pub async fn recv(&mut self) -> Option<Result<WatchEvent>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchEvent>>> {
+        loop {
+            if let Poll::Ready(event) = self.events.poll_recv(cx) {
+                return Poll::Ready(event);
+            }
+            let Some(watcher) = self.watcher.as_mut() else {
+                return Poll::Pending;
+            };
+            match watcher.as_mut().poll(cx) {
+                // Done: its sender is gone, so the buffer's rest, then the end, follow.
+                Poll::Ready(()) => self.watcher = None,
+                // Waiting (for a change, the heartbeat, or room in the buffer): what it has
+                // sent before waiting is in the buffer.
+                Poll::Pending => return self.events.poll_recv(cx),
+            }
+        }
+    }
+}
+
+type Events = EventRx;
 
 impl JobHub {
     /// Starts the dispatcher; it runs as long as the store's feed.
@@ -275,7 +319,9 @@ impl JobHub {
     fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> Events {
         let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
         let watcher = Watcher::new(self, inbox._registration.id, tx, selector);
-        tokio::spawn(watcher.run(inbox, Box::new(start)));
-        rx
+        EventRx {
+            events: rx,
+            watcher: Some(Box::pin(watcher.run(inbox, Box::new(start)))),
+        }
     }
 }

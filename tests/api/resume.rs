@@ -558,3 +558,32 @@ async fn a_client_that_keeps_dropping_inside_a_20000_job_snapshot_under_writers_
     );
     app.stop().await;
 }
+
+/// A client that goes away mid-snapshot has its watch dropped wherever it is, in the middle of
+/// a snapshot page's read transaction included: the store must not hand that connection, still
+/// inside its transaction, to the next reader.
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_dropped_mid_snapshot_leave_every_later_read_working() {
+    let app = spawn_app_with(|c| c.watch_snapshot_page = 1).await;
+    for n in 0..6 {
+        let mut j = job(JobType::K8sCopy, JobState::Running);
+        j.name = Some(format!("j{n}"));
+        app.create(j).await;
+    }
+    for _ in 0..30 {
+        let mut stream = watch_jobs(&app, "", "").await;
+        next_change(&mut stream).await;
+        next_change(&mut stream).await;
+        drop(stream);
+    }
+    let listed = app
+        .client()
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .expect("a list after the dropped watches")
+        .into_inner();
+    assert_eq!(listed.total, 6);
+    let mut stream = watch_jobs(&app, "", "").await;
+    let told = until_synced(&mut stream).await;
+    assert_eq!(told.len(), 7, "six snapshots and SYNCED: {told:?}");
+}

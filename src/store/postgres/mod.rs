@@ -25,12 +25,12 @@ mod sequencer;
 mod snapshot;
 mod writer;
 
+use crate::store::txconn::TxConn;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -140,7 +140,7 @@ impl SqlBackend for PgStore {
         None
     }
 
-    async fn begin_snapshot(&self) -> Result<(PoolConnection<Postgres>, u64)> {
+    async fn begin_snapshot(&self) -> Result<(TxConn<Postgres>, u64)> {
         snapshot::begin(&self.db.pool, &self.sequencer_pool, &self.follower_wake).await
     }
 

@@ -4,7 +4,7 @@
 //! not fix the snapshot), number the visible entries, export that snapshot, release the lock,
 //! and read in the exported snapshot on a second connection.
 
-use sqlx::pool::PoolConnection;
+use crate::store::txconn::TxConn;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio::sync::Notify;
 
@@ -18,23 +18,24 @@ pub(super) async fn begin(
     pool: &PgPool,
     sequencer_pool: &PgPool,
     follower: &Notify,
-) -> Result<(PoolConnection<Postgres>, u64)> {
+) -> Result<(TxConn<Postgres>, u64)> {
     // Fast path: a snapshot with no unnumbered entry is exact as it is.
-    let mut conn = pool.acquire().await?;
+    let mut conn = TxConn::new(pool.acquire().await?);
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
     let (unnumbered, head): (bool, i64) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM changes WHERE pos IS NULL), \
          coalesce((SELECT max(pos) FROM changes), 0)",
     )
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut **conn)
     .await?;
     if !unnumbered {
         return Ok((conn, head.max(0) as u64));
     }
-    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    drop(conn);
+    if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_ok() {
+        drop(conn.ended());
+    }
     sequenced(pool, sequencer_pool, follower).await
 }
 
@@ -44,50 +45,55 @@ async fn sequenced(
     pool: &PgPool,
     sequencer_pool: &PgPool,
     follower: &Notify,
-) -> Result<(PoolConnection<Postgres>, u64)> {
-    let mut first = sequencer_pool.acquire().await?;
+) -> Result<(TxConn<Postgres>, u64)> {
+    // Cancelled or failed before its COMMIT or ROLLBACK, this connection is closed, and its
+    // lock on the sequencer with it: never returned to the pool holding it.
+    let mut first = TxConn::new(sequencer_pool.acquire().await?);
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *first)
+        .execute(&mut **first)
         .await?;
     let handed = async {
         sqlx::query("LOCK TABLE change_sequencer IN EXCLUSIVE MODE")
-            .execute(&mut *first)
+            .execute(&mut **first)
             .await?;
         let (_, head) = sequence_step(&mut first).await?;
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-            .fetch_one(&mut *first)
+            .fetch_one(&mut **first)
             .await?;
         Ok((import(pool, &snapshot).await?, head))
     }
     .await;
     match handed {
         Ok(handed) => {
-            sqlx::query("COMMIT").execute(&mut *first).await?;
+            sqlx::query("COMMIT").execute(&mut **first).await?;
+            drop(first.ended());
             follower.notify_one();
             Ok(handed)
         }
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *first).await;
+            if sqlx::query("ROLLBACK").execute(&mut **first).await.is_ok() {
+                drop(first.ended());
+            }
             Err(e)
         }
     }
 }
 
 /// A connection of `pool` in a read transaction on the exported snapshot `snapshot`.
-async fn import(pool: &PgPool, snapshot: &str) -> Result<PoolConnection<Postgres>> {
+async fn import(pool: &PgPool, snapshot: &str) -> Result<TxConn<Postgres>> {
     if !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(Error::Internal(format!(
             "unexpected snapshot id {snapshot:?}"
         )));
     }
-    let mut conn = pool.acquire().await?;
+    let mut conn = TxConn::new(pool.acquire().await?);
     sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
     sqlx::query(AssertSqlSafe(format!(
         "SET TRANSACTION SNAPSHOT '{snapshot}'"
     )))
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await?;
     Ok(conn)
 }

@@ -13,10 +13,10 @@ mod checkpoint;
 mod rows;
 mod writer;
 
+use crate::store::txconn::TxConn;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqliteConnection};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -207,16 +207,11 @@ impl SqlBackend for SqliteStore {
     }
 
     /// A deferred transaction's snapshot starts at its first read: the head, here.
-    async fn begin_snapshot(&self) -> Result<(PoolConnection<Sqlite>, u64)> {
-        let mut conn = self.db.pool.acquire().await?;
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        match self.db.head(&mut conn).await {
-            Ok(head) => Ok((conn, head)),
-            Err(e) => {
-                self.db.end_snapshot(&mut conn).await;
-                Err(e)
-            }
-        }
+    async fn begin_snapshot(&self) -> Result<(TxConn<Sqlite>, u64)> {
+        let mut conn = TxConn::new(self.db.pool.acquire().await?);
+        sqlx::query("BEGIN").execute(&mut **conn).await?;
+        let head = self.db.head(&mut conn).await?;
+        Ok((conn, head))
     }
 
     /// One database, one writer: this replica's head is the database's.
