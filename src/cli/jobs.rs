@@ -67,16 +67,19 @@ async fn list(server: &str, where_: String, sort: String, limit: i32) -> Result<
         .await
         .map_err(rpc_error)?
         .into_inner();
-    println!(
+    out!(
         "{:<24}  {:<9}  {:<13}  {:<28}  progress",
-        "id", "state", "type", "name"
+        "id",
+        "state",
+        "type",
+        "name"
     );
     for job in &page.jobs {
         let progress = match stall_note(job) {
             Some(note) => format!("{note}  {}", progress_line(job)),
             None => progress_line(job),
         };
-        println!(
+        out!(
             "{:<24}  {:<9}  {:<13}  {:<28}  {}",
             job.id,
             state_name(job),
@@ -85,7 +88,7 @@ async fn list(server: &str, where_: String, sort: String, limit: i32) -> Result<
             progress.trim_end()
         );
     }
-    println!("{} of {} jobs", page.jobs.len(), page.total);
+    out!("{} of {} jobs", page.jobs.len(), page.total);
     Ok(())
 }
 
@@ -106,7 +109,7 @@ async fn get(server: &str, id: String) -> Result<(), String> {
         .await
         .map_err(rpc_error)?
         .into_inner();
-    println!("pvcs ({}):", pvcs.total);
+    out!("pvcs ({}):", pvcs.total);
     for p in &pvcs.pvcs {
         print_pvc(p);
     }
@@ -114,20 +117,20 @@ async fn get(server: &str, id: String) -> Result<(), String> {
 }
 
 fn print_job(job: &pb::Job) {
-    println!("id:        {}", job.id);
-    println!("name:      {}", job.name.as_deref().unwrap_or("-"));
-    println!("type:      {}", type_name(job));
-    println!("state:     {}", state_name(job));
+    out!("id:        {}", job.id);
+    out!("name:      {}", job.name.as_deref().unwrap_or("-"));
+    out!("type:      {}", type_name(job));
+    out!("state:     {}", state_name(job));
     if let Some(note) = stall_note(job) {
-        println!("           {note}");
+        out!("           {note}");
     }
-    println!("message:   {}", job.message.as_deref().unwrap_or("-"));
-    println!(
+    out!("message:   {}", job.message.as_deref().unwrap_or("-"));
+    out!(
         "cluster:   {} {}",
         job.cluster_name.as_deref().unwrap_or("-"),
         job.cluster.as_deref().unwrap_or("")
     );
-    println!(
+    out!(
         "times:     started {}, ended {}",
         datetime(job.start_time),
         datetime(job.end_time)
@@ -137,11 +140,11 @@ fn print_job(job: &pb::Job) {
             .average_bytes_per_second
             .map(|b| format!(", {}/s on average", bytes(b)))
             .unwrap_or_default();
-        println!("duration:  {}{average}", span(secs));
+        out!("duration:  {}{average}", span(secs));
     }
-    println!("revision:  {}  etag {}", job.revision, job.etag);
-    println!("progress:  {}", progress_line(job));
-    println!("activity:");
+    out!("revision:  {}  etag {}", job.revision, job.etag);
+    out!("progress:  {}", progress_line(job));
+    out!("activity:");
     // The times are aligned with the end of the lines (older jobs have fewer).
     let untimed = job.activity.len().saturating_sub(job.activity_times.len());
     for (i, line) in job.activity.iter().enumerate() {
@@ -149,7 +152,7 @@ fn print_job(job: &pb::Job) {
             .checked_sub(untimed)
             .and_then(|t| job.activity_times.get(t))
             .map_or_else(|| " ".repeat(12), clock_micros);
-        println!("  - {at} {line}");
+        out!("  - {at} {line}");
     }
 }
 
@@ -188,7 +191,7 @@ fn print_pvc(p: &pb::PvcProgress) {
     } else {
         format!("  {rate}")
     };
-    println!(
+    out!(
         "  {}/{} {} {} {} / {}{files}{took}{rate}",
         p.namespace,
         p.name,
@@ -206,6 +209,6 @@ async fn cancel(server: &str, id: String) -> Result<(), String> {
         .await
         .map_err(rpc_error)?
         .into_inner();
-    println!("{} is {}", job.id, state_name(&job));
+    out!("{} is {}", job.id, state_name(&job));
     Ok(())
 }

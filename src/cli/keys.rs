@@ -71,7 +71,7 @@ async fn create(store: &Store, name: &str, role: &str) -> Result<(), String> {
     }
     let (key, secret) = crate::auth::generate(name.trim(), role, crate::domain::now_micros());
     store.create_key(&key).await.map_err(|e| e.to_string())?;
-    println!("{secret}");
+    out!("{secret}");
     eprintln!(
         "key {} ({}, {}) created; it is shown only this once",
         key.id,
@@ -83,7 +83,7 @@ async fn create(store: &Store, name: &str, role: &str) -> Result<(), String> {
 
 async fn list(store: &Store) -> Result<(), String> {
     for key in store.list_keys().await.map_err(|e| e.to_string())? {
-        println!(
+        out!(
             "{}  {:<9} {:<24} {}",
             key.id,
             key.role.as_str(),
@@ -106,7 +106,7 @@ async fn revoke(store: &Store, id: &str) -> Result<(), String> {
     if !revoked {
         return Err(format!("no key {id}"));
     }
-    println!("key {id} revoked");
+    out!("key {id} revoked");
     Ok(())
 }
 
@@ -119,17 +119,17 @@ pub(super) async fn whoami(server: ServerArg) -> Result<(), String> {
         .map_err(rpc_error)?
         .into_inner();
     if !caller.keys_required {
-        println!(
+        out!(
             "{} requires no API key: anyone may do everything",
             server.server
         );
         return Ok(());
     }
-    println!("key:      {:?} ({})", caller.key_name, caller.key_id);
-    println!("role:     {}", caller.role);
+    out!("key:      {:?} ({})", caller.key_name, caller.key_id);
+    out!("role:     {}", caller.role);
     for (label, list) in [("may:", &caller.allowed), ("may not:", &caller.denied)] {
         for (i, p) in list.iter().enumerate() {
-            println!("{:<9} {}", if i == 0 { label } else { "" }, p.description);
+            out!("{:<9} {}", if i == 0 { label } else { "" }, p.description);
         }
     }
     Ok(())

@@ -4,6 +4,14 @@
 //! tools talk to a server only through its public gRPC API ([`client`]); `keys` opens the
 //! database directly, as `serve` does.
 
+/// `println!` for the client commands: a reader that has gone (`jobtrack jobs list | head`) ends
+/// the command quietly instead of a panic on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod client;
 mod format;
@@ -81,5 +89,13 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Keys(command) => keys::run(command).await,
         Command::Whoami(server) => keys::whoami(server).await,
+    }
+}
+
+/// Writes one line to standard output; exits quietly (status 0) if nobody reads it any more.
+pub(crate) fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
     }
 }

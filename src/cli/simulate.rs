@@ -166,7 +166,7 @@ impl Sim {
             );
         let created = self.create(index, copy, ending).await?;
         let id = created.id.clone();
-        println!(
+        out!(
             "simulate: created {id} ({}, will end {ending:?})",
             created_type(copy).as_str_name()
         );
@@ -195,7 +195,7 @@ impl Sim {
         let names = self.volume_names();
         self.snapshots(&id, &names, ending).await?;
         if copy && !self.transfer(&id, &names, ending).await? {
-            println!(
+            out!(
                 "simulate: {id}'s executor died; no more reports (stalled after {}s, FAILED after {}s)",
                 self.scaled(DYING_STALL_AFTER_SECS),
                 self.scaled(DYING_ABANDON_AFTER_SECS)
@@ -287,7 +287,7 @@ impl Sim {
             &["Cluster agent stopped responding"],
         )
         .await?;
-        println!("simulate: {id} FAILED");
+        out!("simulate: {id} FAILED");
         Ok(())
     }
 
@@ -364,7 +364,7 @@ impl Sim {
             &[line],
         )
         .await?;
-        println!(
+        out!(
             "simulate: {id} {}",
             state.as_str_name().trim_start_matches("JOB_STATE_")
         );
@@ -482,7 +482,7 @@ impl Sim {
         }
         if let Err(status) = self.report(pvc).await {
             if status.code() == Code::FailedPrecondition {
-                println!(
+                out!(
                     "simulate: {id} was cancelled; the executor stops ({})",
                     status.message()
                 );
@@ -505,7 +505,7 @@ impl Sim {
                 }
             })
             .await?;
-        println!(
+        out!(
             "simulate: an operator cancelled {} ({})",
             cancelled.id,
             cancelled.activity.last().map_or("", String::as_str)
@@ -562,7 +562,7 @@ pub(super) async fn run(args: SimulateArgs) -> Result<(), String> {
             task.await.map_err(|e| e.to_string())??;
         }
         if !args.forever {
-            println!("simulate: done");
+            out!("simulate: done");
             return Ok(());
         }
     }

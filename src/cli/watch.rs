@@ -97,8 +97,8 @@ impl Sink {
         }
         match self {
             Sink::Live(view) => view.event(event, client).await,
-            Sink::Lines { width } => out(&fit(&event_line(event), *width)),
-            Sink::Json(descriptor) => out(&event_json(descriptor, event)),
+            Sink::Lines { width } => out!("{}", fit(&event_line(event), *width)),
+            Sink::Json(descriptor) => out!("{}", event_json(descriptor, event)),
         }
     }
 
@@ -125,7 +125,7 @@ impl Sink {
                 view.println(&line);
                 view.close();
             }
-            Sink::Lines { .. } => out(&line),
+            Sink::Lines { .. } => out!("{line}"),
             Sink::Json(_) => {}
         }
     }
@@ -252,14 +252,6 @@ async fn watch_once(
         sink.ended();
     }
     Ok(())
-}
-
-/// Prints one line; a reader that has gone (`jobtrack watch | head`) ends the command quietly.
-fn out(line: &str) {
-    use std::io::Write;
-    if writeln!(std::io::stdout(), "{line}").is_err() {
-        std::process::exit(0);
-    }
 }
 
 /// `line` cut to `width` columns, when there is one.

@@ -228,7 +228,7 @@ fn print_tally(
     let latencies = &mut tally.latencies;
     latencies.sort_unstable();
     let ok = latencies.len();
-    println!(
+    out!(
         "op={:?} connections={} concurrency={} duration={}s calls={} errors={} rate={:.0}/s p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms bench_cpu={cpu_self} server_cpu={cpu_server}",
         args.op,
         args.connections,
@@ -243,7 +243,7 @@ fn print_tally(
         percentile(latencies, 1.0),
     );
     if let Some(e) = tally.first_error {
-        println!("first error: {e}");
+        out!("first error: {e}");
     }
 }
 
@@ -271,7 +271,7 @@ pub(super) async fn seed(args: &BenchArgs, clients: &[Client]) -> Result<(), Str
         task.await.map_err(|e| e.to_string())??;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    out!(
         "seeded {} jobs in {secs:.1}s ({:.0}/s)",
         args.count,
         args.count as f64 / secs

@@ -86,7 +86,7 @@ pub(super) async fn attach_idle_watchers(
     )
     .await?;
     let after = args.server_pid.and_then(rss_kib);
-    println!(
+    out!(
         "attached {} idle watchers{}",
         args.idle_watchers,
         match (before, after) {
@@ -145,7 +145,7 @@ impl Beside {
             );
         }
         if !tasks.is_empty() {
-            println!(
+            out!(
                 "attached {} stalled watchers (every job) and {readers} reading watchers (one job each)",
                 args.stalled_watchers
             );
@@ -160,7 +160,7 @@ impl Beside {
     /// After the calls: what the reading watchers received.
     pub(super) fn report(self) {
         if self.readers > 0 {
-            println!(
+            out!(
                 "reading_watchers={} delivered_to_them={}",
                 self.readers,
                 self.delivered.load(Ordering::Relaxed)
@@ -262,7 +262,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     )
     .await?;
     let (before_writes, stalled_count) = (args.server_pid.and_then(rss_kib), stalled.len());
-    println!(
+    out!(
         "{} watchers synced in {:.1}s",
         args.watchers,
         opened.elapsed().as_secs_f64()
@@ -298,7 +298,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         ),
         _ => "n/a".into(),
     };
-    println!(
+    out!(
         "op=Fanout{} watchers={} connections={} writes={writes} ({:.0}/s, asked {}/s) delivered={}/{expected} p50={:.1}ms p99={:.1}ms max={:.1}ms memory_per_watcher={memory} stalled_watchers={stalled_count} server_rss_growth_during_writes={growth} server_cpu={cpu_server} bench_cpu={cpu_self}",
         if args.sse { " sse" } else { "" },
         args.watchers,

@@ -61,7 +61,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         }
     };
     match synced {
-        Some(elapsed) => println!(
+        Some(elapsed) => out!(
             "op=Resync where={} jobs_in_snapshot={} synced_after={:.2}s streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms client_us_per_event={}",
             args.r#where,
             seen.len(),
@@ -69,7 +69,7 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
             args.drop_every_ms,
             args.client_us_per_event
         ),
-        None => println!(
+        None => out!(
             "op=Resync where={} NOT SYNCED after {}s: jobs_in_snapshot={} streams={streams} events={events} repeated_jobs={repeated} drop_every={}ms client_us_per_event={}",
             args.r#where,
             args.duration,

@@ -73,7 +73,7 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(), String> {
         .iter()
         .map(|(_, n)| n)
         .sum();
-    println!(
+    out!(
         "sweep: {jobs} jobs, {} sweeps, nothing due: {} found; per sweep (5 queries, one \
          round trip each) p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         micros.len(),
@@ -87,9 +87,9 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
     {
-        println!("\n{} candidates: {sql}", sweep.as_str());
+        out!("\n{} candidates: {sql}", sweep.as_str());
         for line in plan {
-            println!("  {line}");
+            out!("  {line}");
         }
     }
     store.close().await;
