@@ -312,3 +312,28 @@ async fn jobtrack_watch_output_json_prints_each_event_as_one_json_object() {
             .all(|e| e["resume_token"].as_str().is_some_and(|t| !t.is_empty()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_commands_end_quietly_when_their_reader_goes_away() {
+    let app = spawn_app().await;
+    app.create(job(JobType::K8sCopy, JobState::Running)).await;
+    let server = format!("http://{}", app.addr);
+    for args in [
+        vec!["jobs", "list", "--server", &server],
+        vec!["watch", "--output", "lines", "--server", &server],
+        vec!["watch", "--output", "json", "--server", &server],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("jobtrack starts");
+        // The reader goes away before the command has anything to print (`| head -0`).
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("the command ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
