@@ -16,6 +16,7 @@
 mod dispatch;
 mod frames;
 mod lag;
+mod outbox;
 mod selector;
 mod token;
 mod watcher;
@@ -35,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use dispatch::{INBOX, Inbox, Recent, Registration, Registry, Slot, dispatch};
 use lag::Lagging;
+use outbox::Outbox;
 use selector::Selector;
 use watcher::{Start, Watcher};
 
@@ -52,9 +54,6 @@ enum StartAt {
     /// A fresh snapshot.
     Nothing,
 }
-
-/// Events buffered per watcher between its task and the client's stream.
-const WATCHER_BUFFER: usize = 4;
 
 /// What a watch event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,16 +103,24 @@ pub struct JobHub {
 /// until it has an event or must wait, so a delivery wakes the one task that sends the stream
 /// (no task of its own, no hand-off between tasks).
 pub struct EventRx {
-    events: mpsc::Receiver<Result<WatchEvent>>,
-    watcher: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    source: Source,
+}
+
+enum Source {
+    /// A watcher, run here, and what it has made and not yet been taken.
+    Watcher {
+        made: Outbox,
+        watcher: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    },
+    /// Events another task relays.
+    Relay(mpsc::Receiver<Result<WatchEvent>>),
 }
 
 impl EventRx {
     /// Events that another task produces (a relay).
     pub fn relayed(events: mpsc::Receiver<Result<WatchEvent>>) -> EventRx {
         EventRx {
-            events,
-            watcher: None,
+            source: Source::Relay(events),
         }
     }
 
@@ -123,20 +130,26 @@ impl EventRx {
     }
 
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchEvent>>> {
-        loop {
-            if let Poll::Ready(event) = self.events.poll_recv(cx) {
-                return Poll::Ready(event);
-            }
-            let Some(watcher) = self.watcher.as_mut() else {
-                return Poll::Pending;
-            };
-            match watcher.as_mut().poll(cx) {
-                // Done: its sender is gone, so the buffer's rest, then the end, follow.
-                Poll::Ready(()) => self.watcher = None,
-                // Waiting (for a change, the heartbeat, or room in the buffer): what it has
-                // sent before waiting is in the buffer.
-                Poll::Pending => return self.events.poll_recv(cx),
-            }
+        let (made, watcher) = match &mut self.source {
+            Source::Relay(events) => return events.poll_recv(cx),
+            Source::Watcher { made, watcher } => (made, watcher),
+        };
+        if let Some(event) = made.pop() {
+            return Poll::Ready(Some(event));
+        }
+        let Some(running) = watcher.as_mut() else {
+            // The watcher is done and everything it made has been taken.
+            return Poll::Ready(None);
+        };
+        // Runs the watcher until it waits (for a change, the heartbeat, the shutdown, or room
+        // in its queue — the last with no waker, as this poll comes back after taking one).
+        if running.as_mut().poll(cx).is_ready() {
+            *watcher = None;
+        }
+        match made.pop() {
+            Some(event) => Poll::Ready(Some(event)),
+            None if watcher.is_none() => Poll::Ready(None),
+            None => Poll::Pending,
         }
     }
 }
@@ -317,11 +330,13 @@ impl JobHub {
     }
 
     fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> Events {
-        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-        let watcher = Watcher::new(self, inbox._registration.id, tx, selector);
+        let made = Outbox::default();
+        let watcher = Watcher::new(self, inbox._registration.id, made.clone(), selector);
         EventRx {
-            events: rx,
-            watcher: Some(Box::pin(watcher.run(inbox, Box::new(start)))),
+            source: Source::Watcher {
+                made,
+                watcher: Some(Box::pin(watcher.run(inbox, Box::new(start)))),
+            },
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::domain::{Change, Job, ObjectId, PvcProgress};
@@ -16,6 +16,7 @@ use crate::store::{JobSnapshot, JobsSnapshot, Store};
 
 use super::dispatch::{Inbox, Recent};
 use super::lag::Lagging;
+use super::outbox::Outbox;
 use super::selector::Selector;
 use super::token::{ResumePoint, encode_token};
 use super::{EventKind, JobHub, WatchEvent};
@@ -76,7 +77,7 @@ pub(super) struct Watcher {
     recent: Arc<std::sync::RwLock<Recent>>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
-    out: mpsc::Sender<Result<WatchEvent>>,
+    out: Outbox,
     selector: Selector,
     /// Which selection a snapshot token belongs to.
     selection: u32,
@@ -91,7 +92,7 @@ impl Watcher {
     pub(super) fn new(
         hub: &JobHub,
         id: u64,
-        out: mpsc::Sender<Result<WatchEvent>>,
+        out: Outbox,
         (selector, selection): (Selector, u32),
     ) -> Watcher {
         Watcher {
@@ -123,7 +124,7 @@ impl Watcher {
         }
         .await;
         if let Err(Stop::Fail(error)) = outcome {
-            let _ = self.out.send(Err(error)).await;
+            self.out.push(Err(error)).await;
         }
     }
 
@@ -151,18 +152,14 @@ impl Watcher {
         // The common case, room in the stream's buffer, registers no waiter anywhere: at
         // thousands of watchers per change, waiting on the shutdown signal for every send was a
         // lock and a list insertion per delivery.
-        let event = match self.out.try_send(Ok(event)) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(event)) => Some(event),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Done),
-        };
-        if let Some(event) = event {
-            // A full buffer: wait for room (boxed, being the rare case), or for the shutdown.
+        if let Some(event) = self.out.try_push(Ok(event)) {
+            // A full buffer: wait for the stream to take an event (boxed, being the rare case),
+            // or for the shutdown.
             let shutdown = self.shutdown.clone();
             let out = &self.out;
             Box::pin(async move {
                 tokio::select! {
-                    sent = out.send(event) => sent.map_err(|_| Stop::Done),
+                    () = out.push(event) => Ok(()),
                     () = stopped(shutdown) => Err(shutting_down()),
                 }
             })
@@ -361,15 +358,14 @@ impl Watcher {
         }
     }
 
-    /// Live changes, heartbeats, shutdown. The waits on shutdown, on the client going away
-    /// and on the heartbeat are made once for the stream, not once per change: the heartbeat
-    /// timer is moved only when it fires early (something was sent since it was set).
+    /// Live changes, heartbeats, shutdown. The waits on shutdown and on the heartbeat are made
+    /// once for the stream, not once per change: the heartbeat timer is moved only when it
+    /// fires early (something was sent since it was set). A client that goes away drops the
+    /// stream, and this watcher with it.
     async fn follow(&mut self, inbox: &mut Inbox) -> Result<(), Stop> {
         let stop = stopped(self.shutdown.clone());
-        let out = self.out.clone();
-        let gone = out.closed();
         let idle = tokio::time::sleep_until(self.last_sent + self.heartbeat);
-        tokio::pin!(stop, gone, idle);
+        tokio::pin!(stop, idle);
         loop {
             if inbox.lagged.swap(false, Ordering::AcqRel) {
                 tracing::debug!(
@@ -391,7 +387,6 @@ impl Watcher {
                     idle.as_mut().reset(self.last_sent + self.heartbeat);
                 }
                 () = &mut stop => return Err(shutting_down()),
-                () = &mut gone => return Err(Stop::Done),
             }
         }
     }
