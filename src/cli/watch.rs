@@ -58,6 +58,13 @@ enum Sink {
 
 impl Sink {
     fn new(args: &WatchArgs) -> Result<Sink, String> {
+        if args.pvcs && matches!(args.output, Some(Output::Lines | Output::Json)) {
+            return Err(
+                "--pvcs adds PVC lines to the live view; --output lines and json already show \
+                 every PVC event"
+                    .into(),
+            );
+        }
         let terminal = std::io::stdout().is_terminal();
         let output = args.output.unwrap_or(if terminal {
             Output::Live

@@ -337,3 +337,22 @@ async fn client_commands_end_quietly_when_their_reader_goes_away() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_refuses_pvcs_outside_the_live_view() {
+    let app = spawn_app().await;
+    for output in ["lines", "json"] {
+        let run = Command::new(env!("CARGO_BIN_EXE_jobtrack"))
+            .args(["watch", "--pvcs", "--output", output, "--server"])
+            .arg(format!("http://{}", app.addr))
+            .output()
+            .expect("jobtrack runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{output}: {stderr}");
+        assert!(
+            stderr.contains("--pvcs adds PVC lines to the live view"),
+            "{stderr}"
+        );
+        assert!(run.stdout.is_empty(), "{output}: nothing printed");
+    }
+}
