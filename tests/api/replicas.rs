@@ -317,11 +317,13 @@ async fn batched_creates_racing_on_shared_ids_lose_only_the_shared_ones() {
     b.stop().await;
 }
 
-/// A transaction that commits after a later one (here: its COMMIT waits on a lock held by the
-/// test) still gets its change delivered, exactly once, after the one that committed first; no
-/// position is skipped or given twice.
+/// A write that stalls in its COMMIT (here: the commit waits on a lock held by the test) holds
+/// back the positions of every later write in the fleet, which commit after it: positions follow
+/// commit order, so nothing can be numbered past a write that is not yet visible. When it
+/// commits, it is delivered first, then the later ones, each exactly once; no position is skipped
+/// or given twice.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
+async fn a_write_that_stalls_in_its_commit_holds_back_later_positions_and_loses_nothing() {
     use sqlx::Connection;
     let (a, b) = two_replicas().await;
     let slow = a.create(job(JobType::K8sCopy, JobState::Running)).await;
@@ -405,17 +407,48 @@ async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
     })
     .await;
     assert!(!slow_write.is_finished(), "the slow write waits in COMMIT");
-    for n in 1..=5 {
-        set_resources(&b, &fast.id, n, "")
+    // Later writes, through the other replica, wait for the fleet's numbering lock that the
+    // stalled commit holds.
+    let fast_writes = {
+        let client_app = b.client();
+        let id = fast.id.clone();
+        tokio::spawn(async move {
+            let mut client = client_app;
+            for n in 1..=5 {
+                client
+                    .update_job(pb::UpdateJobRequest {
+                        job: Some(pb::Job {
+                            id: id.clone(),
+                            num_backup_resources: Some(n),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["num_backup_resources".into()],
+                        }),
+                        append_activity: vec![],
+                        etag: String::new(),
+                    })
+                    .await?;
+            }
+            Ok::<(), tonic::Status>(())
+        })
+    };
+    eventually("a later write to wait for the numbering lock", || {
+        let locks = locks.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE relation = 'change_sequencer'::regclass AND NOT granted",
+            )
+            .fetch_one(&locks)
             .await
-            .expect("fast update");
-    }
-    for _ in 1..=5 {
-        let event = next_change(&mut stream).await;
-        assert_eq!(event.job.as_ref().expect("job").id, fast.id);
-        ledger.see(&event);
-    }
-    // Let the slow one commit: it arrives now, once, after the later ones.
+            .expect("pg_locks");
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    assert!(!fast_writes.is_finished(), "the later writes wait");
+    // Let the slow one commit: it arrives first, once, then the later ones in order.
     sqlx::query("COMMIT")
         .execute(&mut holder)
         .await
@@ -424,10 +457,22 @@ async fn a_write_that_commits_out_of_order_is_still_delivered_exactly_once() {
         .await
         .expect("task")
         .expect("the slow write succeeds");
+    fast_writes
+        .await
+        .expect("task")
+        .expect("the later writes succeed");
     let event = next_change(&mut stream).await;
     assert_eq!(kind(&event), Ev::Updated);
     assert_eq!(event.job.as_ref().expect("job").id, slow.id);
     ledger.see(&event);
+    let mut event = event;
+    for n in 1..=5 {
+        event = next_change(&mut stream).await;
+        let job = event.job.as_ref().expect("job");
+        assert_eq!(job.id, fast.id);
+        assert_eq!(job.num_backup_resources, Some(n));
+        ledger.see(&event);
+    }
     // Its token resumes after everything: nothing is delivered twice.
     let mut resumed = watch_jobs(&a, "", &event.resume_token).await;
     assert_eq!(kind(&next_change(&mut resumed).await), Ev::Synced);

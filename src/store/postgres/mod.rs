@@ -1,24 +1,21 @@
 //! The Postgres store: many `jobtrack serve` replicas on one database.
 //!
-//! Writes: group commit ([`writer`]). The operations a
-//! replica receives at once share one transaction, which locks their jobs' rows (`FOR UPDATE`,
-//! in id order), so changes of one job are serialised across the whole fleet; applies them
-//! through the same in-memory batch as SQLite (`BatchState`); writes the rows and the change-log
-//! entries *without a position*; commits (Postgres flushes the WAL before COMMIT returns).
+//! Writes: group commit ([`writer`]). The operations a replica receives at once share one
+//! transaction, which locks their jobs' rows (`FOR UPDATE`, in id order), so changes of one job
+//! are serialised across the whole fleet; applies them through the same in-memory batch as
+//! SQLite (`BatchState`); writes the rows; then takes the fleet's sequencer lock (`LOCK TABLE
+//! change_sequencer IN EXCLUSIVE MODE`), inserts the change-log entries with the next positions
+//! and a `NOTIFY jobtrack_changes` with the new head, and commits (Postgres flushes the WAL
+//! before COMMIT returns). Only that last insert and the commit are serialised across the fleet;
+//! the lock is released once the commit is visible, so positions follow the order in which
+//! changes became visible, with no gaps, and a higher position is never visible before a lower
+//! one. A write is acknowledged with its position taken: the next list or watch anywhere sees it.
 //!
-//! Positions ([`sequencer`]): transactions commit in any order, so a position cannot be taken inside one without
-//! serialising every commit. Instead a *sequencer* numbers committed entries afterwards: under an
-//! exclusive lock on the empty table `change_sequencer` (one sequencer at a time in the fleet), it
-//! gives every visible entry without a position the next positions in insertion order, in one
-//! statement, then sends one `NOTIFY jobtrack_changes` with the new head. Positions thus follow
-//! the order in which changes became visible, with no gaps, and a higher position is never taken
-//! before a lower one is committed. Changes of one job keep their order (the row lock makes the
-//! second wait for the first's commit). Each replica runs the sequencer after its own commits (a
-//! write is acknowledged once its entry has a position, so the next list or watch anywhere sees
-//! it) and once a second anyway (entries of a replica that died between commit and sequencing).
-//!
-//! The feed: a [`follower`] per replica publishes the numbered log in position order; the
-//! [`snapshot`]s of watch starts and counts reflect exactly the changes up to one position.
+//! Entries committed without a position (a replica of an earlier version numbered after its
+//! commits) are numbered by the next batch, by a snapshot, or by the once-a-second
+//! [`sequencer`]. The feed: a [`follower`] per replica publishes the numbered log in position
+//! order; the [`snapshot`]s of watch starts and counts reflect exactly the changes up to one
+//! position.
 
 mod follower;
 mod sequencer;
@@ -45,7 +42,7 @@ use crate::store::db::Db;
 use crate::store::feed::Feed;
 use crate::store::schema::{Stored, check_schema, missing_columns};
 use crate::store::sql::Dialect;
-use sequencer::{Sequencer, run_sequencer, sequence};
+use sequencer::{run_sequencer, sequence};
 use writer::{Pending, run_writer};
 
 /// Connections for calls (reads and writes) per replica.
@@ -83,22 +80,17 @@ impl PgStore {
         check_postgres_schema(&pool).await?;
         let sequencer_pool = connect(&options, SEQUENCER_POOL_SIZE).await?;
         let feed = Arc::new(Feed::new(sequence(&sequencer_pool).await?));
-        let sequencer = Arc::new(Sequencer::new());
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let tasks = vec![
             tokio::spawn(run_writer(
                 pool.clone(),
                 queue,
-                sequencer.clone(),
+                follower_wake.clone(),
                 metrics,
                 upkeep,
             )),
-            tokio::spawn(run_sequencer(
-                sequencer_pool.clone(),
-                sequencer,
-                follower_wake.clone(),
-            )),
+            tokio::spawn(run_sequencer(sequencer_pool.clone(), follower_wake.clone())),
             tokio::spawn(follower::run_follower(
                 pool.clone(),
                 feed.clone(),
@@ -129,8 +121,8 @@ async fn connect(options: &PgConnectOptions, size: u32) -> Result<PgPool> {
 impl SqlBackend for PgStore {
     type Driver = Postgres;
 
-    /// Committed with whatever else this replica is writing at the moment ([`writer`]);
-    /// acknowledged after the commit and its numbering.
+    /// Committed, with its position, together with whatever else this replica is writing at the
+    /// moment ([`writer`]); acknowledged after the commit.
     async fn write(&self, op: Op) -> Result<Done> {
         ask(&self.writes, |reply| Pending { op, reply }).await
     }

@@ -7,8 +7,11 @@
 //! whatever its size: lock and read the jobs it names (`FOR UPDATE`, in id order, so batches on
 //! any replica never deadlock), read the PVC records it reports, apply every operation in memory
 //! through the same [`BatchState`] as SQLite (a refused operation changes nothing and the others
-//! go on), then write the rows and the change-log entries as arrays (`unnest`), one statement per
-//! table and kind, and commit. The sequencer then numbers the batch's entries in one run.
+//! go on), write the rows as arrays (`unnest`), one statement per table and kind, and last,
+//! under the fleet's sequencer lock, insert the change-log entries with their positions
+//! ([`NUMBER_AND_INSERT`]), and commit. The lock is held only for that insert and the commit, so
+//! the rest of the batches of the fleet run side by side; a write is acknowledged with its
+//! position taken, in one commit.
 //!
 //! A statement can fail for the whole batch because of one operation (another replica inserted
 //! the same client-chosen id a moment earlier). The transaction has then rolled back, so each
@@ -22,9 +25,9 @@ use std::sync::LazyLock;
 use sqlx::postgres::{PgArguments, PgPool};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
-use super::sequencer::Sequencer;
+use super::sequencer::CHANNEL;
 use crate::domain::now_micros;
 use crate::domain::{Job, ObjectId, PvcProgress, Upkeep};
 use crate::error::{Error, Result};
@@ -50,9 +53,20 @@ static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
           FROM unnest($1::text[], $2::text[], $3::text[]) AS k(j, ns, n))",
     )
 });
-const INSERT_CHANGES: &str = "INSERT INTO changes (job_id, kind, at, change) \
-     SELECT j, k, a, c FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
-     WITH ORDINALITY AS u(j, k, a, c, n) ORDER BY n";
+/// Numbers and inserts a batch's change-log entries; run under the sequencer lock. Entries
+/// committed without a position (by a replica of an earlier version, or one that died between
+/// its commit and its numbering) are numbered first, in insertion order, so that a job's changes
+/// keep their order; the batch's own follow. All in one statement (one round trip while the
+/// fleet's lock is held); the doorbell rings with the new head at COMMIT.
+const NUMBER_AND_INSERT: &str = "WITH base AS (SELECT coalesce(max(pos), 0) AS b FROM changes), \
+     todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM changes WHERE pos IS NULL), \
+     left_over AS (UPDATE changes c SET pos = base.b + todo.n FROM todo, base \
+                   WHERE c.id = todo.id RETURNING c.pos), \
+     ins AS (INSERT INTO changes (pos, job_id, kind, at, change) \
+             SELECT base.b + (SELECT count(*) FROM todo) + u.n, u.j, u.k, u.a, u.c \
+             FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
+             WITH ORDINALITY AS u(j, k, a, c, n), base ORDER BY u.n RETURNING pos) \
+     SELECT pg_notify($5, max(pos)::text) FROM ins";
 
 /// One queued write and where its answer goes.
 pub(super) struct Pending {
@@ -64,7 +78,7 @@ pub(super) struct Pending {
 pub(super) async fn run_writer(
     pool: PgPool,
     mut queue: mpsc::Receiver<Pending>,
-    sequencer: Arc<Sequencer>,
+    follower: Arc<Notify>,
     metrics: WriteMetrics,
     upkeep: Upkeep,
 ) {
@@ -80,9 +94,9 @@ pub(super) async fn run_writer(
                 Err(_) => break,
             }
         }
-        let (pool, sequencer, metrics) = (pool.clone(), sequencer.clone(), metrics.clone());
+        let (pool, follower, metrics) = (pool.clone(), follower.clone(), metrics.clone());
         tokio::spawn(async move {
-            run_batch(&pool, &sequencer, &metrics, &upkeep, batch).await;
+            run_batch(&pool, &follower, &metrics, &upkeep, batch).await;
             drop(slot);
         });
     }
@@ -91,7 +105,7 @@ pub(super) async fn run_writer(
 /// Commits one batch and answers each of its callers.
 async fn run_batch(
     pool: &PgPool,
-    sequencer: &Sequencer,
+    follower: &Notify,
     metrics: &WriteMetrics,
     upkeep: &Upkeep,
     batch: Vec<Pending>,
@@ -102,7 +116,8 @@ async fn run_batch(
         Ok((results, changed)) => {
             metrics.committed(ops.len(), started.elapsed());
             if changed {
-                sequencer.after_commit().await;
+                // The local feed publishes the new entries now, not at the doorbell's echo.
+                follower.notify_one();
             }
             results
         }
@@ -110,7 +125,7 @@ async fn run_batch(
             tracing::debug!(error = %e, ops = ops.len(), "a batch failed; writing its operations one by one");
             let mut results = Vec::with_capacity(ops.len());
             for op in &ops {
-                results.push(commit_alone(pool, sequencer, upkeep, op).await);
+                results.push(commit_alone(pool, follower, upkeep, op).await);
             }
             results
         }
@@ -126,16 +141,11 @@ async fn run_batch(
 }
 
 /// One operation in a transaction of its own.
-async fn commit_alone(
-    pool: &PgPool,
-    sequencer: &Sequencer,
-    upkeep: &Upkeep,
-    op: &Op,
-) -> Result<Done> {
+async fn commit_alone(pool: &PgPool, follower: &Notify, upkeep: &Upkeep, op: &Op) -> Result<Done> {
     match commit(pool, &[op], upkeep).await {
         Ok((mut results, changed)) => {
             if changed {
-                sequencer.after_commit().await;
+                follower.notify_one();
             }
             results
                 .pop()
@@ -264,8 +274,8 @@ fn decode_error(e: Error) -> sqlx::Error {
     sqlx::Error::Decode(e.to_string().into())
 }
 
-/// Writes what the batch changed: deletions, new and changed rows, then its change-log entries,
-/// each kind in one statement.
+/// Writes what the batch changed: deletions, new and changed rows, each kind in one statement,
+/// then its change-log entries, numbered ([`NUMBER_AND_INSERT`]).
 async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::Error> {
     if !state.deleted_jobs.is_empty() {
         let ids: Vec<&str> = state.deleted_jobs.iter().map(|id| id.as_str()).collect();
@@ -289,7 +299,13 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
     for change in &state.changes {
         bodies.push(encode_change(change).map_err(|e| sqlx::Error::Encode(e.to_string().into()))?);
     }
-    sqlx::query(INSERT_CHANGES)
+    // Positions are taken in the order the fleet's batches reach this lock, and the lock is
+    // released only when this transaction's commit is visible: a higher position never becomes
+    // visible before a lower one, and every snapshot shows a prefix of the log.
+    sqlx::query("LOCK TABLE change_sequencer IN EXCLUSIVE MODE")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(NUMBER_AND_INSERT)
         .bind(
             state
                 .changes
@@ -306,6 +322,7 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
         )
         .bind(state.changes.iter().map(|c| c.at).collect::<Vec<_>>())
         .bind(bodies)
+        .bind(CHANNEL)
         .execute(&mut *conn)
         .await?;
     Ok(())
