@@ -43,7 +43,7 @@ use crate::store::feed::Feed;
 use crate::store::schema::{Stored, check_schema, missing_columns};
 use crate::store::sql::Dialect;
 use sequencer::{run_sequencer, sequence};
-use writer::{Pending, run_writer};
+use writer::{BATCHES_IN_FLIGHT, Pending, run_writer, writer_options};
 
 /// Connections for calls (reads and writes) per replica.
 const POOL_SIZE: u32 = 16;
@@ -55,6 +55,8 @@ const WRITE_QUEUE: usize = 4096;
 pub(crate) struct PgStore {
     db: Db<Postgres>,
     sequencer_pool: PgPool,
+    /// The group-commit writer's connections ([`writer_options`]).
+    writer_pool: PgPool,
     follower_wake: Arc<Notify>,
     /// The queue of the group-commit writer.
     writes: mpsc::Sender<Pending>,
@@ -79,12 +81,13 @@ impl PgStore {
             .map_err(|e| Error::Internal(format!("migrating the Postgres database failed: {e}")))?;
         check_postgres_schema(&pool).await?;
         let sequencer_pool = connect(&options, SEQUENCER_POOL_SIZE).await?;
+        let writer_pool = connect(&writer_options(&options), BATCHES_IN_FLIGHT as u32).await?;
         let feed = Arc::new(Feed::new(sequence(&sequencer_pool).await?));
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let tasks = vec![
             tokio::spawn(run_writer(
-                pool.clone(),
+                writer_pool.clone(),
                 queue,
                 follower_wake.clone(),
                 metrics,
@@ -101,6 +104,7 @@ impl PgStore {
         let store = PgStore {
             db: Db::new(pool, Dialect::Postgres, "pos"),
             sequencer_pool,
+            writer_pool,
             follower_wake,
             writes,
             tasks: std::sync::Mutex::new(tasks),
@@ -167,6 +171,7 @@ impl SqlBackend for PgStore {
             task.abort();
         }
         self.sequencer_pool.close().await;
+        self.writer_pool.close().await;
         self.db.pool.close().await;
     }
 
