@@ -257,7 +257,7 @@ impl Store {
 
     /// A job as last committed: from memory when this replica knows it, else from the database.
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
-        on_backend!(self, b => match b.cached_job(id) {
+        on_backend!(self, b => match b.cached_job(id).await? {
             Some(job) => Ok(Some(job)),
             None => b.db().job(id).await,
         })

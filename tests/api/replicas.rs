@@ -83,6 +83,52 @@ async fn a_change_written_on_one_replica_reaches_watchers_on_the_other_in_order(
     b.stop().await;
 }
 
+/// A read through either replica reflects every write acknowledged before it, wherever it was
+/// written: GetJob answers from the replica's own copy only once it has caught up with the
+/// fleet, so alternating writes and reads never see an older revision, nor a deleted job.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_through_one_replica_is_read_at_once_through_either() {
+    let (a, b) = two_replicas().await;
+    let created = a.create(job(JobType::K8sCopy, JobState::Running)).await;
+    let get = |app: &TestApp, id: String| {
+        let mut client = app.client();
+        async move {
+            client
+                .get_job(pb::GetJobRequest { id })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    for n in 1..=100 {
+        let (writer, other) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let written = set_resources(writer, &created.id, n, "")
+            .await
+            .expect("update");
+        // The other replica first, as soon as the write is acknowledged.
+        for (name, app) in [
+            ("the other replica", other),
+            ("the writing replica", writer),
+        ] {
+            let read = get(app, created.id.clone()).await.expect("get");
+            assert_eq!(read.num_backup_resources, Some(n), "{name}, write {n}");
+            assert_eq!(read.etag, written.etag, "{name}, write {n}");
+        }
+    }
+    b.client()
+        .delete_job(pb::DeleteJobRequest {
+            id: created.id.clone(),
+            etag: String::new(),
+        })
+        .await
+        .expect("delete");
+    for app in [&a, &b] {
+        let status = get(app, created.id.clone()).await.expect_err("deleted");
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_token_from_replica_a_resumes_on_replica_b_without_loss() {
     let (a, b) = two_replicas().await;

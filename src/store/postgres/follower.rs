@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 
+use super::reads::Jobs;
 use super::sequencer::{CHANNEL, SWEEP_EVERY};
 use crate::store::db::positioned;
 use crate::store::feed::Feed;
@@ -19,7 +20,13 @@ use crate::store::feed::Feed;
 const FOLLOW_PAGE: i64 = 1000;
 
 /// Reads the log after its cursor and publishes each change, in position order.
-pub(super) async fn run_follower(pool: PgPool, feed: Arc<Feed>, wake: Arc<Notify>) {
+/// Each change goes to `jobs` before the feed's head moves past it.
+pub(super) async fn run_follower(
+    pool: PgPool,
+    feed: Arc<Feed>,
+    jobs: Arc<Jobs>,
+    wake: Arc<Notify>,
+) {
     let mut cursor = feed.head();
     loop {
         tokio::select! {
@@ -46,10 +53,12 @@ pub(super) async fn run_follower(pool: PgPool, feed: Arc<Feed>, wake: Arc<Notify
                 match positioned(*pos, bytes) {
                     Ok(change) => {
                         cursor = change.seq;
+                        jobs.apply(&change);
                         feed.publish(Arc::new(change));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, pos, "unreadable change-log entry; skipped");
+                        jobs.forget_all();
                         cursor = *pos as u64;
                     }
                 }

@@ -18,6 +18,7 @@
 //! position.
 
 mod follower;
+mod reads;
 mod sequencer;
 mod snapshot;
 mod writer;
@@ -58,6 +59,11 @@ pub(crate) struct PgStore {
     /// The group-commit writer's connections ([`writer_options`]).
     writer_pool: PgPool,
     follower_wake: Arc<Notify>,
+    /// Jobs as of the follower's cursor, and the shared head reads of GetJob ([`reads`]).
+    jobs: Arc<reads::Jobs>,
+    /// What the follower publishes to.
+    feed: Arc<Feed>,
+    read_index: Arc<reads::ReadIndex>,
     /// The queue of the group-commit writer.
     writes: mpsc::Sender<Pending>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -85,6 +91,8 @@ impl PgStore {
         let feed = Arc::new(Feed::new(sequence(&sequencer_pool).await?));
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let jobs = Arc::new(reads::Jobs::default());
+        let read_index = reads::ReadIndex::new();
         let tasks = vec![
             tokio::spawn(run_writer(
                 writer_pool.clone(),
@@ -97,8 +105,14 @@ impl PgStore {
             tokio::spawn(follower::run_follower(
                 pool.clone(),
                 feed.clone(),
+                jobs.clone(),
                 follower_wake.clone(),
             )),
+            tokio::spawn(
+                read_index
+                    .clone()
+                    .run(Db::new(pool.clone(), Dialect::Postgres, "pos")),
+            ),
             tokio::spawn(follower::run_doorbell(pool.clone(), follower_wake.clone())),
         ];
         let store = PgStore {
@@ -106,6 +120,9 @@ impl PgStore {
             sequencer_pool,
             writer_pool,
             follower_wake,
+            jobs,
+            feed: feed.clone(),
+            read_index,
             writes,
             tasks: std::sync::Mutex::new(tasks),
         };
@@ -131,9 +148,9 @@ impl SqlBackend for PgStore {
         ask(&self.writes, |reply| Pending { op, reply }).await
     }
 
-    /// Other replicas write too: every read of a job goes to the database.
-    fn cached_job(&self, _: &ObjectId) -> Option<Job> {
-        None
+    /// From the follower's copy once the local feed has reached the fleet's head ([`reads`]).
+    async fn cached_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        reads::job(&self.read_index, &self.jobs, || self.feed.head(), id).await
     }
 
     async fn begin_snapshot(&self) -> Result<(TxConn<Postgres>, u64)> {

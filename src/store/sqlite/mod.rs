@@ -202,8 +202,9 @@ impl SqlBackend for SqliteStore {
         ask(&self.writer, |reply| Request::Write { op, reply }).await
     }
 
-    fn cached_job(&self, id: &ObjectId) -> Option<Job> {
-        cache::committed_job(&self.jobs, id)
+    /// One writer: its cache is the database.
+    async fn cached_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        Ok(cache::committed_job(&self.jobs, id))
     }
 
     /// A deferred transaction's snapshot starts at its first read: the head, here.
