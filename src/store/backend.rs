@@ -20,9 +20,9 @@ pub(crate) trait SqlBackend {
     /// commit), and answers once it is on stable storage.
     async fn write(&self, op: Op) -> Result<Done>;
 
-    /// The job as of every write acknowledged before this call, if this replica knows it
-    /// without reading its row; `None`: ask the database.
-    async fn cached_job(&self, id: &ObjectId) -> Result<Option<Job>>;
+    /// The job as of every write acknowledged before this call (from memory when the backend
+    /// can be sure of it, else from its row).
+    async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>>;
 
     /// A connection in a read transaction whose snapshot reflects exactly the changes up to the
     /// position it answers with. End it with [`Db::end_snapshot`].

@@ -255,12 +255,9 @@ impl Store {
         }
     }
 
-    /// A job as last committed: from memory when this replica knows it, else from the database.
+    /// A job as of every write acknowledged before this call.
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
-        on_backend!(self, b => match b.cached_job(id).await? {
-            Some(job) => Ok(Some(job)),
-            None => b.db().job(id).await,
-        })
+        on_backend!(self, b => b.get_job(id).await)
     }
 
     pub async fn get_pvc(&self, id: &ObjectId) -> Result<Option<PvcProgress>> {

@@ -114,6 +114,25 @@ async fn a_write_through_one_replica_is_read_at_once_through_either() {
             assert_eq!(read.etag, written.etag, "{name}, write {n}");
         }
     }
+    // A replica started after those writes has not seen the job change: it reads the row, keeps
+    // it, and writes through another replica still reach its next reads.
+    let c = spawn_app_on(&a.database, |_| {}).await;
+    for n in 101..=150 {
+        let before = get(&c, created.id.clone()).await.expect("get");
+        assert_eq!(
+            before.num_backup_resources,
+            Some(n - 1),
+            "the late replica, before {n}"
+        );
+        let written = set_resources(&a, &created.id, n, "").await.expect("update");
+        let read = get(&c, created.id.clone()).await.expect("get");
+        assert_eq!(
+            read.num_backup_resources,
+            Some(n),
+            "the late replica, write {n}"
+        );
+        assert_eq!(read.etag, written.etag);
+    }
     b.client()
         .delete_job(pb::DeleteJobRequest {
             id: created.id.clone(),
@@ -121,12 +140,13 @@ async fn a_write_through_one_replica_is_read_at_once_through_either() {
         })
         .await
         .expect("delete");
-    for app in [&a, &b] {
+    for app in [&a, &b, &c] {
         let status = get(app, created.id.clone()).await.expect_err("deleted");
         assert_eq!(status.code(), tonic::Code::NotFound);
     }
     a.stop().await;
     b.stop().await;
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

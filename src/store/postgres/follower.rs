@@ -58,7 +58,7 @@ pub(super) async fn run_follower(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, pos, "unreadable change-log entry; skipped");
-                        jobs.forget_all();
+                        jobs.skipped(*pos as u64);
                         cursor = *pos as u64;
                     }
                 }

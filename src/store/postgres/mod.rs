@@ -91,7 +91,7 @@ impl PgStore {
         let feed = Arc::new(Feed::new(sequence(&sequencer_pool).await?));
         let follower_wake = Arc::new(Notify::new());
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
-        let jobs = Arc::new(reads::Jobs::default());
+        let jobs = Arc::new(reads::Jobs::new(feed.head()));
         let read_index = reads::ReadIndex::new();
         let tasks = vec![
             tokio::spawn(run_writer(
@@ -148,9 +148,10 @@ impl SqlBackend for PgStore {
         ask(&self.writes, |reply| Pending { op, reply }).await
     }
 
-    /// From the follower's copy once the local feed has reached the fleet's head ([`reads`]).
-    async fn cached_job(&self, id: &ObjectId) -> Result<Option<Job>> {
-        reads::job(&self.read_index, &self.jobs, || self.feed.head(), id).await
+    /// From the kept copy once the local feed has reached the fleet's head ([`reads`]).
+    async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        let published = || self.feed.head();
+        reads::job(&self.read_index, &self.jobs, published, &self.db.pool, id).await
     }
 
     async fn begin_snapshot(&self) -> Result<(TxConn<Postgres>, u64)> {

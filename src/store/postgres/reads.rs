@@ -1,60 +1,103 @@
-//! GetJob without reading the job's row, and still every acknowledged write: the follower keeps
-//! each job it has seen change ([`Jobs`]), exactly as of its cursor, and a read first learns
-//! the fleet's head — one `max(pos)` query shared by every read that arrived before it started
+//! GetJob without reading the job's row, and still every acknowledged write: this replica keeps
+//! jobs exactly as of the follower's cursor ([`Jobs`]), and a read first learns the fleet's
+//! head — one `max(pos)` query shared by every read that arrived before it started
 //! ([`ReadIndex`], as etcd's linearizable reads share one raft ReadIndex round). When the local
-//! feed has reached that head, the follower's copy is the job as of then: every write
-//! acknowledged anywhere before the read began is in it. Otherwise (the follower is a moment
-//! behind, or the job has not changed since this replica started) the read queries the row.
+//! feed has reached that head, the kept copy is the job as of then: every write acknowledged
+//! anywhere before the read began is in it. Otherwise (the follower is a moment behind, or the
+//! job is not kept) the read queries the row — together with the head in the same statement,
+//! so that the row, when no change of it can have been missed, is kept for the next read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use sqlx::{AssertSqlSafe, PgPool, Row};
 use tokio::sync::{Notify, watch};
 
 use crate::domain::{Change, ChangeKind, Job, ObjectId};
 use crate::error::{Error, Result};
 use crate::store::db::Db;
+use crate::store::schema::{Stored, decode, stored};
 
-/// Jobs the follower keeps; past that it starts over (and reads fall back to the database).
+/// Jobs kept; past that they are dropped and kept again as they change or are read.
 const KEPT_JOBS: usize = 50_000;
 
-/// The jobs as of the follower's cursor: those that changed since this replica started.
-#[derive(Default)]
+/// Jobs as of the follower's cursor: each one that changed since it was last dropped (a
+/// deleted one as a tombstone), and each one read since, when that read is exact.
 pub(super) struct Jobs {
-    jobs: RwLock<HashMap<ObjectId, Arc<Job>>>,
+    kept: RwLock<Kept>,
+}
+
+struct Kept {
+    /// `None`: deleted.
+    jobs: HashMap<ObjectId, Option<Arc<Job>>>,
+    /// The position of the last change taken.
+    cursor: u64,
+    /// Changes up to here may have been taken and dropped: a row read at an older position may
+    /// miss one of them.
+    dropped_through: u64,
 }
 
 impl Jobs {
-    /// Takes a change the follower is about to publish (before the feed's head moves past it).
-    pub(super) fn apply(&self, change: &Change) {
-        let mut jobs = self
-            .jobs
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if change.kind == ChangeKind::Deleted {
-            jobs.remove(&change.job.id);
-            return;
+    /// Jobs for a follower that starts after position `head`.
+    pub(super) fn new(head: u64) -> Jobs {
+        Jobs {
+            kept: RwLock::new(Kept {
+                jobs: HashMap::new(),
+                cursor: head,
+                dropped_through: head,
+            }),
         }
-        if jobs.len() >= KEPT_JOBS && !jobs.contains_key(&change.job.id) {
-            jobs.clear();
-        }
-        jobs.insert(change.job.id.clone(), change.job.clone());
     }
 
-    /// The follower skipped an entry it could not read: it no longer knows which job is exact.
-    pub(super) fn forget_all(&self) {
-        self.jobs
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Kept> {
+        self.kept
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+    }
+
+    /// Takes a change the follower is about to publish (before the feed's head moves past it).
+    pub(super) fn apply(&self, change: &Change) {
+        let mut kept = self.write();
+        if kept.jobs.len() >= KEPT_JOBS && !kept.jobs.contains_key(&change.job.id) {
+            kept.jobs.clear();
+            kept.dropped_through = kept.cursor;
+        }
+        let job = (change.kind != ChangeKind::Deleted).then(|| change.job.clone());
+        kept.jobs.insert(change.job.id.clone(), job);
+        kept.cursor = change.seq;
+    }
+
+    /// The follower skipped the entry at `position`, which it could not read: it no longer
+    /// knows which job that entry changed.
+    pub(super) fn skipped(&self, position: u64) {
+        let mut kept = self.write();
+        kept.jobs.clear();
+        kept.cursor = position;
+        kept.dropped_through = position;
+    }
+
+    /// Keeps `job` as read at position `read_at`, if no change after that position can be
+    /// missing from it: every change up to the cursor has been taken (`read_at` at or before
+    /// it), none of them since `read_at` was dropped, and none was of this job (it is not kept).
+    fn remember(&self, job: &Job, read_at: u64) {
+        let mut kept = self.write();
+        if read_at < kept.dropped_through
+            || read_at > kept.cursor
+            || kept.jobs.contains_key(&job.id)
+            || kept.jobs.len() >= KEPT_JOBS
+        {
+            return;
+        }
+        kept.jobs
+            .insert(job.id.clone(), Some(Arc::new(job.clone())));
     }
 
     fn get(&self, id: &ObjectId) -> Option<Job> {
-        self.jobs
+        let kept = self
+            .kept
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(id)
-            .map(|job| Job::clone(job))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        kept.jobs.get(id)?.as_deref().cloned()
     }
 }
 
@@ -111,17 +154,38 @@ impl ReadIndex {
     }
 }
 
-/// The job as of the fleet's head when this call began, from the follower's copy when it has
-/// one and has reached that head; `None` when the database must be asked.
+/// The job's row and, in the same statement (one snapshot), the head that row reflects.
+static JOB_AND_HEAD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {}, (SELECT coalesce(max(pos), 0) FROM changes) FROM jobs WHERE id = $1",
+        Job::columns().list
+    )
+});
+
+/// The job as of every write acknowledged before this call: the kept copy once the local feed
+/// has reached the fleet's head, else the row (kept for next time when that is exact).
 pub(super) async fn job(
     index: &ReadIndex,
     jobs: &Jobs,
     published: impl Fn() -> u64,
+    pool: &PgPool,
     id: &ObjectId,
 ) -> Result<Option<Job>> {
     let head = index.head().await?;
-    if published() < head {
-        return Ok(None);
+    if published() >= head
+        && let Some(job) = jobs.get(id)
+    {
+        return Ok(Some(job));
     }
-    Ok(jobs.get(id))
+    let Some(row) = sqlx::query(AssertSqlSafe(JOB_AND_HEAD.as_str()))
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job: Job = decode(&row)?;
+    let read_at: i64 = row.try_get(stored::<Job>().count())?;
+    jobs.remember(&job, read_at.max(0) as u64);
+    Ok(Some(job))
 }

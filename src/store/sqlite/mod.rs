@@ -202,9 +202,12 @@ impl SqlBackend for SqliteStore {
         ask(&self.writer, |reply| Request::Write { op, reply }).await
     }
 
-    /// One writer: its cache is the database.
-    async fn cached_job(&self, id: &ObjectId) -> Result<Option<Job>> {
-        Ok(cache::committed_job(&self.jobs, id))
+    /// One writer: what its cache holds is the database's.
+    async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
+        match cache::committed_job(&self.jobs, id) {
+            Some(job) => Ok(Some(job)),
+            None => self.db.job(id).await,
+        }
     }
 
     /// A deferred transaction's snapshot starts at its first read: the head, here.
