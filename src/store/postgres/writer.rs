@@ -40,7 +40,7 @@ use crate::store::schema::{Stored, decode, params, select};
 /// Operations in one transaction at most.
 const MAX_BATCH: usize = 256;
 /// Batches of one replica in their transactions at once. Two keep the database busy while the
-/// other batch waits for its commit and numbering; more make smaller batches that contend for
+/// other batch waits for its commit; more make smaller batches that contend for
 /// the same CPU (UpdateJob here: 4,600/s with two, 3,300/s with four). Measured again with the
 /// positions taken in the batch (loadgen `put`, 3 interleaved runs): two 6,907/7,095/6,799/s,
 /// three 6,657/6,690/6,317/s.
