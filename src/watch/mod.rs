@@ -154,8 +154,6 @@ impl EventRx {
     }
 }
 
-type Events = EventRx;
-
 impl JobHub {
     /// Starts the dispatcher; it runs as long as the store's feed.
     pub fn new(store: Store, config: WatchConfig, shutdown: watch::Receiver<bool>) -> Self {
@@ -212,7 +210,7 @@ impl JobHub {
     }
 
     /// WatchJob: NOT_FOUND (before any event) for a job that does not exist, unless resuming.
-    pub async fn watch_job(&self, id: ObjectId, resume_token: &str) -> Result<Events> {
+    pub async fn watch_job(&self, id: ObjectId, resume_token: &str) -> Result<EventRx> {
         let inbox = self.register(Some(&id));
         let selection = selection_of("job", id.as_str());
         let selector = Selector::Job {
@@ -251,7 +249,7 @@ impl JobHub {
         filter: Filter<Job>,
         where_: &str,
         resume_token: &str,
-    ) -> Result<Events> {
+    ) -> Result<EventRx> {
         let inbox = self.register(None);
         let selection = selection_of("where", where_);
         let page = self.config.snapshot_page;
@@ -329,7 +327,7 @@ impl JobHub {
         })
     }
 
-    fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> Events {
+    fn spawn(&self, selector: (Selector, u32), inbox: Inbox, start: Start) -> EventRx {
         let made = Outbox::default();
         let watcher = Watcher::new(self, inbox._registration.id, made.clone(), selector);
         EventRx {

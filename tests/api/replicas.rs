@@ -29,6 +29,22 @@ async fn two_replicas_with(
     (a, b)
 }
 
+/// UpdateJob of `num_backup_resources` alone.
+fn resources_update(id: &str, n: i64, etag: &str) -> pb::UpdateJobRequest {
+    pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id: id.to_string(),
+            num_backup_resources: Some(n),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["num_backup_resources".into()],
+        }),
+        append_activity: vec![],
+        etag: etag.to_string(),
+    }
+}
+
 async fn set_resources(
     app: &TestApp,
     id: &str,
@@ -36,18 +52,7 @@ async fn set_resources(
     etag: &str,
 ) -> Result<pb::Job, tonic::Status> {
     app.client()
-        .update_job(pb::UpdateJobRequest {
-            job: Some(pb::Job {
-                id: id.to_string(),
-                num_backup_resources: Some(n),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["num_backup_resources".into()],
-            }),
-            append_activity: vec![],
-            etag: etag.to_string(),
-        })
+        .update_job(resources_update(id, n, etag))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -481,20 +486,7 @@ async fn a_write_that_stalls_in_its_commit_holds_back_later_positions_and_loses_
         tokio::spawn(async move {
             let mut client = client_app;
             for n in 1..=5 {
-                client
-                    .update_job(pb::UpdateJobRequest {
-                        job: Some(pb::Job {
-                            id: id.clone(),
-                            num_backup_resources: Some(n),
-                            ..Default::default()
-                        }),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["num_backup_resources".into()],
-                        }),
-                        append_activity: vec![],
-                        etag: String::new(),
-                    })
-                    .await?;
+                client.update_job(resources_update(&id, n, "")).await?;
             }
             Ok::<(), tonic::Status>(())
         })

@@ -92,6 +92,15 @@ impl Jobs {
             .insert(job.id.clone(), Some(Arc::new(job.clone())));
     }
 
+    /// Whether `id` is kept (a tombstone included).
+    fn keeps(&self, id: &ObjectId) -> bool {
+        self.kept
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .jobs
+            .contains_key(id)
+    }
+
     fn get(&self, id: &ObjectId) -> Option<Job> {
         let kept = self
             .kept
@@ -171,11 +180,15 @@ pub(super) async fn job(
     pool: &PgPool,
     id: &ObjectId,
 ) -> Result<Option<Job>> {
-    let head = index.head().await?;
-    if published() >= head
-        && let Some(job) = jobs.get(id)
-    {
-        return Ok(Some(job));
+    // A job that is not kept is read with its head at once: a head round first would only add
+    // a round trip.
+    if jobs.keeps(id) {
+        let head = index.head().await?;
+        if published() >= head
+            && let Some(job) = jobs.get(id)
+        {
+            return Ok(Some(job));
+        }
     }
     let Some(row) = sqlx::query(AssertSqlSafe(JOB_AND_HEAD.as_str()))
         .bind(id.as_str())

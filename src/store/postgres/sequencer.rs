@@ -18,14 +18,30 @@ pub(super) const CHANNEL: &str = "jobtrack_changes";
 /// How often the sequencer and the follower run without being woken.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Numbers every visible change-log entry without a position, after the highest position, in
-/// insertion order; answers (entries numbered, the head after numbering).
-const SEQUENCE: &str = "WITH base AS (SELECT coalesce(max(pos), 0) AS b FROM changes), \
-     todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM changes WHERE pos IS NULL), \
-     done AS (UPDATE changes c SET pos = base.b + todo.n FROM todo, base \
-              WHERE c.id = todo.id RETURNING c.pos) \
-     SELECT (SELECT count(*) FROM done), \
-            (SELECT coalesce(max(pos), (SELECT b FROM base)) FROM done)";
+/// Takes the fleet's numbering lock, until the end of the caller's transaction. Unlike a SELECT
+/// it does not fix a snapshot: the next statement sees every commit of the previous holder.
+pub(super) const LOCK_SEQUENCER: &str = "LOCK TABLE change_sequencer IN EXCLUSIVE MODE";
+
+/// The start of a statement that numbers every visible change-log entry without a position,
+/// after the highest position, in insertion order: `base.b` is the head before, `todo` the
+/// entries numbered, `numbered` their new positions. [`SEQUENCE`] and the writer's insert
+/// (`NUMBER_AND_INSERT`) go on from it.
+macro_rules! number_left_overs {
+    () => {
+        "WITH base AS (SELECT coalesce(max(pos), 0) AS b FROM changes), \
+         todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM changes WHERE pos IS NULL), \
+         numbered AS (UPDATE changes c SET pos = base.b + todo.n FROM todo, base \
+                      WHERE c.id = todo.id RETURNING c.pos)"
+    };
+}
+pub(super) use number_left_overs;
+
+/// Numbers the left-overs; answers (entries numbered, the head after numbering).
+const SEQUENCE: &str = concat!(
+    number_left_overs!(),
+    " SELECT (SELECT count(*) FROM numbered), \
+            (SELECT coalesce(max(pos), (SELECT b FROM base)) FROM numbered)"
+);
 
 /// Runs one sequencer step on `conn`, inside the caller's transaction (which holds the lock).
 pub(super) async fn sequence_step(conn: &mut PgConnection) -> Result<(i64, u64)> {
@@ -43,9 +59,7 @@ pub(super) async fn sequence_step(conn: &mut PgConnection) -> Result<(i64, u64)>
 /// One sequencer run in a transaction of its own; answers the head after it.
 pub(super) async fn sequence(pool: &PgPool) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE change_sequencer IN EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(LOCK_SEQUENCER).execute(&mut *tx).await?;
     let (_, head) = sequence_step(&mut tx).await?;
     tx.commit().await?;
     Ok(head)

@@ -8,7 +8,7 @@ use crate::store::txconn::TxConn;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio::sync::Notify;
 
-use super::sequencer::sequence_step;
+use super::sequencer::{LOCK_SEQUENCER, sequence_step};
 use crate::error::{Error, Result};
 
 /// A connection of `pool` in a read transaction that reflects exactly the changes up to the
@@ -53,9 +53,7 @@ async fn sequenced(
         .execute(&mut **first)
         .await?;
     let handed = async {
-        sqlx::query("LOCK TABLE change_sequencer IN EXCLUSIVE MODE")
-            .execute(&mut **first)
-            .await?;
+        sqlx::query(LOCK_SEQUENCER).execute(&mut **first).await?;
         let (_, head) = sequence_step(&mut first).await?;
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut **first)

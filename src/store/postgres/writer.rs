@@ -27,7 +27,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
-use super::sequencer::CHANNEL;
+use super::sequencer::{CHANNEL, LOCK_SEQUENCER, number_left_overs};
 use crate::domain::now_micros;
 use crate::domain::{Job, ObjectId, PvcProgress, Upkeep};
 use crate::error::{Error, Result};
@@ -60,15 +60,14 @@ static SELECT_PVCS: LazyLock<String> = LazyLock::new(|| {
 /// its commit and its numbering) are numbered first, in insertion order, so that a job's changes
 /// keep their order; the batch's own follow. All in one statement (one round trip while the
 /// fleet's lock is held); the doorbell rings with the new head at COMMIT.
-const NUMBER_AND_INSERT: &str = "WITH base AS (SELECT coalesce(max(pos), 0) AS b FROM changes), \
-     todo AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM changes WHERE pos IS NULL), \
-     left_over AS (UPDATE changes c SET pos = base.b + todo.n FROM todo, base \
-                   WHERE c.id = todo.id RETURNING c.pos), \
-     ins AS (INSERT INTO changes (pos, job_id, kind, at, change) \
+const NUMBER_AND_INSERT: &str = concat!(
+    number_left_overs!(),
+    ", ins AS (INSERT INTO changes (pos, job_id, kind, at, change) \
              SELECT base.b + (SELECT count(*) FROM todo) + u.n, u.j, u.k, u.a, u.c \
              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
              WITH ORDINALITY AS u(j, k, a, c, n), base ORDER BY u.n RETURNING pos) \
-     SELECT pg_notify($5, max(pos)::text) FROM ins";
+     SELECT pg_notify($5, max(pos)::text) FROM ins"
+);
 
 /// The writer's own connections: one per batch in flight, with sequential scans off. Every
 /// statement of a batch looks rows up by key, and Postgres keeps a prepared statement's generic
@@ -315,9 +314,7 @@ async fn flush(conn: &mut PgConnection, state: &BatchState) -> Result<(), sqlx::
     // Positions are taken in the order the fleet's batches reach this lock, and the lock is
     // released only when this transaction's commit is visible: a higher position never becomes
     // visible before a lower one, and every snapshot shows a prefix of the log.
-    sqlx::query("LOCK TABLE change_sequencer IN EXCLUSIVE MODE")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(LOCK_SEQUENCER).execute(&mut *conn).await?;
     sqlx::query(NUMBER_AND_INSERT)
         .bind(
             state
