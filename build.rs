@@ -1,14 +1,19 @@
 //! Compiles the protos with protox (pure Rust), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/jobtrack/v1/jobtrack.proto";
-    println!("cargo:rerun-if-changed={proto}");
+    let protos = [
+        "proto/jobtrack/v1/jobtrack.proto",
+        "proto/jobtrack/v1/subscriptions.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
     // sqlx::migrate! embeds the migrations at compile time: a new file must trigger a rebuild.
     println!("cargo:rerun-if-changed=migrations");
 
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files([proto])?;
+    compiler.open_files(protos)?;
 
     // Reflection serves this set, so clients need no .proto file in hand.
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -49,7 +49,7 @@ impl Role {
             Permission::Read => true,
             Permission::Cancel => matches!(self, Role::Operator | Role::Admin),
             Permission::Write => matches!(self, Role::Executor | Role::Admin),
-            Permission::Delete => self == Role::Admin,
+            Permission::Delete | Permission::Subscriptions => self == Role::Admin,
         }
     }
 }
@@ -65,14 +65,17 @@ pub enum Permission {
     Write,
     /// DeleteJob.
     Delete,
+    /// Create, read and delete webhook subscriptions (their URLs and secrets).
+    Subscriptions,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 5] = [
         Permission::Read,
         Permission::Cancel,
         Permission::Write,
         Permission::Delete,
+        Permission::Subscriptions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Permission {
             Permission::Cancel => "cancel",
             Permission::Write => "write",
             Permission::Delete => "delete",
+            Permission::Subscriptions => "subscriptions",
         }
     }
 
@@ -91,6 +95,7 @@ impl Permission {
             Permission::Cancel => "cancel jobs (operator or admin)",
             Permission::Write => "create and update jobs (executor or admin)",
             Permission::Delete => "delete jobs (admin)",
+            Permission::Subscriptions => "manage webhook subscriptions (admin)",
         }
     }
 }

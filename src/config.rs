@@ -32,6 +32,8 @@ pub struct Config {
     pub upkeep: crate::domain::Upkeep,
     /// How often the upkeep sweeps look for due jobs.
     pub sweep_interval: std::time::Duration,
+    /// Webhook delivery.
+    pub webhooks: crate::webhook::WebhookConfig,
 }
 
 /// Limits on the port's connections.
@@ -74,6 +76,7 @@ impl Config {
             connections: ConnectionLimits::default(),
             upkeep: crate::domain::Upkeep::default(),
             sweep_interval: std::time::Duration::from_secs(1),
+            webhooks: crate::webhook::WebhookConfig::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! routes of the REST gateway ([`Route`]) and the transports a call can arrive by
 //! ([`Transport`]). Logs, metrics and activity lines use these, never strings or positions.
 
-/// An RPC of `jobtrack.v1.JobService` or `jobtrack.v1.AccessService`.
+/// An RPC of `jobtrack.v1.JobService`, `AccessService` or `SubscriptionService`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rpc {
     CreateJob,
@@ -17,10 +17,15 @@ pub enum Rpc {
     GetPvcProgress,
     ListPvcProgress,
     GetCaller,
+    CreateSubscription,
+    GetSubscription,
+    ListSubscriptions,
+    DeleteSubscription,
+    ListDeliveries,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 12] = [
+    pub const ALL: [Rpc; 17] = [
         Rpc::CreateJob,
         Rpc::GetJob,
         Rpc::ListJobs,
@@ -33,6 +38,11 @@ impl Rpc {
         Rpc::GetPvcProgress,
         Rpc::ListPvcProgress,
         Rpc::GetCaller,
+        Rpc::CreateSubscription,
+        Rpc::GetSubscription,
+        Rpc::ListSubscriptions,
+        Rpc::DeleteSubscription,
+        Rpc::ListDeliveries,
     ];
 
     /// The method's name, as in the proto.
@@ -50,6 +60,11 @@ impl Rpc {
             Rpc::GetPvcProgress => "GetPvcProgress",
             Rpc::ListPvcProgress => "ListPvcProgress",
             Rpc::GetCaller => "GetCaller",
+            Rpc::CreateSubscription => "CreateSubscription",
+            Rpc::GetSubscription => "GetSubscription",
+            Rpc::ListSubscriptions => "ListSubscriptions",
+            Rpc::DeleteSubscription => "DeleteSubscription",
+            Rpc::ListDeliveries => "ListDeliveries",
         }
     }
 }

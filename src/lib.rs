@@ -13,7 +13,8 @@
 //!   authenticates callers and checks permissions ([`auth`]).
 //! - [`watch`]: the hub that streams snapshots and changes to watchers, with resume tokens;
 //!   [`upkeep`]: the sweeper that deletes expired finished jobs and marks silent ones stalled,
-//!   then FAILED.
+//!   then FAILED; [`webhook`]: the deliverer that calls each subscription's URL for the
+//!   changes it wants, from its cursor in the change log.
 //! - [`store`]: the only place with SQL — SQLite or Postgres behind one contract.
 //! - [`domain`]: jobs, PVC records, their life cycles, aggregates and tables of fields, and the
 //!   where/sort language; it knows nothing of tonic, axum or sqlx.
@@ -40,6 +41,7 @@ pub mod store;
 pub mod telemetry;
 pub mod upkeep;
 pub mod watch;
+pub mod webhook;
 
 /// Code generated from `proto/jobtrack/v1/jobtrack.proto`.
 pub mod pb {

@@ -35,7 +35,7 @@ impl Interceptor for KeyHeader {
 pub type AccessClient = AccessServiceClient<InterceptedService<Channel, KeyHeader>>;
 
 /// `JOBTRACK_KEY` (if set and well-formed) as an `Authorization` value.
-fn key_header() -> KeyHeader {
+pub fn key_header() -> KeyHeader {
     let key = std::env::var("JOBTRACK_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty())

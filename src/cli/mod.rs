@@ -1,6 +1,6 @@
 //! The command line: the whole clap tree and what each command does. `serve` starts the server;
 //! every other command is a client tool for people at a terminal and for scripts — `watch`,
-//! `jobs`, `keys`, `whoami`, the `simulate` demo executor and the `bench` load generator. The
+//! `jobs`, `keys`, `subscriptions`, `whoami`, the `simulate` demo executor and the `bench` load generator. The
 //! tools talk to a server only through its public gRPC API ([`client`]); `keys` opens the
 //! database directly, as `serve` does.
 
@@ -20,6 +20,7 @@ mod keys;
 mod live;
 mod serve;
 mod simulate;
+mod subscriptions;
 mod watch;
 
 use clap::{Args, Parser, Subcommand};
@@ -55,6 +56,10 @@ pub enum Command {
     /// API keys in the database: create (prints the key once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Webhook subscriptions: create (prints its id and secret once), list, delete, and their
+    /// delivery attempts (an admin key).
+    #[command(subcommand)]
+    Subscriptions(subscriptions::SubscriptionsCommand),
     /// Which key JOBTRACK_KEY is, and what its role may and may not do (asks the server).
     Whoami(ServerArg),
 }
@@ -88,6 +93,7 @@ pub async fn run(command: Command) -> Result<(), String> {
         Command::Jobs(command) => jobs::run(command).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Keys(command) => keys::run(command).await,
+        Command::Subscriptions(command) => subscriptions::run(command).await,
         Command::Whoami(server) => keys::whoami(server).await,
     }
 }

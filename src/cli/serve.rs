@@ -9,6 +9,7 @@ use crate::auth::Limits;
 use crate::config::{Config, ConnectionLimits, database_url, parse_duration, redacted};
 use crate::domain::Upkeep;
 use crate::server::{Server, shutdown_signal};
+use crate::webhook::WebhookConfig;
 
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
@@ -104,6 +105,22 @@ pub struct ServeArgs {
     /// How often the server looks for jobs due for retention, stall or abandon.
     #[arg(long, env = "JOBTRACK_SWEEP_EVERY", default_value = "1s", value_parser = parse_duration)]
     pub sweep_every: Duration,
+
+    /// Allow webhook targets on loopback, private and link-local addresses (refused by default:
+    /// a webhook is a classic way into an internal network).
+    #[arg(long, env = "JOBTRACK_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// How long a webhook delivery is retried before its subscription is marked FAILING (it
+    /// keeps its cursor and is tried again every hour).
+    #[arg(long, env = "JOBTRACK_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_retry_for: Duration,
+    /// The longest one webhook request may take, connecting included.
+    #[arg(long, env = "JOBTRACK_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+    /// How long a replica's hold on a subscription lasts unrenewed: when a replica dies, another
+    /// takes its subscriptions over after at most this long.
+    #[arg(long, env = "JOBTRACK_WEBHOOK_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_lease: Duration,
 }
 
 impl ServeArgs {
@@ -148,6 +165,12 @@ impl ServeArgs {
                 abandon_after: non_zero(self.abandon_after),
             },
             sweep_interval: self.sweep_every.max(Duration::from_millis(10)),
+            webhooks: WebhookConfig {
+                allow_private: self.webhook_allow_private,
+                retry_for: self.webhook_retry_for,
+                timeout: self.webhook_timeout.max(Duration::from_millis(10)),
+                lease: self.webhook_lease.max(Duration::from_millis(300)),
+            },
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod job;
 pub mod pvc;
 pub mod query;
 mod string_enum;
+pub mod subscription;
 pub mod upkeep;
 
 pub use change::{Change, ChangeKind};

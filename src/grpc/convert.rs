@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::pb;
 
-fn timestamp(micros: i64) -> Timestamp {
+pub(crate) fn timestamp(micros: i64) -> Timestamp {
     Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,

@@ -1,8 +1,10 @@
-//! The gRPC transport: `jobtrack.v1.JobService` and `AccessService` over the application layer. Each call is
+//! The gRPC transport: `jobtrack.v1.JobService`, `AccessService` and `SubscriptionService`
+//! ([`subscriptions`]) over the application layer. Each call is
 //! converted, run, mapped to a status once ([`status`]), logged in one line and counted.
 
 pub mod convert;
 mod shared;
+mod subscriptions;
 
 pub use shared::{ServedCodec, SharedEvent};
 

@@ -573,5 +573,22 @@ async fn log_request(
     response
 }
 
+/// The `data` of a webhook for `change`: `{"job": <the REST item>}`, with `"pvc"` for a PVC
+/// change, exactly as `GET /api/v1/jobs/<id>` and `GET /api/v1/kubepvcprogress/<id>` show them.
+pub fn webhook_data(change: &crate::domain::Change) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    data.insert(
+        "job".into(),
+        render::job_item(&change.job, &Projection::All, Context::Alone),
+    );
+    if let Some(pvc) = &change.pvc {
+        data.insert(
+            "pvc".into(),
+            render::pvc_item(pvc, &Projection::All, Context::Alone),
+        );
+    }
+    serde_json::Value::Object(data)
+}
+
 #[cfg(test)]
 mod fuzz;

@@ -42,6 +42,7 @@ pub struct Server {
     /// TLS on the one port, when a certificate is configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
     connection_limits: crate::config::ConnectionLimits,
+    webhooks: crate::webhook::WebhookConfig,
 }
 
 impl Server {
@@ -66,6 +67,7 @@ impl Server {
             config.max_page_size,
             keys.clone(),
             metrics.clone(),
+            config.webhooks,
         );
         let upkeep = Upkeeping {
             upkeep: config.upkeep,
@@ -105,6 +107,7 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             tls,
             connection_limits: config.connections,
+            webhooks: config.webhooks,
         })
     }
 
@@ -128,12 +131,18 @@ impl Server {
             self.history,
             self.upkeep,
         );
+        let deliverer = crate::webhook::Deliverer::start(
+            self.store.clone(),
+            self.webhooks,
+            crate::rest::webhook_data,
+        );
         let mut connections =
             Connections::new(self.router, local_addr, self.tls, self.connection_limits);
         connections.accept_until(self.listener, shutdown).await;
 
         tracing::info!("shutting down: no new connections; finishing calls in flight");
         background.stop();
+        deliverer.stop().await;
         // Watch streams never finish by themselves: end them first, so connections can close.
         let _ = self.stop_watchers.send(true);
         connections.close(self.shutdown_grace).await;

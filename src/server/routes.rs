@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::grpc::{GrpcJobService, MAX_MESSAGE_BYTES};
 use crate::metrics::{self, Metrics, Scrape};
 use crate::pb::access_service_server::AccessServiceServer;
+use crate::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::pb_server::job_service_server::JobServiceServer;
 use crate::store::Store;
 use crate::watch::JobHub;
@@ -57,6 +58,9 @@ async fn grpc(app: App, metrics: Arc<Metrics>) -> Result<(HealthReporter, axum::
     health
         .set_serving::<AccessServiceServer<GrpcJobService>>()
         .await;
+    health
+        .set_serving::<SubscriptionServiceServer<GrpcJobService>>()
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection = || {
@@ -73,10 +77,13 @@ async fn grpc(app: App, metrics: Arc<Metrics>) -> Result<(HealthReporter, axum::
 
     let access_service =
         AccessServiceServer::new(GrpcJobService::new(app.clone(), metrics.clone()));
+    let subscription_service =
+        SubscriptionServiceServer::new(GrpcJobService::new(app.clone(), metrics.clone()));
     let job_service = JobServiceServer::new(GrpcJobService::new(app, metrics))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let router = tonic::service::Routes::new(job_service)
         .add_service(access_service)
+        .add_service(subscription_service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

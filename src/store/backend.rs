@@ -33,7 +33,8 @@ pub(crate) trait SqlBackend {
     async fn fleet_head(&self) -> Result<u64>;
 
     /// Removes change-log entries older than `older_than` (µs) or beyond the newest
-    /// `keep_at_most`, in bounded chunks; the newest entry always stays. Answers how many went.
+    /// `keep_at_most`, in bounded chunks; the newest entry always stays, and every entry after
+    /// a subscription's cursor. Answers how many went.
     async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64>;
 
     /// Finishes pending writes and closes the database.

@@ -84,11 +84,11 @@ where
     query
 }
 
-fn text(s: &str) -> Param {
+pub(super) fn text(s: &str) -> Param {
     Param::Text(Some(s.to_string()))
 }
 
-fn int(n: i64) -> Param {
+pub(super) fn int(n: i64) -> Param {
     Param::Int(Some(n))
 }
 
@@ -111,6 +111,11 @@ where
             dialect,
             statements: Statements::new(dialect, position),
         }
+    }
+
+    /// The dialect its statements are written in.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// A connection of its own, for reads that need one (the pool's executor boxes its futures,

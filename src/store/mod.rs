@@ -27,6 +27,7 @@ mod postgres;
 mod schema;
 pub mod sql;
 mod sqlite;
+mod subscriptions;
 mod sweeps;
 mod txconn;
 
@@ -38,6 +39,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
+use crate::domain::subscription::{Attempt, Progress, Subscription};
 use crate::domain::{
     Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, Sweep, Upkeep,
 };
@@ -337,7 +339,8 @@ impl Store {
     }
 
     /// Removes change-log entries older than `older_than` (µs) or beyond the newest
-    /// `keep_at_most`, in bounded chunks; returns how many went.
+    /// `keep_at_most`, in bounded chunks, but none after a subscription's cursor; returns how
+    /// many went.
     pub async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64> {
         on_backend!(self, b => b.prune_history(older_than, keep_at_most).await)
     }
@@ -352,6 +355,60 @@ impl Store {
 
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<bool> {
         on_backend!(self, b => b.db().revoke_key(id, now).await)
+    }
+
+    /// Stores a new subscription whose cursor is the fleet's head: every change acknowledged
+    /// before this call is behind it, every later one after it.
+    pub async fn create_subscription(
+        &self,
+        mut subscription: Subscription,
+    ) -> Result<Subscription> {
+        on_backend!(self, b => {
+            subscription.cursor = b.fleet_head().await?;
+            b.db().create_subscription(&subscription).await?;
+            Ok(subscription)
+        })
+    }
+
+    pub async fn get_subscription(&self, id: &ObjectId) -> Result<Option<Subscription>> {
+        on_backend!(self, b => b.db().get_subscription(id).await)
+    }
+
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        on_backend!(self, b => b.db().list_subscriptions().await)
+    }
+
+    pub async fn delete_subscription(&self, id: &ObjectId) -> Result<bool> {
+        on_backend!(self, b => b.db().delete_subscription(id).await)
+    }
+
+    /// Takes or renews the leases `owner` may hold until `until` (µs); answers what it holds.
+    pub async fn claim_subscriptions(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<Subscription>> {
+        on_backend!(self, b => b.db().claim_subscriptions(owner, now, until).await)
+    }
+
+    pub async fn release_subscriptions(&self, owner: &str) -> Result<()> {
+        on_backend!(self, b => b.db().release_subscriptions(owner).await)
+    }
+
+    /// Records, in one transaction, the progress and attempts of the subscriptions `owner`
+    /// holds; answers those it no longer holds (their delivery must stop).
+    pub async fn save_deliveries(
+        &self,
+        owner: &str,
+        progress: &[(ObjectId, Progress)],
+        attempts: &[(u64, Attempt)],
+    ) -> Result<Vec<ObjectId>> {
+        on_backend!(self, b => b.db().save_deliveries(owner, progress, attempts).await)
+    }
+
+    pub async fn list_attempts(&self, id: &ObjectId, limit: usize) -> Result<Vec<Attempt>> {
+        on_backend!(self, b => b.db().list_attempts(id, limit).await)
     }
 
     /// Whether the store answers a trivial query (for health checks).

@@ -663,21 +663,21 @@ async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
         (
             Role::Viewer,
             vec!["read"],
-            vec!["cancel", "write", "delete"],
+            vec!["cancel", "write", "delete", "subscriptions"],
         ),
         (
             Role::Operator,
             vec!["read", "cancel"],
-            vec!["write", "delete"],
+            vec!["write", "delete", "subscriptions"],
         ),
         (
             Role::Executor,
             vec!["read", "write"],
-            vec!["cancel", "delete"],
+            vec!["cancel", "delete", "subscriptions"],
         ),
         (
             Role::Admin,
-            vec!["read", "cancel", "write", "delete"],
+            vec!["read", "cancel", "write", "delete", "subscriptions"],
             vec![],
         ),
     ] {
@@ -724,7 +724,7 @@ async fn get_caller_names_the_key_and_what_its_role_may_and_may_not_do() {
     assert_eq!(caller.role, "");
     assert_eq!(
         names(&caller.allowed),
-        ["read", "cancel", "write", "delete"]
+        ["read", "cancel", "write", "delete", "subscriptions"]
     );
     assert!(caller.denied.is_empty());
     open.stop().await;

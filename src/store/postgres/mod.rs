@@ -169,6 +169,7 @@ impl SqlBackend for PgStore {
             "DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE pos IS NOT NULL \
              AND pos < (SELECT max(pos) FROM changes) \
              AND (at < $1 OR pos <= (SELECT max(pos) FROM changes) - $2) \
+             AND pos <= (SELECT coalesce(min(cursor), 9223372036854775807) FROM subscriptions) \
              ORDER BY pos LIMIT 50000)",
         )
         .bind(older_than)

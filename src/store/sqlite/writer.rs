@@ -195,7 +195,8 @@ async fn prune(conn: &mut SqliteConnection, older_than: i64, keep_at_most: u64) 
     let result = sqlx::query(
         "DELETE FROM changes WHERE seq < (SELECT max(seq) FROM changes) \
          AND seq < (SELECT min(seq) FROM changes) + 50000 \
-         AND (at < ? OR seq <= (SELECT max(seq) FROM changes) - ?)",
+         AND (at < ? OR seq <= (SELECT max(seq) FROM changes) - ?) \
+         AND seq <= (SELECT coalesce(min(cursor), 9223372036854775807) FROM subscriptions)",
     )
     .bind(older_than)
     .bind(keep_at_most.min(i64::MAX as u64) as i64)

@@ -1,5 +1,8 @@
 //! The application layer: one method per operation, called by every transport, so that each rule
 //! exists once. Parses ids and queries, then lets the store run the change through the domain.
+//! Webhook subscriptions have their own file ([`subscriptions`]).
+
+mod subscriptions;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use crate::interface::Transport;
 use crate::metrics::{Metrics, OpenStream};
 use crate::store::{Page, Store};
 use crate::watch::{EventRx, JobHub, WatchEvent};
+use crate::webhook::WebhookConfig;
 
 /// A watch stream's events, as the hub produces them; counted in `/metrics` while open.
 pub struct Events {
@@ -83,6 +87,8 @@ pub struct App {
     max_page_size: usize,
     keys: Keys,
     metrics: Arc<Metrics>,
+    /// Where webhooks may go (checked when a subscription is created).
+    webhooks: WebhookConfig,
 }
 
 impl App {
@@ -92,6 +98,7 @@ impl App {
         max_page_size: usize,
         keys: Keys,
         metrics: Arc<Metrics>,
+        webhooks: WebhookConfig,
     ) -> Self {
         App {
             store,
@@ -99,6 +106,7 @@ impl App {
             max_page_size,
             keys,
             metrics,
+            webhooks,
         }
     }
 

@@ -1,0 +1,283 @@
+//! The SQL of webhook subscriptions, the same on both backends: the subscriptions themselves,
+//! the leases that let exactly one replica deliver each, their fenced progress, and the record
+//! of delivery attempts.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+
+use crate::domain::ObjectId;
+use crate::domain::subscription::{Attempt, Events, Outcome, Progress, Status, Subscription};
+use crate::error::{Error, Result};
+use crate::store::db::{Db, int, query, text};
+use crate::store::schema::Param;
+use crate::store::sql::Sql;
+
+/// Attempts kept per subscription (a ring of slots).
+pub(crate) const ATTEMPTS_KEPT: u64 = 100;
+
+const COLUMNS: &str = "id, url, filter, events, secret, created, cursor, status, failing_since, \
+                       last_error, delivered";
+
+fn unreadable(what: &str, value: &str) -> Error {
+    Error::Internal(format!(
+        "unreadable subscription {what} {value:?} in the database"
+    ))
+}
+
+impl<DB> Db<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'e> Option<i64>: Encode<'e, DB> + Type<DB>,
+    for<'e> Option<String>: Encode<'e, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Arguments: IntoArguments<DB>,
+{
+    fn subscription(row: &DB::Row) -> Result<Subscription> {
+        let events: String = row.try_get(3)?;
+        let status: String = row.try_get(7)?;
+        let id: String = row.try_get(0)?;
+        Ok(Subscription {
+            id: ObjectId::parse("subscription id", &id)?,
+            url: row.try_get(1)?,
+            where_: row.try_get(2)?,
+            events: Events::parse(&events).ok_or_else(|| unreadable("events", &events))?,
+            secret: row.try_get(4)?,
+            created: row.try_get(5)?,
+            cursor: row.try_get::<i64, _>(6)?.max(0) as u64,
+            status: Status::parse(&status).ok_or_else(|| unreadable("status", &status))?,
+            failing_since: row.try_get(8)?,
+            last_error: row.try_get(9)?,
+            delivered: row.try_get::<i64, _>(10)?.max(0) as u64,
+        })
+    }
+
+    pub async fn create_subscription(&self, s: &Subscription) -> Result<()> {
+        let mut insert = Sql::new(
+            self.dialect(),
+            &format!("INSERT INTO subscriptions ({COLUMNS}) VALUES ("),
+        );
+        insert
+            .bind(text(s.id.as_str()))
+            .push(", ")
+            .bind(text(&s.url))
+            .push(", ");
+        insert
+            .bind(text(&s.where_))
+            .push(", ")
+            .bind(text(s.events.as_str()))
+            .push(", ");
+        insert
+            .bind(text(&s.secret))
+            .push(", ")
+            .bind(int(s.created))
+            .push(", ");
+        insert
+            .bind(int(s.cursor as i64))
+            .push(", ")
+            .bind(text(s.status.as_str()))
+            .push(", ");
+        insert
+            .bind(Param::Int(s.failing_since))
+            .push(", ")
+            .bind(text(&s.last_error))
+            .push(", ");
+        insert.bind(int(s.delivered as i64)).push(")");
+        query::<DB>(&insert.text, insert.params)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_subscription(&self, id: &ObjectId) -> Result<Option<Subscription>> {
+        let mut select = Sql::new(
+            self.dialect(),
+            &format!("SELECT {COLUMNS} FROM subscriptions WHERE id = "),
+        );
+        select.bind(text(id.as_str()));
+        let row = query::<DB>(&select.text, select.params)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::subscription).transpose()
+    }
+
+    /// Every subscription, oldest first.
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        let text = format!("SELECT {COLUMNS} FROM subscriptions ORDER BY created, id");
+        let rows = query::<DB>(&text, vec![]).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::subscription).collect()
+    }
+
+    /// Deletes a subscription and its record of attempts; false if there was none.
+    pub async fn delete_subscription(&self, id: &ObjectId) -> Result<bool> {
+        let mut attempts = Sql::new(
+            self.dialect(),
+            "DELETE FROM deliveries WHERE subscription_id = ",
+        );
+        attempts.bind(text(id.as_str()));
+        let mut delete = Sql::new(self.dialect(), "DELETE FROM subscriptions WHERE id = ");
+        delete.bind(text(id.as_str())).push(" RETURNING id");
+        let deleted = query::<DB>(&delete.text, delete.params)
+            .fetch_optional(&self.pool)
+            .await?;
+        query::<DB>(&attempts.text, attempts.params)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.is_some())
+    }
+
+    /// Takes or renews, until `until`, the lease of every subscription that `owner` holds or
+    /// whose lease has run out by `now`; answers the subscriptions `owner` now holds. Two
+    /// replicas claiming at once: each row goes to one of them.
+    pub async fn claim_subscriptions(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<Subscription>> {
+        let mut claim = Sql::new(self.dialect(), "UPDATE subscriptions SET lease_owner = ");
+        claim
+            .bind(text(owner))
+            .push(", lease_until = ")
+            .bind(int(until));
+        claim.push(" WHERE lease_owner = ").bind(text(owner));
+        claim
+            .push(" OR lease_owner IS NULL OR lease_until < ")
+            .bind(int(now));
+        claim.push(&format!(" RETURNING {COLUMNS}"));
+        let rows = query::<DB>(&claim.text, claim.params)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::subscription).collect()
+    }
+
+    /// Gives up every lease `owner` holds (a replica shutting down hands over at once).
+    pub async fn release_subscriptions(&self, owner: &str) -> Result<()> {
+        let mut release = Sql::new(
+            self.dialect(),
+            "UPDATE subscriptions SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ",
+        );
+        release.bind(text(owner));
+        query::<DB>(&release.text, release.params)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records, in one transaction, the progress of the subscriptions `owner` still holds and
+    /// their attempts (each in its slot of the subscription's ring); answers the ids whose
+    /// lease `owner` no longer holds (another replica took over, or the subscription was
+    /// deleted): their progress is not recorded and their delivery must stop.
+    pub async fn save_deliveries(
+        &self,
+        owner: &str,
+        progress: &[(ObjectId, Progress)],
+        attempts: &[(u64, Attempt)],
+    ) -> Result<Vec<ObjectId>> {
+        let mut tx = self.pool.begin().await?;
+        let mut lost = Vec::new();
+        for (id, p) in progress {
+            let mut update = Sql::new(self.dialect(), "UPDATE subscriptions SET cursor = ");
+            update
+                .bind(int(p.cursor as i64))
+                .push(", delivered = delivered + ");
+            update
+                .bind(int(p.delivered as i64))
+                .push(", status = ")
+                .bind(text(p.status.as_str()));
+            update
+                .push(", failing_since = ")
+                .bind(Param::Int(p.failing_since));
+            update.push(", last_error = ").bind(text(&p.last_error));
+            update.push(" WHERE id = ").bind(text(id.as_str()));
+            update
+                .push(" AND lease_owner = ")
+                .bind(text(owner))
+                .push(" RETURNING id");
+            let done = query::<DB>(&update.text, update.params)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_none() {
+                lost.push(id.clone());
+            }
+        }
+        for (slot, a) in attempts
+            .iter()
+            .filter(|(_, a)| !lost.contains(&a.subscription_id))
+        {
+            let mut insert = Sql::new(
+                self.dialect(),
+                "INSERT INTO deliveries (subscription_id, slot, position, attempt, at, job_id, type, status_code, error, micros, outcome) VALUES (",
+            );
+            insert
+                .bind(text(a.subscription_id.as_str()))
+                .push(", ")
+                .bind(int((*slot % ATTEMPTS_KEPT) as i64))
+                .push(", ");
+            insert
+                .bind(int(a.position as i64))
+                .push(", ")
+                .bind(int(i64::from(a.attempt)))
+                .push(", ");
+            insert
+                .bind(int(a.at))
+                .push(", ")
+                .bind(text(&a.job_id))
+                .push(", ");
+            insert
+                .bind(text(&a.type_))
+                .push(", ")
+                .bind(int(i64::from(a.status_code)))
+                .push(", ");
+            insert
+                .bind(text(&a.error))
+                .push(", ")
+                .bind(int(a.micros.min(i64::MAX as u64) as i64));
+            insert.push(", ").bind(text(a.outcome.as_str()));
+            insert.push(") ON CONFLICT (subscription_id, slot) DO UPDATE SET position = excluded.position, \
+                         attempt = excluded.attempt, at = excluded.at, job_id = excluded.job_id, \
+                         type = excluded.type, status_code = excluded.status_code, \
+                         error = excluded.error, micros = excluded.micros, outcome = excluded.outcome");
+            query::<DB>(&insert.text, insert.params)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// The newest `limit` attempts of a subscription, newest first.
+    pub async fn list_attempts(&self, id: &ObjectId, limit: usize) -> Result<Vec<Attempt>> {
+        let mut select = Sql::new(
+            self.dialect(),
+            "SELECT position, attempt, at, job_id, type, status_code, error, micros, outcome FROM deliveries WHERE subscription_id = ",
+        );
+        select.bind(text(id.as_str()));
+        select
+            .push(" ORDER BY at DESC, position DESC, attempt DESC LIMIT ")
+            .bind(int(limit as i64));
+        let rows = query::<DB>(&select.text, select.params)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: String = row.try_get(8)?;
+                Ok(Attempt {
+                    subscription_id: id.clone(),
+                    position: row.try_get::<i64, _>(0)?.max(0) as u64,
+                    attempt: row.try_get::<i64, _>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    at: row.try_get(2)?,
+                    job_id: row.try_get(3)?,
+                    type_: row.try_get(4)?,
+                    status_code: row.try_get::<i64, _>(5)?.clamp(0, 999) as u16,
+                    error: row.try_get(6)?,
+                    micros: row.try_get::<i64, _>(7)?.max(0) as u64,
+                    outcome: Outcome::parse(&outcome)
+                        .ok_or_else(|| unreadable("outcome", &outcome))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+//! Webhooks: every replica runs a [`Deliverer`] that takes the lease of the subscriptions no
+//! live replica holds (renewing its own every third of `--webhook-lease`), runs one
+//! [`worker::Worker`] per subscription it holds, and records their progress and attempts
+//! ([`Ledger`]) in one transaction every quarter second, fenced by the lease: a replica that
+//! lost a lease records nothing more for it and stops. So exactly one replica delivers a
+//! subscription at a time, a replica that dies hands over when its leases run out, and each
+//! change a subscription wants is delivered at least once, in commit order, from its cursor.
+//!
+//! - [`sign`]: the Standard Webhooks signature and secrets;
+//! - [`target`]: where a request may go (private addresses refused by default);
+//! - [`http`]: one request, bounded in time and size, no redirects followed.
+
+mod http;
+pub mod sign;
+pub mod target;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::domain::subscription::{Attempt, Progress};
+use crate::domain::{Change, ObjectId, now_micros};
+use crate::store::Store;
+
+/// The `data` member of a change's webhook body: the job (and PVC record) as REST documents them.
+pub type Render = fn(&Change) -> serde_json::Value;
+
+/// How webhooks are delivered.
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookConfig {
+    /// Targets on loopback, private or link-local addresses are allowed.
+    pub allow_private: bool,
+    /// How long a delivery is retried before its subscription is marked FAILING.
+    pub retry_for: Duration,
+    /// The longest one request may take, connecting included.
+    pub timeout: Duration,
+    /// How long a replica's hold on a subscription lasts without renewal.
+    pub lease: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allow_private: false,
+            retry_for: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How often progress and attempts are written.
+const SAVE_EVERY: Duration = Duration::from_millis(250);
+
+/// What one save records: each subscription's progress, and the attempts with their slots.
+type Saves = (Vec<(ObjectId, Progress)>, Vec<(u64, Attempt)>);
+
+/// Progress and attempts of this replica's workers, until the next save.
+#[derive(Default)]
+pub(crate) struct Ledger {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    progress: HashMap<ObjectId, Progress>,
+    attempts: Vec<(u64, Attempt)>,
+    next_slot: u64,
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A worker's state; its `delivered` adds to what is pending.
+    fn progress(&self, id: &ObjectId, state: &Progress) {
+        let mut pending = self.lock();
+        let delivered = pending.progress.get(id).map_or(0, |p| p.delivered);
+        pending.progress.insert(
+            id.clone(),
+            Progress {
+                delivered: delivered + state.delivered,
+                ..state.clone()
+            },
+        );
+    }
+
+    fn attempt(&self, attempt: Attempt) {
+        let mut pending = self.lock();
+        let slot = pending.next_slot;
+        pending.next_slot = slot.wrapping_add(1);
+        pending.attempts.push((slot, attempt));
+    }
+
+    fn take(&self) -> Saves {
+        let mut pending = self.lock();
+        let progress = pending.progress.drain().collect();
+        (progress, std::mem::take(&mut pending.attempts))
+    }
+
+    /// Puts back what a failed save could not write; what the workers recorded since is newer.
+    fn restore(&self, progress: Vec<(ObjectId, Progress)>, attempts: Vec<(u64, Attempt)>) {
+        let mut pending = self.lock();
+        for (id, old) in progress {
+            match pending.progress.get_mut(&id) {
+                Some(newer) => newer.delivered += old.delivered,
+                None => {
+                    pending.progress.insert(id, old);
+                }
+            }
+        }
+        let mut attempts = attempts;
+        attempts.append(&mut pending.attempts);
+        pending.attempts = attempts;
+    }
+}
+
+/// This replica's deliveries; [`Deliverer::stop`] ends them and hands the leases over.
+pub struct Deliverer {
+    task: JoinHandle<()>,
+    store: Store,
+    owner: String,
+    ledger: Arc<Ledger>,
+}
+
+impl Deliverer {
+    pub fn start(store: Store, config: WebhookConfig, render: Render) -> Deliverer {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("the operating system's random source");
+        let owner = random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let ledger = Arc::<Ledger>::default();
+        let supervisor = Supervisor {
+            store: store.clone(),
+            config,
+            render,
+            owner: owner.clone(),
+            ledger: ledger.clone(),
+            workers: HashMap::new(),
+        };
+        Deliverer {
+            task: tokio::spawn(supervisor.run()),
+            store,
+            owner,
+            ledger,
+        }
+    }
+
+    /// Stops every worker, records how far they got and gives the leases up, so another
+    /// replica takes over at once.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let (progress, attempts) = self.ledger.take();
+        if let Err(e) = self
+            .store
+            .save_deliveries(&self.owner, &progress, &attempts)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the last webhook progress");
+        }
+        if let Err(e) = self.store.release_subscriptions(&self.owner).await {
+            tracing::warn!(error = %e, "could not hand the webhook subscriptions over");
+        }
+    }
+}
+
+struct Supervisor {
+    store: Store,
+    config: WebhookConfig,
+    render: Render,
+    owner: String,
+    ledger: Arc<Ledger>,
+    workers: HashMap<ObjectId, JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for worker in self.workers.values() {
+            worker.abort();
+        }
+    }
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let mut claim = tokio::time::interval(self.config.lease / 3);
+        let mut save = tokio::time::interval(SAVE_EVERY);
+        let mut claimed_at = Instant::now();
+        loop {
+            tokio::select! {
+                _ = claim.tick() => {
+                    if self.claim().await {
+                        claimed_at = Instant::now();
+                    } else if claimed_at.elapsed() > self.config.lease * 2 / 3 {
+                        // The leases may run out before the next renewal: stop before another
+                        // replica may start.
+                        self.stop_all();
+                    }
+                }
+                _ = save.tick() => self.save().await,
+            }
+        }
+    }
+
+    /// Takes and renews leases; starts a worker for each subscription newly held and stops
+    /// those no longer held. False if the store could not be asked.
+    async fn claim(&mut self) -> bool {
+        let now = now_micros();
+        let until = now + self.config.lease.as_micros() as i64;
+        let held = match self
+            .store
+            .claim_subscriptions(&self.owner, now, until)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the webhook leases failed");
+                return false;
+            }
+        };
+        let ids: Vec<&ObjectId> = held.iter().map(|s| &s.id).collect();
+        self.workers.retain(|id, worker| {
+            let keep = ids.contains(&id) && !worker.is_finished();
+            if !keep {
+                worker.abort();
+            }
+            keep
+        });
+        for subscription in held {
+            if self.workers.contains_key(&subscription.id) {
+                continue;
+            }
+            tracing::info!(subscription = %subscription.id, cursor = subscription.cursor, "delivering a webhook subscription");
+            let id = subscription.id.clone();
+            let worker = worker::Worker {
+                store: self.store.clone(),
+                config: self.config,
+                render: self.render,
+                ledger: self.ledger.clone(),
+                subscription,
+            };
+            self.workers.insert(id, tokio::spawn(worker.run()));
+        }
+        true
+    }
+
+    fn stop_all(&mut self) {
+        for (_, worker) in self.workers.drain() {
+            worker.abort();
+        }
+        self.ledger.take();
+    }
+
+    async fn save(&mut self) {
+        let (progress, attempts) = self.ledger.take();
+        if progress.is_empty() && attempts.is_empty() {
+            return;
+        }
+        match self
+            .store
+            .save_deliveries(&self.owner, &progress, &attempts)
+            .await
+        {
+            Ok(lost) => {
+                for id in lost {
+                    if let Some(worker) = self.workers.remove(&id) {
+                        tracing::info!(subscription = %id, "no longer holding a webhook subscription; its delivery stops here");
+                        worker.abort();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording webhook progress failed; trying again");
+                self.ledger.restore(progress, attempts);
+            }
+        }
+    }
+}
