@@ -18,7 +18,7 @@ use crate::interface::Transport;
 use crate::metrics::{Metrics, OpenStream};
 use crate::store::{Page, Store};
 use crate::watch::{EventRx, JobHub, WatchEvent};
-use crate::webhook::WebhookConfig;
+use crate::webhook::{Wakeup, WebhookConfig};
 
 /// A watch stream's events, as the hub produces them; counted in `/metrics` while open.
 pub struct Events {
@@ -89,6 +89,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// Where webhooks may go (checked when a subscription is created).
     webhooks: WebhookConfig,
+    /// Tells this replica's deliverer that a subscription was created.
+    webhook_wakeup: Wakeup,
 }
 
 impl App {
@@ -99,6 +101,7 @@ impl App {
         keys: Keys,
         metrics: Arc<Metrics>,
         webhooks: WebhookConfig,
+        webhook_wakeup: Wakeup,
     ) -> Self {
         App {
             store,
@@ -107,6 +110,7 @@ impl App {
             keys,
             metrics,
             webhooks,
+            webhook_wakeup,
         }
     }
 

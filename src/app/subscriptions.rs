@@ -35,7 +35,9 @@ impl App {
             last_error: String::new(),
             delivered: 0,
         };
-        self.store.create_subscription(subscription).await
+        let created = self.store.create_subscription(subscription).await?;
+        self.webhook_wakeup.notify_one();
+        Ok(created)
     }
 
     /// One subscription, its secret left out.

@@ -43,6 +43,7 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     connection_limits: crate::config::ConnectionLimits,
     webhooks: crate::webhook::WebhookConfig,
+    webhook_wakeup: crate::webhook::Wakeup,
 }
 
 impl Server {
@@ -61,6 +62,7 @@ impl Server {
         let keys = Keys::new(config.insecure_no_auth, config.key_limits);
         keys.replace(store.list_keys().await?);
         let metrics = Metrics::new(store.write_metrics());
+        let webhook_wakeup = crate::webhook::Wakeup::default();
         let app = App::new(
             store.clone(),
             hub.clone(),
@@ -68,6 +70,7 @@ impl Server {
             keys.clone(),
             metrics.clone(),
             config.webhooks,
+            webhook_wakeup.clone(),
         );
         let upkeep = Upkeeping {
             upkeep: config.upkeep,
@@ -108,6 +111,7 @@ impl Server {
             tls,
             connection_limits: config.connections,
             webhooks: config.webhooks,
+            webhook_wakeup,
         })
     }
 
@@ -135,6 +139,7 @@ impl Server {
             self.store.clone(),
             self.webhooks,
             crate::rest::webhook_data,
+            self.webhook_wakeup,
         );
         let mut connections =
             Connections::new(self.router, local_addr, self.tls, self.connection_limits);

@@ -41,6 +41,10 @@ pub struct WebhookConfig {
     pub lease: Duration,
 }
 
+/// Rung when a subscription is created, so that this replica claims it at once rather than at
+/// its next renewal.
+pub type Wakeup = Arc<tokio::sync::Notify>;
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
@@ -51,6 +55,9 @@ impl Default for WebhookConfig {
         }
     }
 }
+
+/// How long a stopping replica waits for its workers' attempts in flight.
+const FINISH_WITHIN: Duration = Duration::from_secs(2);
 
 /// How often progress and attempts are written.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
@@ -124,13 +131,14 @@ impl Ledger {
 /// This replica's deliveries; [`Deliverer::stop`] ends them and hands the leases over.
 pub struct Deliverer {
     task: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
     store: Store,
     owner: String,
     ledger: Arc<Ledger>,
 }
 
 impl Deliverer {
-    pub fn start(store: Store, config: WebhookConfig, render: Render) -> Deliverer {
+    pub fn start(store: Store, config: WebhookConfig, render: Render, wakeup: Wakeup) -> Deliverer {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the operating system's random source");
         let owner = random
@@ -138,16 +146,20 @@ impl Deliverer {
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
         let ledger = Arc::<Ledger>::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let supervisor = Supervisor {
+            stopped,
             store: store.clone(),
             config,
             render,
             owner: owner.clone(),
             ledger: ledger.clone(),
             workers: HashMap::new(),
+            wakeup,
         };
         Deliverer {
             task: tokio::spawn(supervisor.run()),
+            stop,
             store,
             owner,
             ledger,
@@ -157,7 +169,7 @@ impl Deliverer {
     /// Stops every worker, records how far they got and gives the leases up, so another
     /// replica takes over at once.
     pub async fn stop(self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
         let _ = self.task.await;
         let (progress, attempts) = self.ledger.take();
         if let Err(e) = self
@@ -174,12 +186,15 @@ impl Deliverer {
 }
 
 struct Supervisor {
+    /// True once the deliverer stops: workers finish what they are doing and end.
+    stopped: tokio::sync::watch::Receiver<bool>,
     store: Store,
     config: WebhookConfig,
     render: Render,
     owner: String,
     ledger: Arc<Ledger>,
     workers: HashMap<ObjectId, JoinHandle<()>>,
+    wakeup: Wakeup,
 }
 
 impl Drop for Supervisor {
@@ -195,8 +210,11 @@ impl Supervisor {
         let mut claim = tokio::time::interval(self.config.lease / 3);
         let mut save = tokio::time::interval(SAVE_EVERY);
         let mut claimed_at = Instant::now();
+        let wakeup = self.wakeup.clone();
+        let mut stopped = self.stopped.clone();
         loop {
             tokio::select! {
+                _ = stopped.changed() => return self.finish().await,
                 _ = claim.tick() => {
                     if self.claim().await {
                         claimed_at = Instant::now();
@@ -207,6 +225,11 @@ impl Supervisor {
                     }
                 }
                 _ = save.tick() => self.save().await,
+                () = wakeup.notified() => {
+                    if self.claim().await {
+                        claimed_at = Instant::now();
+                    }
+                }
             }
         }
     }
@@ -242,6 +265,7 @@ impl Supervisor {
             tracing::info!(subscription = %subscription.id, cursor = subscription.cursor, "delivering a webhook subscription");
             let id = subscription.id.clone();
             let worker = worker::Worker {
+                stopped: self.stopped.clone(),
                 store: self.store.clone(),
                 config: self.config,
                 render: self.render,
@@ -251,6 +275,21 @@ impl Supervisor {
             self.workers.insert(id, tokio::spawn(worker.run()));
         }
         true
+    }
+
+    /// Lets every worker end after its current attempt (at most [`FINISH_WITHIN`]), so that
+    /// what it delivered is recorded and not sent again by the next replica.
+    async fn finish(&mut self) {
+        let workers: Vec<JoinHandle<()>> = self.workers.drain().map(|(_, w)| w).collect();
+        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(FINISH_WITHIN, futures_util::future::join_all(workers))
+            .await
+            .is_err()
+        {
+            for abort in aborts {
+                abort.abort();
+            }
+        }
     }
 
     fn stop_all(&mut self) {

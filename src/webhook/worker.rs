@@ -29,6 +29,8 @@ const FAILING_RETRY: Duration = Duration::from_secs(3600);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 pub(super) struct Worker {
+    /// True once the replica stops: the worker ends after its current attempt.
+    pub stopped: tokio::sync::watch::Receiver<bool>,
     pub store: Store,
     pub config: WebhookConfig,
     pub render: Render,
@@ -76,8 +78,12 @@ impl Worker {
                     "changes after this subscription's cursor are no longer in the log");
             }
             for change in &changes {
-                self.handle(&mut client, &target, &filter, change, &mut state)
-                    .await;
+                if !self
+                    .handle(&mut client, &target, &filter, change, &mut state)
+                    .await
+                {
+                    return;
+                }
             }
             if !changes.is_empty() {
                 continue;
@@ -85,11 +91,20 @@ impl Worker {
             // Caught up: each next change straight from the feed, without reading the log,
             // until a gap, a lag or a quiet second (then the log is read again).
             loop {
-                match tokio::time::timeout(IDLE_LOOK, feed.recv()).await {
+                let mut stopped = self.stopped.clone();
+                let next = tokio::select! {
+                    next = tokio::time::timeout(IDLE_LOOK, feed.recv()) => next,
+                    _ = stopped.changed() => return,
+                };
+                match next {
                     Ok(Ok(change)) if change.seq <= state.cursor => {}
                     Ok(Ok(change)) if change.seq == state.cursor + 1 => {
-                        self.handle(&mut client, &target, &filter, &change, &mut state)
-                            .await;
+                        if !self
+                            .handle(&mut client, &target, &filter, &change, &mut state)
+                            .await
+                        {
+                            return;
+                        }
                     }
                     _ => break,
                 }
@@ -97,7 +112,8 @@ impl Worker {
         }
     }
 
-    /// Delivers `change` if the subscription wants it, then moves the cursor past it.
+    /// Delivers `change` if the subscription wants it, then moves the cursor past it; false
+    /// once the replica stops (the change is then not done unless it was delivered).
     async fn handle(
         &self,
         client: &mut Client,
@@ -105,23 +121,27 @@ impl Worker {
         filter: &Filter<Job>,
         change: &Change,
         state: &mut Progress,
-    ) {
-        if wants(self.subscription.events, filter, change) {
-            self.deliver(client, target, change, state).await;
+    ) -> bool {
+        if wants(self.subscription.events, filter, change)
+            && !self.deliver(client, target, change, state).await
+        {
+            return false;
         }
         state.cursor = change.seq;
         self.ledger.progress(&self.subscription.id, state);
         state.delivered = 0;
+        !*self.stopped.borrow()
     }
 
-    /// Delivers one change: attempts until the receiver takes or refuses it.
+    /// Delivers one change: attempts until the receiver takes or refuses it (true), or the
+    /// replica stops between attempts (false).
     async fn deliver(
         &self,
         client: &mut Client,
         target: &Target,
         change: &Change,
         state: &mut Progress,
-    ) {
+    ) -> bool {
         let s = &self.subscription;
         let id = delivery_id(&s.id, change.seq);
         let type_ = event_type(change.kind);
@@ -134,7 +154,9 @@ impl Worker {
             .unwrap_or_default(),
         );
         let mut backoff = FIRST_BACKOFF;
-        for attempt in 1u32.. {
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
             let at = now_micros();
             let (outcome, error, retry_after) = self
                 .attempt(client, target, change, &id, attempt, &body)
@@ -153,7 +175,7 @@ impl Worker {
                     } else {
                         String::new()
                     };
-                    return;
+                    return true;
                 }
                 Outcome::Retrying => {
                     let since = *state.failing_since.get_or_insert(at);
@@ -171,7 +193,11 @@ impl Worker {
                         _ => jitter(backoff),
                     };
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    tokio::time::sleep(wait).await;
+                    let mut stopped = self.stopped.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stopped.changed() => return false,
+                    }
                 }
             }
         }

@@ -110,7 +110,7 @@ fn with_auth<T>(message: T, header: Option<&str>) -> tonic::Request<T> {
     request
 }
 
-fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
+pub(crate) fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
     with_auth(message, key.map(|k| format!("Bearer {k}")).as_deref())
 }
 

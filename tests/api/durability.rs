@@ -31,11 +31,25 @@ pub fn start_binary_on(db: &str, listen: &str) -> (Child, SocketAddr) {
     start(Command::new(env!("CARGO_BIN_EXE_jobtrack")), db, listen)
 }
 
+/// Starts the real binary on a free port with `serve`'s further arguments `args`.
+pub fn start_binary_with(db: &str, args: &[&str]) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobtrack"));
+    command.args(["serve"]).args(args);
+    start_serving(command, db, "127.0.0.1:0")
+}
+
 /// Runs `command` (the binary, or something that runs it) with `serve`'s arguments and reads
 /// the address the server logs.
 fn start(mut command: Command, db: &str, listen: &str) -> (Child, SocketAddr) {
+    command.arg("serve");
+    start_serving(command, db, listen)
+}
+
+/// Runs `command`, which already names `serve`, on `db` and `listen`; reads the address the
+/// server logs.
+fn start_serving(mut command: Command, db: &str, listen: &str) -> (Child, SocketAddr) {
     let mut child = command
-        .args(["serve", "--listen", listen, "--database"])
+        .args(["--listen", listen, "--database"])
         .arg(db)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

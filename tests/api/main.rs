@@ -31,3 +31,4 @@ mod tls;
 mod totals;
 mod upkeep;
 mod watch;
+mod webhooks;

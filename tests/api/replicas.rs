@@ -950,3 +950,52 @@ async fn two_replicas_sweeping_one_database_mark_fail_and_purge_each_job_once() 
         assert_eq!(on_a + on_b, 16, "{name}: {on_a} on A, {on_b} on B");
     }
 }
+
+/// A webhook subscription on a fleet: while both replicas live, one of them delivers it (no
+/// change twice, whichever replica wrote it); when that one stops, the other carries on from
+/// its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_is_delivered_by_one_replica_at_a_time_and_handed_over() {
+    use crate::webhooks::{Receiver, subscribe};
+    let server = postgres_server().expect("the replica tests need Postgres");
+    let url = fresh_postgres_database(&server).await;
+    let allow = |c: &mut jobtrack::config::Config| c.webhooks.allow_private = true;
+    let a = spawn_app_on(&url, allow).await;
+    let receiver = Receiver::start().await;
+    let sub = subscribe(&a, &receiver.url(), "", pb::SubscriptionEvents::All).await;
+    let created = a.create(job(JobType::K8sCopy, JobState::Running)).await;
+    receiver
+        .wait_for(1, "the first delivery, from the only replica")
+        .await;
+    let b = spawn_app_on(&url, allow).await;
+    for n in 0..10 {
+        let through = if n % 2 == 0 { &a } else { &b };
+        through.set_message(&created.id, &format!("step {n}")).await;
+    }
+    receiver
+        .wait_for(11, "every change, through either replica")
+        .await;
+    a.stop().await;
+    for n in 10..15 {
+        b.set_message(&created.id, &format!("step {n}")).await;
+    }
+    let got = receiver
+        .wait_for(16, "the changes after the hand-over")
+        .await;
+    let positions: Vec<u64> = got
+        .iter()
+        .map(|r| r.id.rsplit('_').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[1] == w[0] + 1),
+        "each change once, in commit order: {positions:?}"
+    );
+    for r in &got {
+        r.verify(&sub.secret);
+    }
+    assert_eq!(
+        got.last().unwrap().json()["data"]["job"]["message"],
+        "step 14"
+    );
+    b.stop().await;
+}
