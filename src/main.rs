@@ -13,7 +13,9 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     jobtrack::telemetry::init();
     let serving = cli.command.is_server();
-    match jobtrack::cli::run(cli.command).await {
+    let result = jobtrack::cli::run(cli.command).await;
+    jobtrack::telemetry::shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             // A server's failure belongs in its log too; a command's is said once, on stderr.

@@ -46,6 +46,7 @@ pub(super) async fn router(
         Some(cors) => router.layer(cors),
         None => router,
     };
+    let router = router.layer(axum::middleware::from_fn(crate::telemetry::traced));
     Ok((router, health))
 }
 

@@ -34,6 +34,17 @@ pub(super) enum Op {
 }
 
 impl Op {
+    /// What kind of write it is, for spans.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Op::Create(_) => "create",
+            Op::Change { .. } => "change",
+            Op::Delete { .. } => "delete",
+            Op::Report(_) => "report",
+            Op::Sweep { .. } => "sweep",
+        }
+    }
+
     /// The job the operation names (a create without an id names none yet).
     pub(super) fn job_id(&self) -> Option<&ObjectId> {
         match self {

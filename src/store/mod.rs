@@ -182,8 +182,21 @@ impl Store {
         &self.metrics
     }
 
+    /// Runs one write through the backend's group commit, in a `store.write` span whose child
+    /// `group_commit` is the wait for the batch's commit (both `debug`: traced, not logged).
+    async fn write(&self, op: Op) -> Result<batch::Done> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("store.write", op = op.name());
+        async {
+            let commit = tracing::debug_span!("group_commit");
+            on_backend!(self, b => b.write(op).instrument(commit).await)
+        }
+        .instrument(span)
+        .await
+    }
+
     pub async fn create_job(&self, job: NewJob) -> Result<Job> {
-        on_backend!(self, b => b.write(Op::Create(job)).await?.job())
+        self.write(Op::Create(job)).await?.job()
     }
 
     /// Applies `change` to the job if its etag still equals `etag` (when given).
@@ -193,16 +206,16 @@ impl Store {
         etag: Option<String>,
         change: JobChange,
     ) -> Result<Job> {
-        on_backend!(self, b => b.write(Op::Change { id, etag, change }).await?.job())
+        self.write(Op::Change { id, etag, change }).await?.job()
     }
 
     /// Deletes the job and its PVC records; returns the job as it was last.
     pub async fn delete_job(&self, id: ObjectId, etag: Option<String>) -> Result<Job> {
-        on_backend!(self, b => b.write(Op::Delete { id, etag }).await?.job())
+        self.write(Op::Delete { id, etag }).await?.job()
     }
 
     pub async fn report_pvc(&self, report: PvcReport) -> Result<PvcWritten> {
-        on_backend!(self, b => b.write(Op::Report(report)).await?.pvc())
+        self.write(Op::Report(report)).await?.pvc()
     }
 
     /// Up to `limit` jobs of each kind of sweep that `upkeep` finds due at `now` (candidates:
@@ -219,7 +232,7 @@ impl Store {
     /// Does `sweep` to the job if it is still due, through the same writer (and the same kind
     /// of change) as a client's write; answers what was done.
     pub async fn sweep(&self, id: ObjectId, sweep: Sweep) -> Result<Option<Sweep>> {
-        on_backend!(self, b => b.write(Op::Sweep { id, sweep }).await?.swept())
+        self.write(Op::Sweep { id, sweep }).await?.swept()
     }
 
     /// For benchmarks of a large database only: loads synthetic jobs in bulk, bypassing the
@@ -258,6 +271,7 @@ impl Store {
     }
 
     /// A job as of every write acknowledged before this call.
+    #[tracing::instrument(level = "debug", name = "store.get_job", skip_all)]
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
         on_backend!(self, b => b.get_job(id).await)
     }
@@ -267,6 +281,7 @@ impl Store {
     }
 
     /// One page of jobs, with the exact total of all matches (kept by the count cache).
+    #[tracing::instrument(level = "debug", name = "store.list_jobs", skip_all)]
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
         on_backend!(self, b => {
             // Every acknowledged write is at or below the fleet's head: the total waits for it.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::http::{Answer, Client};
 use super::{Ledger, Render, WebhookConfig};
@@ -219,7 +220,7 @@ impl Worker {
         let s = &self.subscription;
         let at = now_micros();
         let timestamp = at / 1_000_000;
-        let headers = [
+        let mut headers = vec![
             ("webhook-id", id.to_string()),
             ("webhook-timestamp", timestamp.to_string()),
             (
@@ -227,6 +228,14 @@ impl Worker {
                 super::sign::signature(&s.secret, id, timestamp, body),
             ),
         ];
+        let span = tracing::info_span!(
+            "webhook.deliver",
+            otel.kind = "client",
+            subscription = %s.id,
+            delivery = id,
+            attempt
+        );
+        crate::telemetry::inject(&span, &mut headers);
         let started = Instant::now();
         let answer = client
             .post(
@@ -236,6 +245,7 @@ impl Worker {
                 body.clone(),
                 self.config.timeout,
             )
+            .instrument(span)
             .await;
         let (outcome, code, error, retry_after) = judge(&answer);
         self.ledger.attempt(Attempt {

@@ -29,6 +29,7 @@ mod sse;
 mod terminal;
 mod tls;
 mod totals;
+mod traces;
 mod upkeep;
 mod watch;
 mod webhooks;

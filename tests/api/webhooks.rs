@@ -41,6 +41,8 @@ pub(crate) struct Received {
     pub id: String,
     timestamp: String,
     signature: String,
+    /// The W3C trace context the request carried, if any.
+    pub traceparent: String,
     body: Vec<u8>,
 }
 
@@ -140,10 +142,11 @@ impl Receiver {
         assert_eq!(request.method(), hyper::Method::POST);
         assert_eq!(request.uri().path(), "/hooks/jobtrack");
         assert_eq!(header("content-type"), "application/json");
-        let (id, timestamp, signature) = (
+        let (id, timestamp, signature, traceparent) = (
             header("webhook-id"),
             header("webhook-timestamp"),
             header("webhook-signature"),
+            header("traceparent"),
         );
         let body = request
             .into_body()
@@ -155,6 +158,7 @@ impl Receiver {
             id,
             timestamp,
             signature,
+            traceparent,
             body,
         });
         self.arrived.notify_waiters();
@@ -191,8 +195,12 @@ impl Receiver {
 }
 
 pub(crate) fn subscriptions(app: &TestApp) -> SubscriptionServiceClient<Channel> {
+    subscriptions_at(app.addr)
+}
+
+fn subscriptions_at(addr: SocketAddr) -> SubscriptionServiceClient<Channel> {
     SubscriptionServiceClient::new(
-        Channel::from_shared(format!("http://{}", app.addr))
+        Channel::from_shared(format!("http://{addr}"))
             .expect("a valid URL")
             .connect_lazy(),
     )
@@ -204,7 +212,17 @@ pub(crate) async fn subscribe(
     where_: &str,
     events: pb::SubscriptionEvents,
 ) -> pb::Subscription {
-    subscriptions(app)
+    subscribe_at(app.addr, url, where_, events).await
+}
+
+/// Creates a subscription on the server at `addr`.
+pub(crate) async fn subscribe_at(
+    addr: SocketAddr,
+    url: &str,
+    where_: &str,
+    events: pb::SubscriptionEvents,
+) -> pb::Subscription {
+    subscriptions_at(addr)
         .create_subscription(pb::CreateSubscriptionRequest {
             url: url.to_string(),
             r#where: where_.to_string(),
