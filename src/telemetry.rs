@@ -15,25 +15,27 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, Registry};
 
 /// The exporter's provider, kept to flush it at exit.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 pub fn init() {
+    // One filter for logs and traces alike (a per-layer EnvFilter beside the OpenTelemetry
+    // layer lost log lines on Postgres, where sqlx's notices register callsites early).
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,hyper=warn"));
     // Colour only on a terminal (and never with NO_COLOR): logs read by programs stay plain.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
+        .with_writer(std::io::stderr);
     // A second call (tests start many servers in one process) keeps the first subscriber.
     let _ = tracing_subscriber::registry()
+        .with(filter)
         .with(otlp_layer())
         .with(logs)
         .try_init();
@@ -49,9 +51,12 @@ fn otlp_configured() -> bool {
     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-/// The OpenTelemetry layer, when the environment names an OTLP endpoint: jobtrack's own spans
-/// down to `debug` (the store's), batched to the exporter.
-fn otlp_layer() -> Option<Box<dyn Layer<Registry> + Send + Sync>> {
+/// The OpenTelemetry layer, when the environment names an OTLP endpoint: the spans `RUST_LOG`
+/// lets through (jobtrack's are `info`), batched to the exporter.
+fn otlp_layer<S>() -> Option<impl Layer<S>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     if !otlp_configured() {
         return None;
     }
@@ -74,15 +79,7 @@ fn otlp_layer() -> Option<Box<dyn Layer<Registry> + Send + Sync>> {
         .build();
     let tracer = provider.tracer("jobtrack");
     let _ = PROVIDER.set(provider);
-    let ours = Targets::new()
-        .with_target("jobtrack", LevelFilter::DEBUG)
-        .with_default(LevelFilter::OFF);
-    Some(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(ours)
-            .boxed(),
-    )
+    Some(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
 /// Exports the spans not yet sent (at exit).

@@ -183,12 +183,12 @@ impl Store {
     }
 
     /// Runs one write through the backend's group commit, in a `store.write` span whose child
-    /// `group_commit` is the wait for the batch's commit (both `debug`: traced, not logged).
+    /// `group_commit` is the wait for the batch's commit.
     async fn write(&self, op: Op) -> Result<batch::Done> {
         use tracing::Instrument;
-        let span = tracing::debug_span!("store.write", op = op.name());
+        let span = tracing::info_span!("store.write", op = op.name());
         async {
-            let commit = tracing::debug_span!("group_commit");
+            let commit = tracing::info_span!("group_commit");
             on_backend!(self, b => b.write(op).instrument(commit).await)
         }
         .instrument(span)
@@ -271,7 +271,7 @@ impl Store {
     }
 
     /// A job as of every write acknowledged before this call.
-    #[tracing::instrument(level = "debug", name = "store.get_job", skip_all)]
+    #[tracing::instrument(name = "store.get_job", skip_all)]
     pub async fn get_job(&self, id: &ObjectId) -> Result<Option<Job>> {
         on_backend!(self, b => b.get_job(id).await)
     }
@@ -281,7 +281,7 @@ impl Store {
     }
 
     /// One page of jobs, with the exact total of all matches (kept by the count cache).
-    #[tracing::instrument(level = "debug", name = "store.list_jobs", skip_all)]
+    #[tracing::instrument(name = "store.list_jobs", skip_all)]
     pub async fn list_jobs(&self, query: &ListQuery<Job>) -> Result<Page<Job>> {
         on_backend!(self, b => {
             // Every acknowledged write is at or below the fleet's head: the total waits for it.

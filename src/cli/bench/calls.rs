@@ -181,7 +181,9 @@ async fn call(
             })
             .await
             .map(drop),
-        BenchOp::Seed | BenchOp::Fanout | BenchOp::Resync | BenchOp::Sweep => Ok(()),
+        BenchOp::Seed | BenchOp::Fanout | BenchOp::Resync | BenchOp::Sweep | BenchOp::Webhooks => {
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod fanout;
 mod resync;
 mod sse;
 mod sweep;
+mod webhooks;
 
 use clap::{Args, ValueEnum};
 
@@ -45,6 +46,8 @@ pub enum BenchOp {
     /// finished and --jobs RUNNING jobs if it has fewer, times --rounds sweeps with nothing due,
     /// and prints each query's plan.
     Sweep,
+    /// Webhook delivery under open-loop writes (`--subscriptions`, `--rate`).
+    Webhooks,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -133,6 +136,9 @@ pub struct BenchArgs {
     /// 29 days, none due).
     #[arg(long, default_value_t = 0)]
     pub finished_age_days: u32,
+    /// --op webhooks: subscriptions to create (each wants every change); 0 for the baseline.
+    #[arg(long, default_value_t = 100)]
+    pub subscriptions: usize,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.
@@ -241,6 +247,7 @@ pub(super) async fn run(args: BenchArgs) -> Result<(), String> {
         BenchOp::Seed => calls::seed(&args, &clients).await,
         BenchOp::Fanout => fanout::run(&args, &clients).await,
         BenchOp::Resync => resync::run(&args, &clients).await,
+        BenchOp::Webhooks => webhooks::run(&args, &clients).await,
         _ => calls::run(&args, &clients).await,
     }
 }
