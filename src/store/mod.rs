@@ -31,6 +31,7 @@ mod subscriptions;
 mod sweeps;
 mod txconn;
 
+pub use subscriptions::ATTEMPTS_KEPT;
 pub use sweeps::Synthetic;
 
 use std::sync::Arc;

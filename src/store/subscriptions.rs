@@ -12,7 +12,7 @@ use crate::store::schema::Param;
 use crate::store::sql::Sql;
 
 /// Attempts kept per subscription (a ring of slots).
-pub(crate) const ATTEMPTS_KEPT: u64 = 100;
+pub const ATTEMPTS_KEPT: u64 = 100;
 
 const COLUMNS: &str = "id, url, filter, events, secret, created, cursor, status, failing_since, \
                        last_error, delivered";

@@ -105,10 +105,21 @@ impl Ledger {
         pending.attempts.push((slot, attempt));
     }
 
+    /// What is pending; of each subscription's attempts only the newest the store keeps
+    /// (older ones would only be overwritten in its ring).
     fn take(&self) -> Saves {
         let mut pending = self.lock();
         let progress = pending.progress.drain().collect();
-        (progress, std::mem::take(&mut pending.attempts))
+        let mut attempts = std::mem::take(&mut pending.attempts);
+        let mut kept: HashMap<ObjectId, u64> = HashMap::new();
+        attempts.reverse();
+        attempts.retain(|(_, a)| {
+            let n = kept.entry(a.subscription_id.clone()).or_default();
+            *n += 1;
+            *n <= crate::store::ATTEMPTS_KEPT
+        });
+        attempts.reverse();
+        (progress, attempts)
     }
 
     /// Puts back what a failed save could not write; what the workers recorded since is newer.

@@ -26,6 +26,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// How often a FAILING subscription is tried again.
 const FAILING_RETRY: Duration = Duration::from_secs(3600);
+/// How often the cursor of a subscription that wants none of the changes is recorded.
+const RECORD_CURSOR_EVERY: Duration = Duration::from_secs(5);
 /// How long a worker waits for the feed before looking at the log again anyway.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
@@ -55,13 +57,8 @@ impl Worker {
         };
         let mut feed = self.store.subscribe();
         let mut client = Client::default();
-        let mut state = Progress {
-            cursor: s.cursor,
-            delivered: 0,
-            status: s.status,
-            failing_since: s.failing_since,
-            last_error: s.last_error.clone(),
-        };
+        let mut recorded = Instant::now();
+        let mut state = progress_of(s);
         loop {
             // Behind (a start, a lag, a long delivery): from the log, a page at a time.
             let changes = match self.store.changes_after(state.cursor, None, PAGE).await {
@@ -80,7 +77,14 @@ impl Worker {
             }
             for change in &changes {
                 if !self
-                    .handle(&mut client, &target, &filter, change, &mut state)
+                    .handle(
+                        &mut client,
+                        &target,
+                        &filter,
+                        change,
+                        &mut state,
+                        &mut recorded,
+                    )
                     .await
                 {
                     return;
@@ -101,7 +105,14 @@ impl Worker {
                     Ok(Ok(change)) if change.seq <= state.cursor => {}
                     Ok(Ok(change)) if change.seq == state.cursor + 1 => {
                         if !self
-                            .handle(&mut client, &target, &filter, &change, &mut state)
+                            .handle(
+                                &mut client,
+                                &target,
+                                &filter,
+                                &change,
+                                &mut state,
+                                &mut recorded,
+                            )
                             .await
                         {
                             return;
@@ -122,15 +133,20 @@ impl Worker {
         filter: &Filter<Job>,
         change: &Change,
         state: &mut Progress,
+        recorded: &mut Instant,
     ) -> bool {
-        if wants(self.subscription.events, filter, change)
-            && !self.deliver(client, target, change, state).await
-        {
+        let wanted = wants(self.subscription.events, filter, change);
+        if wanted && !self.deliver(client, target, change, state).await {
             return false;
         }
         state.cursor = change.seq;
-        self.ledger.progress(&self.subscription.id, state);
-        state.delivered = 0;
+        // A change passed over needs no record at once: after a crash it is only read and
+        // passed over again. The cursor still moves every few seconds, for pruning.
+        if wanted || recorded.elapsed() >= RECORD_CURSOR_EVERY {
+            self.ledger.progress(&self.subscription.id, state);
+            state.delivered = 0;
+            *recorded = Instant::now();
+        }
         !*self.stopped.borrow()
     }
 
@@ -261,6 +277,17 @@ impl Worker {
             outcome,
         });
         (outcome, error, retry_after)
+    }
+}
+
+/// A stored subscription's progress, where its worker starts.
+fn progress_of(s: &Subscription) -> Progress {
+    Progress {
+        cursor: s.cursor,
+        delivered: 0,
+        status: s.status,
+        failing_since: s.failing_since,
+        last_error: s.last_error.clone(),
     }
 }
 
