@@ -8,8 +8,10 @@
 //!
 //! - [`sign`]: the Standard Webhooks signature and secrets;
 //! - [`target`]: where a request may go (private addresses refused by default);
-//! - [`http`]: one request, bounded in time and size, no redirects followed.
+//! - [`http`]: one request, bounded in time and size, no redirects followed;
+//! - [`fan`]: the live feed matched once for all the workers.
 
+mod fan;
 mod http;
 pub mod sign;
 pub mod target;
@@ -167,6 +169,7 @@ impl Deliverer {
             ledger: ledger.clone(),
             workers: HashMap::new(),
             wakeup,
+            fan: Arc::new(fan::Fan::start(&store)),
         };
         Deliverer {
             task: tokio::spawn(supervisor.run()),
@@ -206,6 +209,7 @@ struct Supervisor {
     ledger: Arc<Ledger>,
     workers: HashMap<ObjectId, JoinHandle<()>>,
     wakeup: Wakeup,
+    fan: Arc<fan::Fan>,
 }
 
 impl Drop for Supervisor {
@@ -276,6 +280,7 @@ impl Supervisor {
             tracing::info!(subscription = %subscription.id, cursor = subscription.cursor, "delivering a webhook subscription");
             let id = subscription.id.clone();
             let worker = worker::Worker {
+                fan: self.fan.clone(),
                 stopped: self.stopped.clone(),
                 store: self.store.clone(),
                 config: self.config,

@@ -32,6 +32,8 @@ const RECORD_CURSOR_EVERY: Duration = Duration::from_secs(5);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 pub(super) struct Worker {
+    /// The wanted changes of the live feed, once caught up.
+    pub fan: Arc<super::fan::Fan>,
     /// True once the replica stops: the worker ends after its current attempt.
     pub stopped: tokio::sync::watch::Receiver<bool>,
     pub store: Store,
@@ -55,12 +57,77 @@ impl Worker {
                 return;
             }
         };
-        let mut feed = self.store.subscribe();
+        let mut inbox = self.fan.register(s.events, filter.clone());
         let mut client = Client::default();
         let mut recorded = Instant::now();
         let mut state = progress_of(s);
         loop {
-            // Behind (a start, a lag, a long delivery): from the log, a page at a time.
+            // Behind (a start, a lag, a long delivery): from the log, a page at a time. What
+            // the fan misses from here on is flagged, so the log is read again for it.
+            inbox.resync();
+            if !self
+                .catch_up(&mut client, &target, &filter, &mut state, &mut recorded)
+                .await
+            {
+                return;
+            }
+            // Caught up: only the changes it wants, from the fan, until it lags.
+            while !inbox.lagged() {
+                let mut stopped = self.stopped.clone();
+                let next = tokio::select! {
+                    next = tokio::time::timeout(IDLE_LOOK, inbox.recv()) => next,
+                    _ = stopped.changed() => return,
+                };
+                match next {
+                    Ok(Some(change)) if change.seq <= state.cursor => {}
+                    // A wanted change before this one was missed: the log has it.
+                    Ok(Some(_)) if inbox.lagged() => break,
+                    Ok(Some(change)) => {
+                        if !self
+                            .handle(
+                                &mut client,
+                                &target,
+                                &filter,
+                                &change,
+                                &mut state,
+                                &mut recorded,
+                            )
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    // Quiet: every change up to the fan's head was looked at; the cursor moves.
+                    Err(_) => {
+                        if let Some(passed) = inbox.passed()
+                            && passed > state.cursor
+                        {
+                            state.cursor = passed;
+                            if recorded.elapsed() >= RECORD_CURSOR_EVERY {
+                                self.ledger.progress(&s.id, &state);
+                                state.delivered = 0;
+                                recorded = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the log after the cursor, a page at a time, until it is empty; false once the
+    /// replica stops.
+    async fn catch_up(
+        &self,
+        client: &mut Client,
+        target: &Target,
+        filter: &Filter<Job>,
+        state: &mut Progress,
+        recorded: &mut Instant,
+    ) -> bool {
+        let s = &self.subscription;
+        loop {
             let changes = match self.store.changes_after(state.cursor, None, PAGE).await {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -77,49 +144,14 @@ impl Worker {
             }
             for change in &changes {
                 if !self
-                    .handle(
-                        &mut client,
-                        &target,
-                        &filter,
-                        change,
-                        &mut state,
-                        &mut recorded,
-                    )
+                    .handle(client, target, filter, change, state, recorded)
                     .await
                 {
-                    return;
+                    return false;
                 }
             }
-            if !changes.is_empty() {
-                continue;
-            }
-            // Caught up: each next change straight from the feed, without reading the log,
-            // until a gap, a lag or a quiet second (then the log is read again).
-            loop {
-                let mut stopped = self.stopped.clone();
-                let next = tokio::select! {
-                    next = tokio::time::timeout(IDLE_LOOK, feed.recv()) => next,
-                    _ = stopped.changed() => return,
-                };
-                match next {
-                    Ok(Ok(change)) if change.seq <= state.cursor => {}
-                    Ok(Ok(change)) if change.seq == state.cursor + 1 => {
-                        if !self
-                            .handle(
-                                &mut client,
-                                &target,
-                                &filter,
-                                &change,
-                                &mut state,
-                                &mut recorded,
-                            )
-                            .await
-                        {
-                            return;
-                        }
-                    }
-                    _ => break,
-                }
+            if changes.is_empty() {
+                return true;
             }
         }
     }
