@@ -3,7 +3,7 @@
 
 use crate::app::{App, Caller};
 use crate::auth::Permission;
-use crate::domain::subscription::{Attempt, NewSubscription, Status, Subscription, Target};
+use crate::domain::subscription::{Attempt, NewSubscription, Status, Subscription};
 use crate::domain::{ObjectId, now_micros};
 use crate::error::{Error, Result};
 
@@ -19,8 +19,7 @@ impl App {
         new: NewSubscription,
     ) -> Result<Subscription> {
         caller.principal.require(Permission::Subscriptions)?;
-        new.validate()?;
-        let target = Target::parse(&new.url)?;
+        let target = new.validate()?;
         crate::webhook::target::resolve(&target, self.webhooks.allow_private).await?;
         let subscription = Subscription {
             id: ObjectId::generate(),

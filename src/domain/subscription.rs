@@ -216,10 +216,10 @@ pub fn is_private(ip: IpAddr) -> bool {
 }
 
 impl NewSubscription {
-    /// Checks the URL's form and the `where`; answers the parsed filter.
-    pub fn validate(&self) -> Result<Filter<Job>> {
-        Target::parse(&self.url)?;
-        crate::domain::query::parse_where::<Job>(&self.where_)
+    /// Checks the URL's form and the `where`; answers the target.
+    pub fn validate(&self) -> Result<Target> {
+        crate::domain::query::parse_where::<Job>(&self.where_)?;
+        Target::parse(&self.url)
     }
 }
 

@@ -29,19 +29,12 @@ async fn two_replicas_with(
     (a, b)
 }
 
-/// UpdateJob of `num_backup_resources` alone.
+/// UpdateJob of `num_backup_resources` alone (no activity line), at `etag` when not empty.
 fn resources_update(id: &str, n: i64, etag: &str) -> pb::UpdateJobRequest {
     pb::UpdateJobRequest {
-        job: Some(pb::Job {
-            id: id.to_string(),
-            num_backup_resources: Some(n),
-            ..Default::default()
-        }),
-        update_mask: Some(prost_types::FieldMask {
-            paths: vec!["num_backup_resources".into()],
-        }),
         append_activity: vec![],
         etag: etag.to_string(),
+        ..step_request(id, n)
     }
 }
 

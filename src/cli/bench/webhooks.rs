@@ -60,7 +60,11 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
 
     let measure = Duration::from_secs(args.duration.max(1));
     let start = crate::domain::now_micros();
-    *seen.window.lock().unwrap() = (start, start + measure.as_micros() as i64);
+    *seen
+        .window
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+        (start, start + measure.as_micros() as i64);
     let cpu_self = cpu_seconds(None);
     let cpu_server = cpu_seconds(args.server_pid);
     let (writes, write_latencies) = write_at_rate(args, clients, &pool, measure).await;
@@ -73,7 +77,12 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     while seen.delivered.load(Ordering::Relaxed) < expected && drain.elapsed().as_secs() < 30 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut latencies = std::mem::take(&mut *seen.latencies.lock().unwrap());
+    let mut latencies = std::mem::take(
+        &mut *seen
+            .latencies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
     latencies.sort_unstable();
     let mut writes_sorted = write_latencies;
     writes_sorted.sort_unstable();
@@ -144,14 +153,21 @@ async fn write_at_rate(
             if client.update_job(update).await.is_ok() {
                 done.fetch_add(1, Ordering::Relaxed);
                 let micros = begun.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                latencies.lock().unwrap().push(micros);
+                latencies
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(micros);
             }
         }));
     }
     for task in tasks {
         let _ = task.await;
     }
-    let latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    let latencies = std::mem::take(
+        &mut *latencies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
     (done.load(Ordering::Relaxed), latencies)
 }
 
@@ -192,10 +208,16 @@ async fn answer(
         .unwrap_or_default();
     if let Some(committed) = committed_at(&body) {
         let now = crate::domain::now_micros();
-        let (start, end) = *seen.window.lock().unwrap();
+        let (start, end) = *seen
+            .window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if committed >= start && committed < end {
             let micros = (now - committed).clamp(0, i64::from(u32::MAX)) as u32;
-            seen.latencies.lock().unwrap().push(micros);
+            seen.latencies
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(micros);
         }
     }
     seen.delivered.fetch_add(1, Ordering::Relaxed);

@@ -434,7 +434,8 @@ export const SubscriptionService: GenService<{
     output: typeof ListSubscriptionsResponseSchema;
   },
   /**
-   * Deletes a subscription: no request for it starts after this call returns.
+   * Deletes a subscription and its record of attempts; its deliveries stop within a second
+   * (the replica delivering it learns at its next save).
    *
    * @generated from rpc jobtrack.v1.SubscriptionService.DeleteSubscription
    */
