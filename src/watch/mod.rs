@@ -46,8 +46,8 @@ pub use frames::Frames;
 
 /// Where a stream starts, from its resume token.
 enum StartAt {
-    /// After the change at this position.
-    Change(u64),
+    /// After the change at `position`; the store's head was `present` when the stream began.
+    Change { position: u64, present: u64 },
     /// Inside a snapshot of this stream's selection: the client has, as of `position`, the
     /// records up to `sent`.
     Snapshot { position: u64, sent: Option<String> },
@@ -218,10 +218,14 @@ impl JobHub {
             finished: false,
         };
         let start = match self.resume_point(resume_token, selection).await? {
-            StartAt::Change(position) => {
+            StartAt::Change { position, present } => {
                 let now = self.store.snapshot_job(&id).await?;
                 let ended = now.job.is_none_or(|job| job.state.is_terminal());
-                Start::Resume { position, ended }
+                Start::Resume {
+                    position,
+                    present,
+                    ended,
+                }
             }
             StartAt::Snapshot { position, sent } => Start::Job {
                 from: position,
@@ -254,8 +258,9 @@ impl JobHub {
         let selection = selection_of("where", where_);
         let page = self.config.snapshot_page;
         let start = match self.resume_point(resume_token, selection).await? {
-            StartAt::Change(position) => Start::Resume {
+            StartAt::Change { position, present } => Start::Resume {
                 position,
+                present,
                 ended: false,
             },
             StartAt::Snapshot { position, sent } => {
@@ -323,7 +328,10 @@ impl JobHub {
         }
         Ok(match point {
             ResumePoint::InSnapshot { position, sent, .. } => StartAt::Snapshot { position, sent },
-            _ => StartAt::Change(position),
+            _ => StartAt::Change {
+                position,
+                present: history.head,
+            },
         })
     }
 

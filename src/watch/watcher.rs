@@ -41,9 +41,15 @@ impl From<Error> for Stop {
 /// How a stream begins.
 #[allow(clippy::large_enum_variant)] // made once per stream
 pub(super) enum Start {
-    /// After the change at `position`: the changes after it. `ended`: the job of a WatchJob is
-    /// already terminal or gone, so the stream ends after SYNCED.
-    Resume { position: u64, ended: bool },
+    /// After the change at `position`: the changes after it, at least up to `present` (the
+    /// store's head when the stream began: every write acknowledged before it, even one this
+    /// replica's feed has not published yet). `ended`: the job of a WatchJob is already
+    /// terminal or gone, so the stream ends after SYNCED.
+    Resume {
+        position: u64,
+        present: u64,
+        ended: bool,
+    },
     /// WatchJob's snapshot, read at `read.position`, of a client that has, as of `from`, the
     /// records up to `sent` (fresh: `from` is the read's position and `sent` is `None`).
     Job {
@@ -172,9 +178,17 @@ impl Watcher {
     /// Sends the snapshot, or its rest, or the history since the resume point; then SYNCED.
     async fn begin(&mut self, start: Start) -> Result<(), Stop> {
         match start {
-            Start::Resume { position, ended } => {
+            Start::Resume {
+                position,
+                present,
+                ended,
+            } => {
                 self.cursor = position;
                 self.catch_up().await?;
+                // The feed may not have published every acknowledged write yet (on Postgres it
+                // follows the log): SYNCED means caught up with the present, so read the rest
+                // from the log. The inbox's copies of them are skipped as already considered.
+                self.replay_until(present).await?;
                 if ended && let Selector::Job { finished, .. } = &mut self.selector {
                     *finished = true;
                 }

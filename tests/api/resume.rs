@@ -587,3 +587,57 @@ async fn watches_dropped_mid_snapshot_leave_every_later_read_working() {
     let told = until_synced(&mut stream).await;
     assert_eq!(told.len(), 7, "six snapshots and SYNCED: {told:?}");
 }
+
+/// SYNCED means caught up with the present: a stream resumed right after a write was
+/// acknowledged sends that write before SYNCED, on every backend (on Postgres this replica's
+/// feed follows the log a moment behind the acknowledgement), for WatchJobs and WatchJob.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_resumed_right_after_an_acknowledged_write_sends_it_before_synced() {
+    let app = spawn_app().await;
+    let mut stream = watch_jobs(&app, "", "").await;
+    let synced = next_change(&mut stream).await;
+    assert_eq!(kind(&synced), Ev::Synced);
+    drop(stream);
+    let mut token = synced.resume_token;
+    for round in 0..40 {
+        let created = app.create(job(JobType::Restore, JobState::Running)).await;
+        let mut stream = watch_jobs(&app, "", &token).await;
+        assert_eq!(
+            until_synced(&mut stream).await,
+            ["CREATED kubecluster-1598234357 -", "SYNCED"],
+            "round {round}: the acknowledged create comes before SYNCED"
+        );
+        drop(stream);
+        // The job's own stream, from the token of the create's event.
+        let mut stream = watch_jobs(&app, "", &token).await;
+        token = next_change(&mut stream).await.resume_token;
+        drop(stream);
+
+        let message = format!("round {round}");
+        app.client()
+            .update_job(pb::UpdateJobRequest {
+                job: Some(pb::Job {
+                    id: created.id.clone(),
+                    message: Some(message.clone()),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["message".into()],
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("update_job");
+        assert_eq!(
+            resumed_job(&app, &created.id, &token).await,
+            [format!("UPDATED {message} -"), "SYNCED".to_string()],
+            "round {round}: the acknowledged update comes before SYNCED"
+        );
+        // Next round resumes WatchJobs after the update.
+        let mut stream = watch_jobs(&app, "", &token).await;
+        let update = next_change(&mut stream).await;
+        assert_eq!(kind(&update), Ev::Updated, "round {round}");
+        token = update.resume_token;
+    }
+    app.stop().await;
+}
