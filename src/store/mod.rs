@@ -418,7 +418,7 @@ impl Store {
         &self,
         owner: &str,
         progress: &[(ObjectId, Progress)],
-        attempts: &[(u64, Attempt)],
+        attempts: &[Attempt],
     ) -> Result<Vec<ObjectId>> {
         on_backend!(self, b => b.db().save_deliveries(owner, progress, attempts).await)
     }

@@ -174,7 +174,7 @@ where
         &self,
         owner: &str,
         progress: &[(ObjectId, Progress)],
-        attempts: &[(u64, Attempt)],
+        attempts: &[Attempt],
     ) -> Result<Vec<ObjectId>> {
         let mut tx = self.pool.begin().await?;
         let mut lost = Vec::new();
@@ -203,10 +203,18 @@ where
                 lost.push(id.clone());
             }
         }
-        for (slot, a) in attempts
-            .iter()
-            .filter(|(_, a)| !lost.contains(&a.subscription_id))
-        {
+        let mut next_slot = self
+            .reserve_slots(&mut tx, owner, attempts, &mut lost)
+            .await?;
+        for a in attempts {
+            let Some((_, slot)) = next_slot
+                .iter_mut()
+                .find(|(id, _)| **id == a.subscription_id)
+            else {
+                continue;
+            };
+            let this = *slot % ATTEMPTS_KEPT;
+            *slot += 1;
             let mut insert = Sql::new(
                 self.dialect(),
                 "INSERT INTO deliveries (subscription_id, slot, position, attempt, at, job_id, type, status_code, error, micros, outcome) VALUES (",
@@ -214,7 +222,7 @@ where
             insert
                 .bind(text(a.subscription_id.as_str()))
                 .push(", ")
-                .bind(int((*slot % ATTEMPTS_KEPT) as i64))
+                .bind(int(this as i64))
                 .push(", ");
             insert
                 .bind(int(a.position as i64))
@@ -246,6 +254,54 @@ where
         }
         tx.commit().await?;
         Ok(lost)
+    }
+
+    /// Takes, for each subscription `owner` still holds, the next slots of its ring for its
+    /// `attempts` (counted in its row); answers where each one's first attempt goes. Those no
+    /// longer held join `lost`.
+    async fn reserve_slots<'a>(
+        &self,
+        conn: &mut DB::Connection,
+        owner: &str,
+        attempts: &'a [Attempt],
+        lost: &mut Vec<ObjectId>,
+    ) -> Result<Vec<(&'a ObjectId, u64)>> {
+        let mut made: Vec<(&ObjectId, i64)> = Vec::new();
+        for a in attempts
+            .iter()
+            .filter(|a| !lost.contains(&a.subscription_id))
+        {
+            match made.iter_mut().find(|(id, _)| **id == a.subscription_id) {
+                Some((_, n)) => *n += 1,
+                None => made.push((&a.subscription_id, 1)),
+            }
+        }
+        let mut next_slot = Vec::with_capacity(made.len());
+        for (id, n) in made {
+            let mut update = Sql::new(
+                self.dialect(),
+                "UPDATE subscriptions SET attempts_made = attempts_made + ",
+            );
+            update
+                .bind(int(n))
+                .push(" WHERE id = ")
+                .bind(text(id.as_str()));
+            update
+                .push(" AND lease_owner = ")
+                .bind(text(owner))
+                .push(" RETURNING attempts_made");
+            match query::<DB>(&update.text, update.params)
+                .fetch_optional(&mut *conn)
+                .await?
+            {
+                Some(row) => {
+                    let after: i64 = row.try_get(0)?;
+                    next_slot.push((id, (after - n).max(0) as u64));
+                }
+                None => lost.push(id.clone()),
+            }
+        }
+        Ok(next_slot)
     }
 
     /// The newest `limit` attempts of a subscription, newest first.

@@ -64,8 +64,8 @@ const FINISH_WITHIN: Duration = Duration::from_secs(2);
 /// How often progress and attempts are written.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
 
-/// What one save records: each subscription's progress, and the attempts with their slots.
-type Saves = (Vec<(ObjectId, Progress)>, Vec<(u64, Attempt)>);
+/// What one save records: each subscription's progress, and its attempts, oldest first.
+type Saves = (Vec<(ObjectId, Progress)>, Vec<Attempt>);
 
 /// Progress and attempts of this replica's workers, until the next save.
 #[derive(Default)]
@@ -76,8 +76,7 @@ pub(crate) struct Ledger {
 #[derive(Default)]
 struct Pending {
     progress: HashMap<ObjectId, Progress>,
-    attempts: Vec<(u64, Attempt)>,
-    next_slot: u64,
+    attempts: Vec<Attempt>,
 }
 
 impl Ledger {
@@ -101,10 +100,7 @@ impl Ledger {
     }
 
     fn attempt(&self, attempt: Attempt) {
-        let mut pending = self.lock();
-        let slot = pending.next_slot;
-        pending.next_slot = slot.wrapping_add(1);
-        pending.attempts.push((slot, attempt));
+        self.lock().attempts.push(attempt);
     }
 
     /// What is pending; of each subscription's attempts only the newest the store keeps
@@ -115,7 +111,7 @@ impl Ledger {
         let mut attempts = std::mem::take(&mut pending.attempts);
         let mut kept: HashMap<ObjectId, u64> = HashMap::new();
         attempts.reverse();
-        attempts.retain(|(_, a)| {
+        attempts.retain(|a| {
             let n = kept.entry(a.subscription_id.clone()).or_default();
             *n += 1;
             *n <= crate::store::ATTEMPTS_KEPT
@@ -125,7 +121,7 @@ impl Ledger {
     }
 
     /// Puts back what a failed save could not write; what the workers recorded since is newer.
-    fn restore(&self, progress: Vec<(ObjectId, Progress)>, attempts: Vec<(u64, Attempt)>) {
+    fn restore(&self, progress: Vec<(ObjectId, Progress)>, attempts: Vec<Attempt>) {
         let mut pending = self.lock();
         for (id, old) in progress {
             match pending.progress.get_mut(&id) {

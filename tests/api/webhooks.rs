@@ -720,3 +720,58 @@ async fn a_server_killed_mid_delivery_is_taken_over_and_nothing_is_skipped() {
     );
     successor.stop().await;
 }
+
+/// ListDeliveries answers the newest 100 attempts, newest first, also after a restart: the
+/// record is a ring of 100 per subscription that carries on where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_delivery_record_holds_the_newest_hundred_attempts_across_a_restart() {
+    let db = test_db().await;
+    let receiver = Receiver::start().await;
+    let app = spawn_app_on(&db.url, |c| c.webhooks.allow_private = true).await;
+    let sub = subscribe(&app, &receiver.url(), "", pb::SubscriptionEvents::All).await;
+    let created = app.create(job(JobType::K8sCopy, JobState::Running)).await;
+    for n in 0..79 {
+        app.client()
+            .update_job(step_request(&created.id, n))
+            .await
+            .expect("update");
+    }
+    receiver.wait_for(80, "the first 80 deliveries").await;
+    // Graceful: what was delivered is recorded before the server ends.
+    app.stop().await;
+
+    let app = spawn_app_on(&db.url, |c| c.webhooks.allow_private = true).await;
+    for n in 79..139 {
+        app.client()
+            .update_job(step_request(&created.id, n))
+            .await
+            .expect("update");
+    }
+    let got = receiver.wait_for(140, "all 140 deliveries").await;
+    // Every request the receiver got is one attempt; the newest 100 of them, newest first.
+    let position = |id: &str| -> u64 { id.rsplit('_').next().unwrap().parse().unwrap() };
+    let expected: Vec<u64> = got
+        .iter()
+        .rev()
+        .take(100)
+        .map(|r| position(&r.id))
+        .collect();
+    let recorded = within("the newest attempt in the record", async {
+        loop {
+            let recorded = deliveries(&app, &sub.id).await;
+            if recorded.first().map(|d| d.position) == expected.first().copied() {
+                return recorded;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let positions: Vec<u64> = recorded.iter().map(|d| d.position).collect();
+    assert_eq!(positions, expected);
+    assert!(
+        recorded
+            .iter()
+            .all(|d| d.outcome == "DELIVERED" && d.attempt == 1)
+    );
+    app.stop().await;
+}
