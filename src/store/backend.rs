@@ -5,8 +5,11 @@
 
 use crate::store::txconn::TxConn;
 
+use std::sync::Arc;
+
 use crate::domain::{Job, ObjectId};
 use crate::error::Result;
+use crate::store::DeliveryRecord;
 use crate::store::batch::{Done, Op};
 use crate::store::db::Db;
 
@@ -36,6 +39,14 @@ pub(crate) trait SqlBackend {
     /// `keep_at_most`, in bounded chunks; the newest entry always stays, and every entry after
     /// a subscription's cursor. Answers how many went.
     async fn prune_history(&self, older_than: i64, keep_at_most: u64) -> Result<u64>;
+
+    /// Records webhook progress and attempts in one transaction; answers the subscriptions
+    /// `owner` no longer holds ([`Db::record_deliveries`]).
+    async fn save_deliveries(
+        &self,
+        owner: &str,
+        record: Arc<DeliveryRecord>,
+    ) -> Result<Vec<ObjectId>>;
 
     /// Finishes pending writes and closes the database.
     async fn close(&self);

@@ -31,7 +31,7 @@ mod subscriptions;
 mod sweeps;
 mod txconn;
 
-pub use subscriptions::ATTEMPTS_KEPT;
+pub use subscriptions::{ATTEMPTS_KEPT, DeliveryRecord};
 pub use sweeps::Synthetic;
 
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::ApiKey;
 use crate::domain::query::{Filter, ListQuery};
-use crate::domain::subscription::{Attempt, Progress, Subscription};
+use crate::domain::subscription::{Attempt, Subscription};
 use crate::domain::{
     Change, Job, JobChange, JobState, NewJob, ObjectId, PvcProgress, PvcReport, Sweep, Upkeep,
 };
@@ -417,10 +417,9 @@ impl Store {
     pub async fn save_deliveries(
         &self,
         owner: &str,
-        progress: &[(ObjectId, Progress)],
-        attempts: &[Attempt],
+        record: Arc<DeliveryRecord>,
     ) -> Result<Vec<ObjectId>> {
-        on_backend!(self, b => b.db().save_deliveries(owner, progress, attempts).await)
+        on_backend!(self, b => b.save_deliveries(owner, record).await)
     }
 
     pub async fn list_attempts(&self, id: &ObjectId, limit: usize) -> Result<Vec<Attempt>> {

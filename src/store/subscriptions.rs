@@ -9,10 +9,21 @@ use crate::domain::subscription::{Attempt, Events, Outcome, Progress, Status, Su
 use crate::error::{Error, Result};
 use crate::store::db::{Db, int, query, text};
 use crate::store::schema::Param;
-use crate::store::sql::Sql;
+use crate::store::sql::{Dialect, Sql};
 
 /// Attempts kept per subscription (a ring of slots).
 pub const ATTEMPTS_KEPT: u64 = 100;
+
+/// What one save of a replica's deliveries records: each subscription's progress, and its
+/// attempts, oldest first.
+#[derive(Clone, Default)]
+pub struct DeliveryRecord {
+    pub progress: Vec<(ObjectId, Progress)>,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Attempts written by one statement (11 parameters each: well under either database's limit).
+const ATTEMPT_ROWS_PER_STATEMENT: usize = 500;
 
 const COLUMNS: &str = "id, url, filter, events, secret, created, cursor, status, failing_since, \
                        last_error, delivered";
@@ -167,19 +178,33 @@ where
     }
 
     /// Records, in one transaction, the progress of the subscriptions `owner` still holds and
-    /// their attempts (each in its slot of the subscription's ring); answers the ids whose
-    /// lease `owner` no longer holds (another replica took over, or the subscription was
-    /// deleted): their progress is not recorded and their delivery must stop.
+    /// their attempts; answers the ids whose lease `owner` no longer holds
+    /// ([`Db::record_deliveries`]).
     pub async fn save_deliveries(
         &self,
         owner: &str,
-        progress: &[(ObjectId, Progress)],
-        attempts: &[Attempt],
+        record: &DeliveryRecord,
     ) -> Result<Vec<ObjectId>> {
         let mut tx = self.pool.begin().await?;
+        let lost = Self::record_deliveries(self.dialect(), &mut tx, owner, record).await?;
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// Records, on `conn` (in a transaction), the progress of the subscriptions `owner` still
+    /// holds and their attempts (each in its slot of the subscription's ring, all in a few
+    /// multi-row statements); answers the ids whose lease `owner` no longer holds (another
+    /// replica took over, or the subscription was deleted): their progress is not recorded and
+    /// their delivery must stop.
+    pub(crate) async fn record_deliveries(
+        dialect: Dialect,
+        conn: &mut DB::Connection,
+        owner: &str,
+        record: &DeliveryRecord,
+    ) -> Result<Vec<ObjectId>> {
         let mut lost = Vec::new();
-        for (id, p) in progress {
-            let mut update = Sql::new(self.dialect(), "UPDATE subscriptions SET cursor = ");
+        for (id, p) in &record.progress {
+            let mut update = Sql::new(dialect, "UPDATE subscriptions SET cursor = ");
             update
                 .bind(int(p.cursor as i64))
                 .push(", delivered = delivered + ");
@@ -197,75 +222,69 @@ where
                 .bind(text(owner))
                 .push(" RETURNING id");
             let done = query::<DB>(&update.text, update.params)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?;
             if done.is_none() {
                 lost.push(id.clone());
             }
         }
-        let mut next_slot = self
-            .reserve_slots(&mut tx, owner, attempts, &mut lost)
-            .await?;
-        for a in attempts {
-            let Some((_, slot)) = next_slot
-                .iter_mut()
-                .find(|(id, _)| **id == a.subscription_id)
-            else {
-                continue;
-            };
-            let this = *slot % ATTEMPTS_KEPT;
-            *slot += 1;
+        let slotted =
+            Self::reserve_slots(dialect, conn, owner, &record.attempts, &mut lost).await?;
+        for chunk in slotted.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
             let mut insert = Sql::new(
-                self.dialect(),
-                "INSERT INTO deliveries (subscription_id, slot, position, attempt, at, job_id, type, status_code, error, micros, outcome) VALUES (",
+                dialect,
+                "INSERT INTO deliveries (subscription_id, slot, position, attempt, at, job_id, type, status_code, error, micros, outcome) VALUES ",
             );
-            insert
-                .bind(text(a.subscription_id.as_str()))
-                .push(", ")
-                .bind(int(this as i64))
-                .push(", ");
-            insert
-                .bind(int(a.position as i64))
-                .push(", ")
-                .bind(int(i64::from(a.attempt)))
-                .push(", ");
-            insert
-                .bind(int(a.at))
-                .push(", ")
-                .bind(text(&a.job_id))
-                .push(", ");
-            insert
-                .bind(text(&a.type_))
-                .push(", ")
-                .bind(int(i64::from(a.status_code)))
-                .push(", ");
-            insert
-                .bind(text(&a.error))
-                .push(", ")
-                .bind(int(a.micros.min(i64::MAX as u64) as i64));
-            insert.push(", ").bind(text(a.outcome.as_str()));
-            insert.push(") ON CONFLICT (subscription_id, slot) DO UPDATE SET position = excluded.position, \
+            for (i, (slot, a)) in chunk.iter().enumerate() {
+                insert.push(if i == 0 { "(" } else { ", (" });
+                insert
+                    .bind(text(a.subscription_id.as_str()))
+                    .push(", ")
+                    .bind(int(*slot as i64))
+                    .push(", ");
+                insert
+                    .bind(int(a.position as i64))
+                    .push(", ")
+                    .bind(int(i64::from(a.attempt)))
+                    .push(", ");
+                insert
+                    .bind(int(a.at))
+                    .push(", ")
+                    .bind(text(&a.job_id))
+                    .push(", ");
+                insert
+                    .bind(text(&a.type_))
+                    .push(", ")
+                    .bind(int(i64::from(a.status_code)))
+                    .push(", ");
+                insert
+                    .bind(text(&a.error))
+                    .push(", ")
+                    .bind(int(a.micros.min(i64::MAX as u64) as i64));
+                insert.push(", ").bind(text(a.outcome.as_str())).push(")");
+            }
+            insert.push(" ON CONFLICT (subscription_id, slot) DO UPDATE SET position = excluded.position, \
                          attempt = excluded.attempt, at = excluded.at, job_id = excluded.job_id, \
                          type = excluded.type, status_code = excluded.status_code, \
                          error = excluded.error, micros = excluded.micros, outcome = excluded.outcome");
             query::<DB>(&insert.text, insert.params)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        tx.commit().await?;
         Ok(lost)
     }
 
     /// Takes, for each subscription `owner` still holds, the next slots of its ring for its
-    /// `attempts` (counted in its row); answers where each one's first attempt goes. Those no
-    /// longer held join `lost`.
+    /// `attempts` (counted in its row); answers each attempt that is kept with its slot: of a
+    /// subscription's attempts only the newest [`ATTEMPTS_KEPT`], so that no slot comes twice
+    /// (one statement may not upsert a row twice). Those no longer held join `lost`.
     async fn reserve_slots<'a>(
-        &self,
+        dialect: Dialect,
         conn: &mut DB::Connection,
         owner: &str,
         attempts: &'a [Attempt],
         lost: &mut Vec<ObjectId>,
-    ) -> Result<Vec<(&'a ObjectId, u64)>> {
+    ) -> Result<Vec<(u64, &'a Attempt)>> {
         let mut made: Vec<(&ObjectId, i64)> = Vec::new();
         for a in attempts
             .iter()
@@ -276,10 +295,11 @@ where
                 None => made.push((&a.subscription_id, 1)),
             }
         }
-        let mut next_slot = Vec::with_capacity(made.len());
+        // Per subscription: the slot counter before these attempts, and how many are skipped.
+        let mut first: Vec<(&ObjectId, u64, i64)> = Vec::with_capacity(made.len());
         for (id, n) in made {
             let mut update = Sql::new(
-                self.dialect(),
+                dialect,
                 "UPDATE subscriptions SET attempts_made = attempts_made + ",
             );
             update
@@ -296,12 +316,29 @@ where
             {
                 Some(row) => {
                     let after: i64 = row.try_get(0)?;
-                    next_slot.push((id, (after - n).max(0) as u64));
+                    let skipped = (n - ATTEMPTS_KEPT as i64).max(0);
+                    first.push((id, (after - n).max(0) as u64, skipped));
                 }
                 None => lost.push(id.clone()),
             }
         }
-        Ok(next_slot)
+        let mut slotted = Vec::with_capacity(attempts.len());
+        for a in attempts {
+            let Some((_, next, skipped)) = first
+                .iter_mut()
+                .find(|(id, _, _)| **id == a.subscription_id)
+            else {
+                continue;
+            };
+            let slot = *next % ATTEMPTS_KEPT;
+            *next += 1;
+            if *skipped > 0 {
+                *skipped -= 1;
+                continue;
+            }
+            slotted.push((slot, a));
+        }
+        Ok(slotted)
     }
 
     /// The newest `limit` attempts of a subscription, newest first.

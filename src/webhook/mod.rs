@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::subscription::{Attempt, Progress};
 use crate::domain::{Change, ObjectId, now_micros};
-use crate::store::Store;
+use crate::store::{DeliveryRecord, Store};
 
 /// The `data` member of a change's webhook body: the job (and PVC record) as REST documents them.
 pub type Render = fn(&Change) -> serde_json::Value;
@@ -63,9 +63,6 @@ const FINISH_WITHIN: Duration = Duration::from_secs(2);
 
 /// How often progress and attempts are written.
 const SAVE_EVERY: Duration = Duration::from_millis(250);
-
-/// What one save records: each subscription's progress, and its attempts, oldest first.
-type Saves = (Vec<(ObjectId, Progress)>, Vec<Attempt>);
 
 /// Progress and attempts of this replica's workers, until the next save.
 #[derive(Default)]
@@ -105,7 +102,7 @@ impl Ledger {
 
     /// What is pending; of each subscription's attempts only the newest the store keeps
     /// (older ones would only be overwritten in its ring).
-    fn take(&self) -> Saves {
+    fn take(&self) -> DeliveryRecord {
         let mut pending = self.lock();
         let progress = pending.progress.drain().collect();
         let mut attempts = std::mem::take(&mut pending.attempts);
@@ -117,11 +114,12 @@ impl Ledger {
             *n <= crate::store::ATTEMPTS_KEPT
         });
         attempts.reverse();
-        (progress, attempts)
+        DeliveryRecord { progress, attempts }
     }
 
     /// Puts back what a failed save could not write; what the workers recorded since is newer.
-    fn restore(&self, progress: Vec<(ObjectId, Progress)>, attempts: Vec<Attempt>) {
+    fn restore(&self, record: DeliveryRecord) {
+        let DeliveryRecord { progress, attempts } = record;
         let mut pending = self.lock();
         for (id, old) in progress {
             match pending.progress.get_mut(&id) {
@@ -181,12 +179,8 @@ impl Deliverer {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        let (progress, attempts) = self.ledger.take();
-        if let Err(e) = self
-            .store
-            .save_deliveries(&self.owner, &progress, &attempts)
-            .await
-        {
+        let record = Arc::new(self.ledger.take());
+        if let Err(e) = self.store.save_deliveries(&self.owner, record).await {
             tracing::warn!(error = %e, "could not record the last webhook progress");
         }
         if let Err(e) = self.store.release_subscriptions(&self.owner).await {
@@ -312,13 +306,13 @@ impl Supervisor {
     }
 
     async fn save(&mut self) {
-        let (progress, attempts) = self.ledger.take();
-        if progress.is_empty() && attempts.is_empty() {
+        let record = Arc::new(self.ledger.take());
+        if record.progress.is_empty() && record.attempts.is_empty() {
             return;
         }
         match self
             .store
-            .save_deliveries(&self.owner, &progress, &attempts)
+            .save_deliveries(&self.owner, record.clone())
             .await
         {
             Ok(lost) => {
@@ -331,7 +325,8 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording webhook progress failed; trying again");
-                self.ledger.restore(progress, attempts);
+                let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
+                self.ledger.restore(record);
             }
         }
     }

@@ -37,6 +37,7 @@ use crate::domain::Upkeep;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
+use crate::store::DeliveryRecord;
 use crate::store::backend::{SqlBackend, ask};
 use crate::store::batch::{Done, Op};
 use crate::store::db::Db;
@@ -160,6 +161,14 @@ impl SqlBackend for PgStore {
 
     async fn fleet_head(&self) -> Result<u64> {
         self.db.head(&mut *self.db.pool.acquire().await?).await
+    }
+
+    async fn save_deliveries(
+        &self,
+        owner: &str,
+        record: Arc<DeliveryRecord>,
+    ) -> Result<Vec<ObjectId>> {
+        self.db.save_deliveries(owner, &record).await
     }
 
     /// Prunes numbered entries older than `older_than` or beyond the newest `keep_at_most`, in

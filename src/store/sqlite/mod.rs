@@ -28,6 +28,7 @@ use crate::domain::Upkeep;
 use crate::domain::{Job, ObjectId, PvcProgress};
 use crate::error::{Error, Result};
 use crate::metrics::WriteMetrics;
+use crate::store::DeliveryRecord;
 use crate::store::backend::{SqlBackend, ask};
 use crate::store::batch::{Done, Op};
 use crate::store::db::Db;
@@ -228,6 +229,21 @@ impl SqlBackend for SqliteStore {
         ask(&self.writer, |reply| Request::Prune {
             older_than,
             keep_at_most,
+            reply,
+        })
+        .await
+    }
+
+    /// Through the writer, the one connection that writes ([`Request::SaveDeliveries`]).
+    async fn save_deliveries(
+        &self,
+        owner: &str,
+        record: Arc<DeliveryRecord>,
+    ) -> Result<Vec<ObjectId>> {
+        let owner = owner.to_string();
+        ask(&self.writer, |reply| Request::SaveDeliveries {
+            owner,
+            record,
             reply,
         })
         .await
