@@ -140,7 +140,7 @@ impl Server {
             self.webhooks,
             crate::rest::webhook_data,
             self.webhook_wakeup,
-        );
+        )?;
         let mut connections =
             Connections::new(self.router, local_addr, self.tls, self.connection_limits);
         connections.accept_until(self.listener, shutdown).await;

@@ -1,10 +1,13 @@
 //! The one reader of the live feed for all of a replica's workers: each change is matched once
 //! against every subscription, and only the workers that want it are woken. A worker that is
 //! caught up then costs nothing for the changes it does not want; the fan's `head` tells it how
-//! far every change has been looked at, so its cursor still moves.
+//! far every change has been looked at, so its cursor still moves. A change wanted by several
+//! subscriptions is rendered once for all of them ([`Wanted::body`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
 
 use tokio::sync::{broadcast, mpsc};
 
@@ -16,11 +19,32 @@ use crate::store::Store;
 /// Wanted changes one caught-up worker may have waiting before it is told it lagged.
 const INBOX: usize = 1024;
 
+/// A change some subscriptions want, and its webhook body once one of them has rendered it:
+/// the body is the same for every subscription (only the headers differ).
+pub(super) struct Wanted {
+    pub change: Arc<Change>,
+    body: OnceLock<Bytes>,
+}
+
+impl Wanted {
+    pub(super) fn new(change: Arc<Change>) -> Wanted {
+        Wanted {
+            change,
+            body: OnceLock::new(),
+        }
+    }
+
+    /// The body, rendered by `render` the first time it is asked for.
+    pub(super) fn body(&self, render: impl FnOnce(&Change) -> Bytes) -> Bytes {
+        self.body.get_or_init(|| render(&self.change)).clone()
+    }
+}
+
 struct Entry {
     key: u64,
     events: Events,
     filter: Filter<Job>,
-    tx: mpsc::Sender<Arc<Change>>,
+    tx: mpsc::Sender<Arc<Wanted>>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -44,7 +68,7 @@ impl Drop for Fan {
 
 /// One worker's wanted changes from the fan.
 pub(super) struct Inbox {
-    rx: mpsc::Receiver<Arc<Change>>,
+    rx: mpsc::Receiver<Arc<Wanted>>,
     /// Set when a change it wants could not be handed over (a full inbox, the fan lagging the
     /// feed): the worker reads the log again.
     lagged: Arc<AtomicBool>,
@@ -64,7 +88,7 @@ impl Drop for Inbox {
 }
 
 impl Inbox {
-    pub(super) async fn recv(&mut self) -> Option<Arc<Change>> {
+    pub(super) async fn recv(&mut self) -> Option<Arc<Wanted>> {
         self.rx.recv().await
     }
 
@@ -130,10 +154,14 @@ async fn run(mut feed: broadcast::Receiver<Arc<Change>>, shared: Arc<Shared>) {
                         .entries
                         .lock()
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut wanted: Option<Arc<Wanted>> = None;
                     for entry in &entries.1 {
-                        if wants(entry.events, &entry.filter, &change)
-                            && entry.tx.try_send(change.clone()).is_err()
-                        {
+                        if !wants(entry.events, &entry.filter, &change) {
+                            continue;
+                        }
+                        let one =
+                            wanted.get_or_insert_with(|| Arc::new(Wanted::new(change.clone())));
+                        if entry.tx.try_send(one.clone()).is_err() {
                             entry.lagged.store(true, Ordering::SeqCst);
                         }
                     }

@@ -6,6 +6,10 @@
 //! subscription at a time, a replica that dies hands over when its leases run out, and each
 //! change a subscription wants is delivered at least once, in commit order, from its cursor.
 //!
+//! Deliveries run on a runtime of their own ([`lane`]), on threads the kernel schedules after
+//! the server's: when the machine is short of CPU, deliveries fall behind (and catch up from
+//! their cursors) rather than writes slowing down.
+//!
 //! - [`sign`]: the Standard Webhooks signature and secrets;
 //! - [`target`]: where a request may go (private addresses refused by default);
 //! - [`http`]: one request, bounded in time and size, no redirects followed;
@@ -13,6 +17,7 @@
 
 mod fan;
 mod http;
+mod lane;
 pub mod sign;
 pub mod target;
 mod worker;
@@ -145,7 +150,13 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn start(store: Store, config: WebhookConfig, render: Render, wakeup: Wakeup) -> Deliverer {
+    /// Starts delivering on the delivery lane; an error if its threads cannot be started.
+    pub fn start(
+        store: Store,
+        config: WebhookConfig,
+        render: Render,
+        wakeup: Wakeup,
+    ) -> std::io::Result<Deliverer> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the operating system's random source");
         let owner = random
@@ -154,24 +165,31 @@ impl Deliverer {
             .collect::<String>();
         let ledger = Arc::<Ledger>::default();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let supervisor = Supervisor {
-            stopped,
-            store: store.clone(),
-            config,
-            render,
-            owner: owner.clone(),
-            ledger: ledger.clone(),
-            workers: HashMap::new(),
-            wakeup,
-            fan: Arc::new(fan::Fan::start(&store)),
+        let home = lane::Home::current();
+        let supervisor = {
+            let (store, owner, ledger) = (store.clone(), owner.clone(), ledger.clone());
+            // On the lane: the fan and the workers it spawns run there.
+            move || Supervisor {
+                stopped,
+                fan: Arc::new(fan::Fan::start(&store)),
+                store,
+                home,
+                config,
+                render,
+                owner,
+                ledger,
+                workers: HashMap::new(),
+                wakeup,
+            }
         };
-        Deliverer {
-            task: tokio::spawn(supervisor.run()),
+        let task = lane::run(move || supervisor().run())?;
+        Ok(Deliverer {
+            task,
             stop,
             store,
             owner,
             ledger,
-        }
+        })
     }
 
     /// Stops every worker, records how far they got and gives the leases up, so another
@@ -193,6 +211,8 @@ struct Supervisor {
     /// True once the deliverer stops: workers finish what they are doing and end.
     stopped: tokio::sync::watch::Receiver<bool>,
     store: Store,
+    /// Where the store is called from ([`lane::Home`]).
+    home: lane::Home,
     config: WebhookConfig,
     render: Render,
     owner: String,
@@ -244,9 +264,10 @@ impl Supervisor {
     async fn claim(&mut self) -> bool {
         let now = now_micros();
         let until = now + self.config.lease.as_micros() as i64;
+        let (store, owner) = (self.store.clone(), self.owner.clone());
         let held = match self
-            .store
-            .claim_subscriptions(&self.owner, now, until)
+            .home
+            .call(async move { store.claim_subscriptions(&owner, now, until).await })
             .await
         {
             Ok(held) => held,
@@ -273,6 +294,7 @@ impl Supervisor {
                 fan: self.fan.clone(),
                 stopped: self.stopped.clone(),
                 store: self.store.clone(),
+                home: self.home.clone(),
                 config: self.config,
                 render: self.render,
                 ledger: self.ledger.clone(),
@@ -310,9 +332,10 @@ impl Supervisor {
         if record.progress.is_empty() && record.attempts.is_empty() {
             return;
         }
+        let (store, owner, saved) = (self.store.clone(), self.owner.clone(), record.clone());
         match self
-            .store
-            .save_deliveries(&self.owner, record.clone())
+            .home
+            .call(async move { store.save_deliveries(&owner, saved).await })
             .await
         {
             Ok(lost) => {

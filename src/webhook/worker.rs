@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::Instrument;
 
+use super::fan::Wanted;
 use super::http::{Answer, Client};
 use super::{Ledger, Render, WebhookConfig};
 use crate::domain::query::Filter;
@@ -37,6 +38,8 @@ pub(super) struct Worker {
     /// True once the replica stops: the worker ends after its current attempt.
     pub stopped: tokio::sync::watch::Receiver<bool>,
     pub store: Store,
+    /// Where the store is called from ([`super::lane::Home`]).
+    pub home: super::lane::Home,
     pub config: WebhookConfig,
     pub render: Render,
     pub ledger: Arc<Ledger>,
@@ -79,16 +82,16 @@ impl Worker {
                     _ = stopped.changed() => return,
                 };
                 match next {
-                    Ok(Some(change)) if change.seq <= state.cursor => {}
+                    Ok(Some(wanted)) if wanted.change.seq <= state.cursor => {}
                     // A wanted change before this one was missed: the log has it.
                     Ok(Some(_)) if inbox.lagged() => break,
-                    Ok(Some(change)) => {
+                    Ok(Some(wanted)) => {
                         if !self
                             .handle(
                                 &mut client,
                                 &target,
                                 &filter,
-                                &change,
+                                &wanted,
                                 &mut state,
                                 &mut recorded,
                             )
@@ -128,7 +131,12 @@ impl Worker {
     ) -> bool {
         let s = &self.subscription;
         loop {
-            let changes = match self.store.changes_after(state.cursor, None, PAGE).await {
+            let (store, cursor) = (self.store.clone(), state.cursor);
+            let changes = match self
+                .home
+                .call(async move { store.changes_after(cursor, None, PAGE).await })
+                .await
+            {
                 Ok(changes) => changes,
                 Err(e) => {
                     tracing::warn!(subscription = %s.id, error = %e, "reading the change log failed; trying again");
@@ -142,16 +150,17 @@ impl Worker {
                 tracing::error!(subscription = %s.id, cursor = state.cursor, next = first.seq,
                     "changes after this subscription's cursor are no longer in the log");
             }
-            for change in &changes {
+            if changes.is_empty() {
+                return true;
+            }
+            for change in changes {
+                let wanted = Wanted::new(Arc::new(change));
                 if !self
-                    .handle(client, target, filter, change, state, recorded)
+                    .handle(client, target, filter, &wanted, state, recorded)
                     .await
                 {
                     return false;
                 }
-            }
-            if changes.is_empty() {
-                return true;
             }
         }
     }
@@ -163,12 +172,13 @@ impl Worker {
         client: &mut Client,
         target: &Target,
         filter: &Filter<Job>,
-        change: &Change,
+        candidate: &Wanted,
         state: &mut Progress,
         recorded: &mut Instant,
     ) -> bool {
+        let change = &candidate.change;
         let wanted = wants(self.subscription.events, filter, change);
-        if wanted && !self.deliver(client, target, change, state).await {
+        if wanted && !self.deliver(client, target, candidate, state).await {
             return false;
         }
         state.cursor = change.seq;
@@ -188,20 +198,13 @@ impl Worker {
         &self,
         client: &mut Client,
         target: &Target,
-        change: &Change,
+        wanted: &Wanted,
         state: &mut Progress,
     ) -> bool {
         let s = &self.subscription;
+        let change = &wanted.change;
         let id = delivery_id(&s.id, change.seq);
-        let type_ = event_type(change.kind);
-        let body = Bytes::from(
-            serde_json::to_vec(&serde_json::json!({
-                "type": type_,
-                "timestamp": rfc3339(change.at),
-                "data": (self.render)(change),
-            }))
-            .unwrap_or_default(),
-        );
+        let body = wanted.body(|change| body(self.render, change));
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
         loop {
@@ -310,6 +313,18 @@ impl Worker {
         });
         (outcome, error, retry_after)
     }
+}
+
+/// A change's webhook body: `{"type", "timestamp" (its commit), "data"}`.
+fn body(render: Render, change: &Change) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "type": event_type(change.kind),
+            "timestamp": rfc3339(change.at),
+            "data": render(change),
+        }))
+        .unwrap_or_default(),
+    )
 }
 
 /// A stored subscription's progress, where its worker starts.
