@@ -2,9 +2,12 @@
 # Webhook delivery under write load (issue #19's speed goals), rounds interleaved, a fresh server
 # (SQLite) for every run:
 #   1. open-loop UpdateJob at RATE/s (1000) with 0 subscriptions, then with SUBS (100) that each
-#      want every change: write rate and latency, deliveries/s, commit -> receiver's answer p99;
-#   2. closed-loop UpdateJob throughput (64 callers) with no subscription, then with SUBS that want
-#      only terminal changes (what a fleet's alerting subscriptions look like).
+#      want the changes of one job of the pool (`--scope job`: every change delivered once, to
+#      the subscription of its job), then with SUBS that each want every change (`--scope all`:
+#      every change delivered SUBS times): write rate and latency, deliveries/s, commit ->
+#      receiver's answer p50/p99;
+#   2. the same three, closed loop (`--rate 0`: 64 callers, each sending its next write when its
+#      last is answered): UpdateJob throughput beside deliveries.
 #
 #   cargo build --release && scripts/bench_webhooks.sh        # ROUNDS (3), DURATION (10 s)
 set -euo pipefail
@@ -23,26 +26,15 @@ serve() { # name
 
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; }
 
-# Subscriptions that want only terminal changes, to a receiver that never gets a request here.
-terminal_subs() {
-  for _ in $(seq "${SUBS:-100}"); do
-    "$BIN" subscriptions create --server "http://127.0.0.1:$PORT" --url http://127.0.0.1:9/never \
-      --events terminal >/dev/null
-  done
-}
-
 for round in $(seq "${ROUNDS:-3}"); do
-  for subs in 0 "${SUBS:-100}"; do
-    serve "open-$round-$subs"
-    echo "round=$round $("$BIN" bench --server "http://127.0.0.1:$PORT" --server-pid "$PID" --op webhooks \
-      --subscriptions "$subs" --rate "${RATE:-1000}" --jobs 100 --duration "${DURATION:-10}" 2>&1 | tail -1)"
-    stop
-  done
-  for subs in 0 "${SUBS:-100}"; do
-    serve "closed-$round-$subs"
-    [ "$subs" = 0 ] || terminal_subs
-    echo "round=$round update terminal_subscriptions=$subs $("$BIN" bench --server "http://127.0.0.1:$PORT" \
-      --server-pid "$PID" --op update --duration "${DURATION:-10}" --warmup 2 2>&1 | tail -1)"
-    stop
+  for rate in "${RATE:-1000}" 0; do
+    for variant in "0 all" "${SUBS:-100} job" "${SUBS:-100} all"; do
+      read -r subs scope <<<"$variant"
+      serve "run-$round-$rate-$subs-$scope"
+      echo "round=$round $("$BIN" bench --server "http://127.0.0.1:$PORT" --server-pid "$PID" --op webhooks \
+        --subscriptions "$subs" --scope "$scope" --rate "$rate" --jobs 100 --concurrency 64 \
+        --connections 4 --duration "${DURATION:-10}" 2>&1 | tail -1)"
+      stop
+    done
   done
 done

@@ -96,7 +96,8 @@ pub struct BenchArgs {
     /// --op fanout: watch streams to open.
     #[arg(long, default_value_t = 1000)]
     pub watchers: usize,
-    /// --op fanout: updates per second of the watched job.
+    /// --op fanout: updates per second of the watched job; --op webhooks: UpdateJob per second
+    /// (0: closed loop, --concurrency callers as fast as the server answers).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// Before measuring any op, attach this many idle WatchJob streams (on a job nobody changes),
@@ -136,9 +137,14 @@ pub struct BenchArgs {
     /// 29 days, none due).
     #[arg(long, default_value_t = 0)]
     pub finished_age_days: u32,
-    /// --op webhooks: subscriptions to create (each wants every change); 0 for the baseline.
+    /// --op webhooks: subscriptions to create; 0 for the baseline.
     #[arg(long, default_value_t = 100)]
     pub subscriptions: usize,
+    /// --op webhooks: what each subscription wants: `all` (every change of every job) or `job`
+    /// (every change of its own job: the pool is one job per subscription, so the receiver
+    /// gets each change once).
+    #[arg(long, default_value = "all", value_parser = ["all", "job"])]
+    pub scope: String,
 }
 
 /// A small xorshift generator: the load needs variety, not cryptography.

@@ -3,6 +3,9 @@
 //! must run with `--webhook-allow-private`), then updates jobs open-loop at `--rate` per second
 //! and measures, per delivery, the time from the change's commit (the body's `timestamp`) to the
 //! receiver's answer, and the writes' own latency. `--subscriptions 0` is the baseline.
+//! `--scope all`: each subscription wants every change (each write is delivered
+//! `--subscriptions` times); `--scope job`: subscription i wants the changes of pool job i only
+//! (`{"name": "kubecluster-i"}`), so each write is delivered once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,9 +16,13 @@ use hyper::body::Bytes;
 use tokio::net::TcpListener;
 
 use super::{BenchArgs, Rng, cores, cpu_seconds, percentile, sample_job};
-use crate::cli::client::{Client, channel, key_header};
+use crate::cli::client::{Client, KeyHeader, channel, key_header};
 use crate::pb;
 use crate::pb::subscription_service_client::SubscriptionServiceClient;
+
+type Subscriptions = SubscriptionServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, KeyHeader>,
+>;
 
 /// What the receiver saw.
 #[derive(Default)]
@@ -30,31 +37,11 @@ struct Seen {
 pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), String> {
     let seen = Arc::new(Seen::default());
     let url = receive(seen.clone()).await?;
-    let mut pool = Vec::new();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut client = clients[0].clone();
-    for i in 0..args.jobs.clamp(1, 1000) {
-        let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
-        let created = client
-            .create_job(pb::CreateJobRequest { job: Some(job) })
-            .await
-            .map_err(|e| format!("creating the job pool failed: {e}"))?;
-        pool.push(created.into_inner().id);
-    }
+    let per_job = args.scope == "job";
+    let pool = create_pool(args, clients, per_job).await?;
     let mut subscriptions =
         SubscriptionServiceClient::with_interceptor(channel(&args.server).await?, key_header());
-    let mut ids = Vec::new();
-    for _ in 0..args.subscriptions {
-        let created = subscriptions
-            .create_subscription(pb::CreateSubscriptionRequest {
-                url: url.clone(),
-                r#where: String::new(),
-                events: pb::SubscriptionEvents::All as i32,
-            })
-            .await
-            .map_err(|e| format!("creating a subscription failed: {e}"))?;
-        ids.push(created.into_inner().id);
-    }
+    let ids = subscribe(args, &mut subscriptions, &url, per_job).await?;
     // The subscriptions are claimed within a renewal; let them start before measuring.
     tokio::time::sleep(Duration::from_secs(args.warmup.max(4))).await;
 
@@ -67,12 +54,20 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
         (start, start + measure.as_micros() as i64);
     let cpu_self = cpu_seconds(None);
     let cpu_server = cpu_seconds(args.server_pid);
-    let (writes, write_latencies) = write_at_rate(args, clients, &pool, measure).await;
+    let (writes, write_latencies) = if args.rate > 0.0 {
+        write_at_rate(args, clients, &pool, measure).await
+    } else {
+        write_closed_loop(args, clients, &pool, measure).await
+    };
     let elapsed = measure.as_secs_f64();
     let cpu_self = cores(cpu_self, cpu_seconds(None), elapsed);
     let cpu_server = cores(cpu_server, cpu_seconds(args.server_pid), elapsed);
     let delivered_in_window = seen.delivered.load(Ordering::Relaxed);
-    let expected = writes * ids.len() as u64;
+    let expected = match (per_job, ids.len()) {
+        (_, 0) => 0,
+        (true, _) => writes,
+        (false, n) => writes * n as u64,
+    };
     let drain = Instant::now();
     while seen.delivered.load(Ordering::Relaxed) < expected && drain.elapsed().as_secs() < 30 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -87,10 +82,11 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
     let mut writes_sorted = write_latencies;
     writes_sorted.sort_unstable();
     out!(
-        "webhooks subscriptions={} rate={} writes={writes} ({:.0}/s) write_p50={:.2}ms write_p99={:.2}ms \
+        "webhooks subscriptions={} scope={} rate={} writes={writes} ({:.0}/s) write_p50={:.2}ms write_p99={:.2}ms \
          delivered={}/{expected} ({:.0}/s in the window) delivery_p50={:.1}ms delivery_p99={:.1}ms \
          delivery_max={:.1}ms bench_cpu={cpu_self} server_cpu={cpu_server}",
         ids.len(),
+        args.scope,
         args.rate,
         writes as f64 / elapsed,
         percentile(&writes_sorted, 0.5),
@@ -107,6 +103,108 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
             .await;
     }
     Ok(())
+}
+
+/// Creates `--subscriptions` subscriptions to `url` (with `--scope job`, subscription i wants
+/// pool job i); answers their ids.
+async fn subscribe(
+    args: &BenchArgs,
+    subscriptions: &mut Subscriptions,
+    url: &str,
+    per_job: bool,
+) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for i in 0..args.subscriptions {
+        let created = subscriptions
+            .create_subscription(pb::CreateSubscriptionRequest {
+                url: url.to_string(),
+                r#where: if per_job {
+                    format!(r#"{{"name": "kubecluster-{i}"}}"#)
+                } else {
+                    String::new()
+                },
+                events: pb::SubscriptionEvents::All as i32,
+            })
+            .await
+            .map_err(|e| format!("creating a subscription failed: {e}"))?;
+        ids.push(created.into_inner().id);
+    }
+    Ok(ids)
+}
+
+/// The jobs the writes go to: `--jobs` of them, or one per subscription with `--scope job`.
+async fn create_pool(
+    args: &BenchArgs,
+    clients: &[Client],
+    per_job: bool,
+) -> Result<Vec<String>, String> {
+    let mut pool = Vec::new();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut client = clients[0].clone();
+    let jobs = if per_job {
+        args.subscriptions
+    } else {
+        args.jobs
+    };
+    for i in 0..jobs.clamp(1, 1000) {
+        let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
+        let created = client
+            .create_job(pb::CreateJobRequest { job: Some(job) })
+            .await
+            .map_err(|e| format!("creating the job pool failed: {e}"))?;
+        pool.push(created.into_inner().id);
+    }
+    Ok(pool)
+}
+
+/// UpdateJob of the pool's jobs, one after another.
+fn update(id: String, n: u64) -> pb::UpdateJobRequest {
+    pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id,
+            message: Some(format!("step {n}")),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["message".into()],
+        }),
+        append_activity: vec![],
+        etag: String::new(),
+    }
+}
+
+/// UpdateJob for `measure` by `--concurrency` callers, each sending its next when its last is
+/// answered; answers the writes acknowledged and their latencies (µs).
+async fn write_closed_loop(
+    args: &BenchArgs,
+    clients: &[Client],
+    pool: &[String],
+    measure: Duration,
+) -> (u64, Vec<u32>) {
+    let end = Instant::now() + measure;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for c in 0..args.concurrency.max(1) {
+        let mut client = clients[c % clients.len()].clone();
+        let (pool, next) = (pool.to_vec(), next.clone());
+        callers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < end {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let id = pool[n as usize % pool.len()].clone();
+                let begun = Instant::now();
+                if client.update_job(update(id, n)).await.is_ok() {
+                    latencies.push(begun.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for caller in callers {
+        all.extend(caller.await.unwrap_or_default());
+    }
+    (all.len() as u64, all)
 }
 
 /// UpdateJob at `--rate` per second for `measure` (at most 256 in flight); answers the writes
@@ -138,19 +236,7 @@ async fn write_at_rate(
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let begun = Instant::now();
-            let update = pb::UpdateJobRequest {
-                job: Some(pb::Job {
-                    id,
-                    message: Some(format!("step {n}")),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["message".into()],
-                }),
-                append_activity: vec![],
-                etag: String::new(),
-            };
-            if client.update_job(update).await.is_ok() {
+            if client.update_job(update(id, n)).await.is_ok() {
                 done.fetch_add(1, Ordering::Relaxed);
                 let micros = begun.elapsed().as_micros().min(u32::MAX as u128) as u32;
                 latencies
