@@ -141,7 +141,8 @@ async fn create_pool(
     let mut pool = Vec::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut client = clients[0].clone();
-    let jobs = if per_job {
+    // Without subscriptions, the same pool as `--scope all`: a baseline is the same writes.
+    let jobs = if per_job && args.subscriptions > 0 {
         args.subscriptions
     } else {
         args.jobs
