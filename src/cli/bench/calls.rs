@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{BenchArgs, BenchOp, Rng, cores, cpu_seconds, percentile, sample_job};
+use super::{BenchArgs, BenchOp, Rng, cores, cpu_seconds, percentile, running_jobs, sample_job};
 use crate::cli::client::Client;
 use crate::pb;
 
@@ -61,20 +61,11 @@ pub(super) async fn run(args: &BenchArgs, clients: &[Client]) -> Result<(), Stri
 
 /// The jobs to work on: RUNNING, so that updates and reports are legal.
 async fn job_pool(args: &BenchArgs, clients: &[Client]) -> Result<Vec<String>, String> {
-    let mut pool = Vec::new();
     if matches!(args.op, BenchOp::Get | BenchOp::Update | BenchOp::Report) {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let mut client = clients[0].clone();
-        for i in 0..args.jobs.max(1) {
-            let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
-            let created = client
-                .create_job(pb::CreateJobRequest { job: Some(job) })
-                .await
-                .map_err(|e| format!("creating the job pool failed: {e}"))?;
-            pool.push(created.into_inner().id);
-        }
+        running_jobs(&clients[0], args.jobs.max(1)).await
+    } else {
+        Ok(Vec::new())
     }
-    Ok(pool)
 }
 
 /// One caller: calls back to back until `end`, counting those inside [`start`, `end`].

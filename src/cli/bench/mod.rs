@@ -194,6 +194,23 @@ pub(super) fn sample_job(rng: &mut Rng, i: usize, state: Option<pb::JobState>) -
     }
 }
 
+/// Creates `n` RUNNING jobs (`kubecluster-0` …), so that updates and reports are legal;
+/// answers their ids.
+pub(super) async fn running_jobs(client: &Client, n: usize) -> Result<Vec<String>, String> {
+    let mut client = client.clone();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut pool = Vec::with_capacity(n);
+    for i in 0..n {
+        let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
+        let created = client
+            .create_job(pb::CreateJobRequest { job: Some(job) })
+            .await
+            .map_err(|e| format!("creating the job pool failed: {e}"))?;
+        pool.push(created.into_inner().id);
+    }
+    Ok(pool)
+}
+
 /// `n` clients of `server`, each on its own HTTP/2 connection.
 pub(super) async fn connect(server: &str, n: usize) -> Result<Vec<Client>, String> {
     let mut clients = Vec::with_capacity(n);

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use tokio::net::TcpListener;
 
-use super::{BenchArgs, Rng, cores, cpu_seconds, percentile, sample_job};
+use super::{BenchArgs, cores, cpu_seconds, percentile, running_jobs};
 use crate::cli::client::{Client, KeyHeader, channel, key_header};
 use crate::pb;
 use crate::pb::subscription_service_client::SubscriptionServiceClient;
@@ -138,24 +138,13 @@ async fn create_pool(
     clients: &[Client],
     per_job: bool,
 ) -> Result<Vec<String>, String> {
-    let mut pool = Vec::new();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut client = clients[0].clone();
     // Without subscriptions, the same pool as `--scope all`: a baseline is the same writes.
     let jobs = if per_job && args.subscriptions > 0 {
         args.subscriptions
     } else {
         args.jobs
     };
-    for i in 0..jobs.clamp(1, 1000) {
-        let job = sample_job(&mut rng, i, Some(pb::JobState::Running));
-        let created = client
-            .create_job(pb::CreateJobRequest { job: Some(job) })
-            .await
-            .map_err(|e| format!("creating the job pool failed: {e}"))?;
-        pool.push(created.into_inner().id);
-    }
-    Ok(pool)
+    running_jobs(&clients[0], jobs.clamp(1, 1000)).await
 }
 
 /// UpdateJob of the pool's jobs, one after another.
